@@ -1,0 +1,294 @@
+"""OpenAI CLIP (ViT image encoder + causal text encoder), loadable from OpenAI's released weights.
+
+Module and parameter names are OpenAI's, so a state dict of `ViT-B-32.pt` loads as it is. Every size is derived
+from the checkpoint's tensor shapes (`CLIPConfig.from_state_dict`), so one loader serves ViT-B/32, ViT-B/16 and the
+tiny configurations the tests use. Tensors are batch-first ([N, L, D]) throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPENAI_URL = "https://openaipublic.azureedge.net/clip/models/{sha}/{file}"
+# name -> (file name, SHA-256 of the file as published by OpenAI)
+PRETRAINED = {
+    "ViT-B/32": ("ViT-B-32.pt", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
+    "ViT-B/16": ("ViT-B-16.pt", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"),
+    "ViT-L/14": ("ViT-L-14.pt", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"),
+}
+DEFAULT_PRETRAINED_DIR = "~/models/pretrained"
+# Non-tensor entries that OpenAI's TorchScript archives carry in their state dict.
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+    """Architecture of a ViT CLIP, as data."""
+
+    embed_dim: int
+    image_resolution: int
+    vision_layers: int
+    vision_width: int
+    vision_patch_size: int
+    context_length: int
+    vocab_size: int
+    transformer_width: int
+    transformer_heads: int
+    transformer_layers: int
+
+    @classmethod
+    def vit_b_32(cls) -> CLIPConfig:
+        return cls(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12)
+
+    @classmethod
+    def vit_b_16(cls) -> CLIPConfig:
+        return cls(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12)
+
+    @classmethod
+    def tiny(cls) -> CLIPConfig:
+        """A CLIP small enough for unit tests: 32 px images, 8 px patches (4x4 grid), width 64, 2 layers."""
+        return cls(32, 32, 2, 64, 8, 77, 49408, 64, 1, 2)
+
+    @property
+    def vision_heads(self) -> int:
+        return self.vision_width // 64
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> CLIPConfig:
+        """Derive every size from the tensor shapes of an OpenAI-named ViT CLIP state dict."""
+        needed = ["visual.conv1.weight", "visual.positional_embedding", "text_projection",
+                  "positional_embedding", "token_embedding.weight", "ln_final.weight"]
+        missing = [k for k in needed if k not in state_dict]
+        if missing:
+            if any(k.startswith("visual.layer1.") for k in state_dict):
+                raise ValueError("This is a ResNet CLIP checkpoint; only ViT CLIPs are supported.")
+            raise ValueError(f"Not a ViT CLIP state dict: missing {missing} "
+                             f"(found {len(state_dict)} keys, e.g. {sorted(state_dict)[:5]}).")
+        conv1 = state_dict["visual.conv1.weight"]
+        grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        width = state_dict["ln_final.weight"].shape[0]
+        return cls(
+            embed_dim=state_dict["text_projection"].shape[1],
+            image_resolution=conv1.shape[-1] * grid,
+            vision_layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
+            vision_width=conv1.shape[0],
+            vision_patch_size=conv1.shape[-1],
+            context_length=state_dict["positional_embedding"].shape[0],
+            vocab_size=state_dict["token_embedding.weight"].shape[0],
+            transformer_width=width,
+            transformer_heads=width // 64,
+            transformer_layers=_count_blocks(state_dict, "transformer.resblocks."),
+        )
+
+
+def _count_blocks(state_dict: dict, prefix: str) -> int:
+    return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def attention(attn: nn.MultiheadAttention, q_x: torch.Tensor, kv_x: torch.Tensor | None = None,
+              attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    """Multi-head attention with `attn`'s weights: queries from q_x [N, Lq, D], keys/values from kv_x [N, Lk, D]
+    (q_x when None). attn_mask: bool (True = attend) or additive float, broadcastable to [N, heads, Lq, Lk].
+    Returns [N, Lq, D]."""
+    n, lq, d = q_x.shape
+    h = attn.num_heads
+    if kv_x is None:
+        q, k, v = F.linear(q_x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    else:
+        w_q, w_kv = attn.in_proj_weight.split([d, 2 * d])
+        b_q, b_kv = attn.in_proj_bias.split([d, 2 * d])
+        q = F.linear(q_x, w_q, b_q)
+        k, v = F.linear(kv_x, w_kv, b_kv).chunk(2, dim=-1)
+    q, k, v = (t.unflatten(-1, (h, d // h)).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, lq, d))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). x: [N, L, D]."""
+
+    def __init__(self, d_model: int, n_head: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, n_head)
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(d_model, d_model * 4)),
+            ("gelu", QuickGELU()),
+            ("c_proj", nn.Linear(d_model * 4, d_model)),
+        ]))
+        self.ln_2 = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        x = x + attention(self.attn, self.ln_1(x), is_causal=is_causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int):
+        super().__init__()
+        self.width, self.layers = width, layers
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x, is_causal=is_causal)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int,
+                 output_dim: int):
+        super().__init__()
+        self.input_resolution, self.patch_size = input_resolution, patch_size
+        self.width, self.layers, self.heads, self.output_dim = width, layers, heads, output_dim
+        self.grid_size = input_resolution // patch_size
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        scale = width ** -0.5
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid_size ** 2 + 1, width))
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding + class token + positional embedding + ln_pre: [N, 3, H, W] -> [N, 1 + g*g, W]."""
+        x = self.conv1(images.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.ln_pre(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] -> [N, output_dim]."""
+        x = self.transformer(self.embed(images))
+        return self.ln_post(x[:, 0]) @ self.proj
+
+
+class CLIP(nn.Module):
+    def __init__(self, config: CLIPConfig):
+        super().__init__()
+        self.config = config
+        self.context_length, self.vocab_size = config.context_length, config.vocab_size
+        self.visual = VisionTransformer(config.image_resolution, config.vision_patch_size, config.vision_width,
+                                        config.vision_layers, config.vision_heads, config.embed_dim)
+        self.transformer = Transformer(config.transformer_width, config.transformer_layers,
+                                       config.transformer_heads)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, config.transformer_width))
+        self.ln_final = nn.LayerNorm(config.transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(config.transformer_width, config.embed_dim))
+        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+        self._initialize_parameters()
+
+    def _initialize_parameters(self) -> None:
+        """OpenAI's initialisation (for randomly built models; loaded weights overwrite it)."""
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        for transformer in (self.transformer, self.visual.transformer):
+            proj_std = (transformer.width ** -0.5) * ((2 * transformer.layers) ** -0.5)
+            for block in transformer.resblocks:
+                nn.init.normal_(block.attn.in_proj_weight, std=transformer.width ** -0.5)
+                nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+                nn.init.normal_(block.mlp.c_fc.weight, std=(2 * transformer.width) ** -0.5)
+                nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=self.transformer.width ** -0.5)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] normalised images -> [N, E] (not L2-normalised)."""
+        return self.visual(images)
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token + positional embedding: ids [N, L] (L <= context_length) -> [N, L, Wt]."""
+        if ids.shape[1] > self.context_length:
+            raise ValueError(f"text of {ids.shape[1]} tokens exceeds the context length {self.context_length}")
+        return self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [N, L] (SOT ... EOT, zero padded) -> [N, E], read at the EOT (highest id) position."""
+        x = self.ln_final(self.transformer(self.embed_text(ids), is_causal=True))
+        return x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)] @ self.text_projection
+
+
+def build_clip(state_dict: dict[str, torch.Tensor]) -> CLIP:
+    """Build a float32 CLIP in eval mode from an OpenAI-named state dict, every size taken from its shapes."""
+    state_dict = {k: v for k, v in state_dict.items() if k not in _OPENAI_EXTRA_KEYS}
+    model = CLIP(CLIPConfig.from_state_dict(state_dict))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state_dict) if expected[k].shape != state_dict[k].shape)
+    if missing or unexpected or wrong:
+        problems = [f"missing keys: {missing}" if missing else "",
+                    f"unexpected keys: {unexpected}" if unexpected else "",
+                    f"keys with inconsistent shapes: {wrong}" if wrong else ""]
+        raise ValueError("The weights do not form a ViT CLIP: " + "; ".join(p for p in problems if p))
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()})
+    return model.eval()
+
+
+def resolve_clip_path(name_or_path: str, pretrained_dir: str | None = None) -> Path:
+    """A released model name (`ViT-B/32`) -> `<pretrained_dir>/ViT-B-32.pt`; anything else is a path."""
+    if name_or_path in PRETRAINED:
+        directory = pretrained_dir or os.environ.get("STOP_PRETRAINED_DIR", DEFAULT_PRETRAINED_DIR)
+        return Path(directory).expanduser() / PRETRAINED[name_or_path][0]
+    return Path(name_or_path).expanduser()
+
+
+def _missing_weights_message(name_or_path: str, path: Path) -> str:
+    lines = [f"CLIP weights not found: {path}"]
+    entry = PRETRAINED.get(name_or_path) or next((v for v in PRETRAINED.values() if v[0] == path.name), None)
+    if entry:
+        file, sha = entry
+        lines += [f"Download {file} from OpenAI ({OPENAI_URL.format(sha=sha, file=file)})",
+                  f"and put it at {path} (or pass --pretrained_dir DIR). Expected SHA-256: {sha}"]
+    else:
+        lines.append("Pass an OpenAI TorchScript archive (.pt), a torch.save state dict or a .safetensors file.")
+    return "\n".join(lines)
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of an OpenAI TorchScript archive, a torch.save state dict or a .safetensors file (as stored)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    if _is_torchscript_archive(path):
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict of CLIP weights.")
+    return state_dict
+
+
+def load_clip(name_or_path: str, pretrained_dir: str | None = None) -> CLIP:
+    """Load a float32 CLIP in eval mode from a released name (`ViT-B/32`, `ViT-B/16`, resolved in
+    `pretrained_dir`, default ~/models/pretrained or $STOP_PRETRAINED_DIR) or from a file path."""
+    path = resolve_clip_path(name_or_path, pretrained_dir)
+    if not path.is_file():
+        raise FileNotFoundError(_missing_weights_message(name_or_path, path))
+    try:
+        return build_clip(read_clip_state_dict(path))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
