@@ -7,9 +7,11 @@ tiny configurations the tests use. Tensors are batch-first ([N, L, D]) throughou
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -292,3 +294,21 @@ def load_clip(name_or_path: str, pretrained_dir: str | None = None) -> CLIP:
         return build_clip(read_clip_state_dict(path))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def save_clip_torchscript(model: CLIP, path: str | Path) -> None:
+    """Save `model` as OpenAI ships CLIP: a TorchScript archive (encode_image / encode_text traced) holding
+    fp16 weights and the `input_resolution`, `context_length`, `vocab_size` entries. `load_clip` reads it."""
+    config = model.config
+    model = copy.deepcopy(model).float().eval()
+    for key, value in (("input_resolution", config.image_resolution), ("context_length", config.context_length),
+                       ("vocab_size", config.vocab_size)):
+        model.__dict__.pop(key, None)
+        model.register_buffer(key, torch.tensor(value))
+    images = torch.zeros(1, 3, config.image_resolution, config.image_resolution)
+    ids = torch.zeros(1, config.context_length, dtype=torch.long)
+    ids[0, :2] = torch.tensor([config.vocab_size - 2, config.vocab_size - 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace_module(model, {"encode_image": images, "encode_text": ids})
+    torch.jit.save(traced.half(), str(path))

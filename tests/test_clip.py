@@ -1,0 +1,161 @@
+"""The CLIP backbone and its loader against OpenAI's reference implementation (clip/model.py)."""
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from models.clip import CLIP, CLIPConfig, build_clip, load_clip, save_clip_torchscript
+
+B32_SHA = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def reference_clip(reference_clip_model, config: CLIPConfig, seed: int = 0):
+    torch.manual_seed(seed)
+    fields = dataclasses.asdict(config)
+    return reference_clip_model.CLIP(**fields).eval()
+
+
+def save_like_openai(reference_clip_model, model, path):
+    """What OpenAI ships: the model traced to TorchScript with fp16 weights plus three integer entries."""
+    for key, value in (("input_resolution", model.visual.input_resolution),
+                       ("context_length", model.context_length), ("vocab_size", model.vocab_size)):
+        model.__dict__.pop(key, None)
+        model.register_buffer(key, torch.tensor(value))
+    reference_clip_model.convert_weights(model)
+    size = model.input_resolution.item()
+    with torch.no_grad():
+        traced = torch.jit.trace(model.float(), (torch.zeros(1, 3, size, size),
+                                                 torch.zeros(1, model.context_length.item(), dtype=torch.long)),
+                                 check_trace=False)
+    torch.jit.save(traced.half(), str(path))
+    # The reference computes with the fp16-rounded weights, in float32 like load_clip.
+    return model.float()
+
+
+def inputs(config: CLIPConfig, n: int = 3, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, config.image_resolution, config.image_resolution, generator=g)
+    ids = torch.zeros(n, config.context_length, dtype=torch.long)
+    for row, length in enumerate([5, 17, config.context_length - 2][:n]):
+        ids[row, 0] = config.vocab_size - 2
+        ids[row, 1:length + 1] = torch.randint(1, config.vocab_size - 2, (length,), generator=g)
+        ids[row, length + 1] = config.vocab_size - 1
+    return images, ids
+
+
+def assert_same_features(ours: CLIP, reference, config: CLIPConfig):
+    images, ids = inputs(config)
+    with torch.no_grad():
+        assert relative_error(ours.encode_image(images), reference.encode_image(images)) < 1e-5
+        assert relative_error(ours.encode_text(ids), reference.encode_text(ids)) < 1e-5
+
+
+SMALL = CLIPConfig(embed_dim=48, image_resolution=48, vision_layers=3, vision_width=128, vision_patch_size=16,
+                   context_length=20, vocab_size=500, transformer_width=64, transformer_heads=1,
+                   transformer_layers=2)
+
+
+@pytest.mark.parametrize("config", [CLIPConfig.tiny(), SMALL], ids=["tiny", "small"])
+def test_state_dict_and_torchscript_match_reference(reference_clip_model, config, tmp_path):
+    reference = reference_clip(reference_clip_model, config)
+    assert_same_features(build_clip(reference.state_dict()), reference, config)
+
+    torch.save(reference.state_dict(), tmp_path / "plain.pt")
+    assert_same_features(load_clip(str(tmp_path / "plain.pt")), reference, config)
+
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "w.safetensors")
+    assert_same_features(load_clip(str(tmp_path / "w.safetensors")), reference, config)
+
+    reference16 = save_like_openai(reference_clip_model, reference, tmp_path / "openai.pt")
+    loaded = load_clip(str(tmp_path / "openai.pt"))
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert loaded.config == config
+    assert_same_features(loaded, reference16, config)
+
+
+@pytest.mark.slow
+def test_vit_b32_shaped_torchscript_matches_reference(reference_clip_model, tmp_path):
+    config = CLIPConfig.vit_b_32()
+    reference = save_like_openai(reference_clip_model, reference_clip(reference_clip_model, config),
+                                 tmp_path / "ViT-B-32.pt")
+    model = load_clip("ViT-B/32", pretrained_dir=str(tmp_path))
+    assert model.visual.input_resolution == 224 and model.visual.grid_size == 7
+    assert model.visual.width == 768 and model.visual.layers == 12 and model.visual.heads == 12
+    assert model.config == config
+    images, ids = inputs(config, n=2)
+    with torch.no_grad():
+        assert relative_error(model.encode_image(images), reference.encode_image(images)) < 1e-5
+        assert relative_error(model.encode_text(ids), reference.encode_text(ids)) < 1e-5
+
+
+def test_our_torchscript_export_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig.tiny()).eval()
+    save_clip_torchscript(model, tmp_path / "tiny.pt")
+    stored = torch.jit.load(str(tmp_path / "tiny.pt")).state_dict()
+    assert stored["visual.conv1.weight"].dtype == torch.float16
+    loaded = load_clip(str(tmp_path / "tiny.pt"))
+    expected = model.half().float()
+    images, ids = inputs(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(images), expected.encode_image(images))
+        torch.testing.assert_close(loaded.encode_text(ids), expected.encode_text(ids))
+
+
+def test_short_text_uses_leading_positions():
+    """Texts shorter than the context (max_words = 32) read the first positional embeddings, as released."""
+    torch.manual_seed(0)
+    model = CLIP(CLIPConfig.tiny()).eval()
+    _, ids = inputs(model.config, n=2)
+    short = ids[:, :24]
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(short), model.encode_text(ids), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="exceeds the context length"):
+        model.encode_text(torch.zeros(1, 78, dtype=torch.long))
+
+
+def test_missing_weights_message_names_path_source_and_checksum(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        load_clip("ViT-B/32", pretrained_dir=str(tmp_path))
+    message = str(error.value)
+    assert str(tmp_path / "ViT-B-32.pt") in message
+    assert B32_SHA in message and "openaipublic" in message and "--pretrained_dir" in message
+
+
+def test_incomplete_state_dict_lists_missing_keys(tmp_path):
+    state_dict = CLIP(CLIPConfig.tiny()).state_dict()
+    del state_dict["visual.ln_post.weight"], state_dict["transformer.resblocks.1.mlp.c_fc.bias"]
+    torch.save(state_dict, tmp_path / "broken.pt")
+    with pytest.raises(ValueError) as error:
+        load_clip(str(tmp_path / "broken.pt"))
+    assert "visual.ln_post.weight" in str(error.value)
+    assert "transformer.resblocks.1.mlp.c_fc.bias" in str(error.value)
+    assert str(tmp_path / "broken.pt") in str(error.value)
+
+
+def test_non_clip_file_is_rejected_clearly(tmp_path):
+    torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="Not a ViT CLIP state dict: missing"):
+        load_clip(str(tmp_path / "other.pt"))
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a state dict"):
+        load_clip(str(tmp_path / "list.pt"))
+
+
+def test_pickled_code_is_not_executed(tmp_path):
+    """Plain state dicts load with weights_only=True: a pickle that would run code is refused."""
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception) as error:
+        load_clip(str(tmp_path / "evil.pt"))
+    assert "Weights only load failed" in str(error.value) or "weights_only" in str(error.value)
