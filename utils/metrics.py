@@ -1,0 +1,116 @@
+"""Retrieval metrics: R@1/5/10, median rank (MdR) and mean rank (MnR) for text-to-video and video-to-text.
+
+Ranks are 1-based and OPTIMISTIC under ties: rank = 1 + the number of candidates with a strictly higher score
+than the correct one (the released implementation's ``np.sort`` / first-match rule gives the same number).
+
+Multi-caption protocol (VATEX, MSVD, MSR-VTT with all 20 captions): ``caption_to_video[c]`` is the video of
+caption ``c``.
+* t2v: every caption is a query; its rank is the rank of its own video among all videos.
+* v2t ("caption" protocol, the COCO image-to-text rule): every video is a query over ALL captions; its rank is
+  the rank of its best-ranked own caption, i.e. 1 + the number of captions scoring strictly higher than the
+  highest-scoring own caption.
+* v2t_group (the released CLIP4Clip/STOP rule, kept so numbers can be compared with theirs): each video is
+  scored against each caption GROUP by the maximum over that group's captions; its rank is the rank of its
+  own group among all groups.
+With one caption per video the three coincide with the usual single-caption definition.
+
+Similarities are computed in blocks so that a 10k x 10k evaluation never holds the model output for the whole
+matrix at once; ``similarity_matrix`` assembles the same numbers when the full matrix is wanted.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+
+SimilarityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cosine_similarity(text_feats: torch.Tensor, video_feats: torch.Tensor) -> torch.Tensor:
+    """[Nt, E] x [Nv, E] -> [Nt, Nv] cosine similarities in float32."""
+    t = torch.nn.functional.normalize(text_feats.float(), dim=-1)
+    v = torch.nn.functional.normalize(video_feats.float(), dim=-1)
+    return t @ v.t()
+
+
+def similarity_matrix(text_feats: torch.Tensor, video_feats: torch.Tensor,
+                      similarity_fn: SimilarityFn = cosine_similarity, block_size: int = 1024) -> torch.Tensor:
+    """The full [Nt, Nv] matrix, computed ``block_size`` text rows at a time (float32, on the features' device)."""
+    return torch.cat([similarity_fn(text_feats[i:i + block_size], video_feats).float()
+                      for i in range(0, len(text_feats), block_size)])
+
+
+def retrieval_ranks(text_feats: torch.Tensor, video_feats: torch.Tensor, caption_to_video: torch.Tensor,
+                    similarity_fn: SimilarityFn = cosine_similarity,
+                    block_size: int = 1024) -> Dict[str, torch.Tensor]:
+    """1-based optimistic ranks for every query.
+
+    text_feats [Nt, E], video_feats [Nv, E], caption_to_video LongTensor [Nt] with values in [0, Nv).
+    Returns {"t2v": [Nt], "v2t": [Nv'], "v2t_group": [Nv']} (int64), where Nv' counts only the videos that have
+    at least one caption (a video without captions has no correct answer for v2t).
+    """
+    caption_to_video = torch.as_tensor(caption_to_video, dtype=torch.long, device=text_feats.device)
+    num_texts, num_videos = len(text_feats), len(video_feats)
+    if caption_to_video.shape != (num_texts,):
+        raise ValueError(f"caption_to_video has shape {tuple(caption_to_video.shape)}, expected ({num_texts},)")
+    if num_texts and (caption_to_video.min() < 0 or caption_to_video.max() >= num_videos):
+        raise ValueError(f"caption_to_video values must lie in [0, {num_videos})")
+
+    t2v = []
+    for i in range(0, num_texts, block_size):
+        sims = similarity_fn(text_feats[i:i + block_size], video_feats).float()      # [b, Nv]
+        correct = sims.gather(1, caption_to_video[i:i + block_size, None])            # [b, 1]
+        t2v.append(1 + (sims > correct).sum(1))
+
+    v2t, v2t_group = [], []
+    has_caption = torch.zeros(num_videos, dtype=torch.bool, device=text_feats.device)
+    has_caption[caption_to_video] = True
+    for j in range(0, num_videos, block_size):
+        sims = similarity_fn(text_feats, video_feats[j:j + block_size]).float().t()  # [b, Nt]
+        own = caption_to_video[None, :] == torch.arange(j, j + len(sims), device=sims.device)[:, None]
+        best_own = sims.masked_fill(~own, float("-inf")).amax(1, keepdim=True)        # [b, 1]
+        v2t.append(1 + (sims > best_own).sum(1))
+        groups = sims.new_full((len(sims), num_videos), float("-inf")).scatter_reduce(
+            1, caption_to_video.expand_as(sims), sims, reduce="amax")                 # [b, Nv]
+        own_group = groups[:, j:j + len(sims)].diagonal()[:, None]
+        v2t_group.append(1 + (groups > own_group).sum(1))
+    keep = has_caption
+    empty = torch.zeros(0, dtype=torch.long, device=text_feats.device)
+    return {"t2v": torch.cat(t2v) if t2v else empty,
+            "v2t": torch.cat(v2t)[keep] if v2t else empty,
+            "v2t_group": torch.cat(v2t_group)[keep] if v2t_group else empty}
+
+
+def metrics_from_ranks(ranks: torch.Tensor) -> Dict[str, float]:
+    """R@1/5/10 in percent, MdR (median, the mean of the two middle ranks for an even count), MnR, count."""
+    r = ranks.double().cpu()
+    if r.numel() == 0:
+        raise ValueError("no queries to score")
+    return {"R1": 100.0 * (r <= 1).double().mean().item(),
+            "R5": 100.0 * (r <= 5).double().mean().item(),
+            "R10": 100.0 * (r <= 10).double().mean().item(),
+            "MdR": float(torch.quantile(r, 0.5).item()),
+            "MnR": r.mean().item(),
+            "count": int(r.numel())}
+
+
+def retrieval_metrics(text_feats: torch.Tensor, video_feats: torch.Tensor, caption_to_video: torch.Tensor,
+                      similarity_fn: SimilarityFn = cosine_similarity,
+                      block_size: int = 1024) -> Dict[str, Dict[str, float]]:
+    """{"t2v": {...}, "v2t": {...}, "v2t_group": {...}} from features (see the module docstring)."""
+    ranks = retrieval_ranks(text_feats, video_feats, caption_to_video, similarity_fn, block_size)
+    return {name: metrics_from_ranks(r) for name, r in ranks.items()}
+
+
+def metrics_from_similarity(sim: torch.Tensor, caption_to_video: torch.Tensor) -> Dict[str, Dict[str, float]]:
+    """Same metrics from a precomputed [Nt, Nv] similarity matrix."""
+    texts = torch.arange(sim.shape[0])
+    videos = torch.arange(sim.shape[1])
+    return retrieval_metrics(texts, videos, caption_to_video,
+                             similarity_fn=lambda t, v: sim[t][:, v], block_size=max(1, sim.shape[0]))
+
+
+def format_metrics(metrics: Dict[str, Dict[str, float]]) -> str:
+    """One line per direction, e.g. 't2v: R@1 47.7 R@5 71.4 R@10 81.1 MdR 2.0 MnR 15.2 (n=1000)'."""
+    return "\n".join(f"{name}: R@1 {m['R1']:.1f} R@5 {m['R5']:.1f} R@10 {m['R10']:.1f} "
+                     f"MdR {m['MdR']:.1f} MnR {m['MnR']:.1f} (n={m['count']})" for name, m in metrics.items())
