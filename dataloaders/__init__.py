@@ -1,0 +1,95 @@
+"""Text-video retrieval data: `build_dataset(args, split)` for the dataset `--datatype` names, and the flags.
+
+Every dataset is a RetrievalDataset (see retrieval_dataset.py for the item format and the evaluation views);
+the registry maps a --datatype to the function that reads its annotation files.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from . import activitynet, custom_csv, didemo, lsmdc, msrvtt, msvd, vatex
+from .annotations import Annotations, DataFileError
+from .retrieval_dataset import BadVideoError, BadVideoWarning, RetrievalDataset
+from .sources import FolderSource, LMDBSource
+from .video_reader import VideoReadError, load_clip, read_frames
+
+# --datatype -> function (args, split) -> Annotations
+DATASETS = {
+    "msrvtt": msrvtt.load_annotations,
+    "activitynet": activitynet.load_annotations,
+    "didemo": didemo.load_annotations,
+    "vatex": vatex.load_annotations,
+    "msvd": msvd.load_annotations,
+    "lsmdc": lsmdc.load_annotations,
+    "csv": custom_csv.load_annotations,
+}
+SPLITS = ("train", "val", "test")
+DEFAULT_IMAGE_RESOLUTION = 224
+HOLDOUT_SEED = 0
+
+__all__ = ["DATASETS", "SPLITS", "Annotations", "BadVideoError", "BadVideoWarning", "DataFileError",
+           "FolderSource", "LMDBSource", "RetrievalDataset", "VideoReadError", "add_data_args", "build_dataset",
+           "load_annotations", "load_clip", "read_frames", "video_source"]
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register the data flags (names of the released implementation where it has them)."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--datatype", default="msrvtt", choices=sorted(DATASETS), help="dataset format")
+    group.add_argument("--data_path", default=None,
+                       help="MSR-VTT: MSRVTT_data.json; other datasets: the folder of annotation files")
+    group.add_argument("--features_path", default=None, help="folder of the (compressed) videos")
+    group.add_argument("--lmdb_dataset", default=None,
+                       help="read videos from this LMDB (preprocess/folder_to_lmdb.py) instead of --features_path")
+    group.add_argument("--train_csv", default=None, help="MSR-VTT: MSRVTT_train.9k.csv or .7k.csv; csv: training pairs")
+    group.add_argument("--val_csv", default=None, help="MSR-VTT: MSRVTT_JSFUSION_test.csv; csv: validation pairs")
+    group.add_argument("--test_csv", default=None, help="MSR-VTT and csv: the test split if not --val_csv")
+    group.add_argument("--max_words", type=int, default=32, help="caption length in tokens, SOT and EOT included")
+    group.add_argument("--max_frames", type=int, default=12, help="frames sampled per video")
+    group.add_argument("--expand_msrvtt_sentences", action=argparse.BooleanOptionalAction, default=False,
+                       help="MSR-VTT training: one item per (video, caption) pair instead of per video")
+    group.add_argument("--max_bad_video_fraction", type=float, default=0.05,
+                       help="stop with an error when more than this fraction of a split's videos is missing or "
+                            "unreadable (they are skipped with a warning below it)")
+    group.add_argument("--holdout_val_videos", type=int, default=0,
+                       help="if > 0: take this many training videos (a fixed random choice) out of training and "
+                            "use them as the val split, for model selection without the test set")
+    return parser
+
+
+def load_annotations(args, split: str) -> Annotations:
+    """The annotations of `split` of --datatype, with --holdout_val_videos applied."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if args.holdout_val_videos <= 0 or split == "test":
+        return DATASETS[args.datatype](args, split)
+    train = DATASETS[args.datatype](args, "train")
+    num_videos = len(train.video_ids)
+    if args.holdout_val_videos >= num_videos:
+        raise ValueError(f"--holdout_val_videos {args.holdout_val_videos} leaves no training video "
+                         f"(the training split has {num_videos})")
+    order = torch.randperm(num_videos, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
+    held_out = sorted(order[: args.holdout_val_videos])
+    kept = sorted(order[args.holdout_val_videos:])
+    return train.subset(held_out if split == "val" else kept)
+
+
+def video_source(args) -> FolderSource | LMDBSource:
+    if args.lmdb_dataset:
+        return LMDBSource(args.lmdb_dataset)
+    if not args.features_path:
+        raise DataFileError("no video folder given: set --features_path (or --lmdb_dataset)")
+    return FolderSource(args.features_path)
+
+
+def build_dataset(args, split: str) -> RetrievalDataset:
+    """The `split` ("train", "val" or "test") of --datatype as a RetrievalDataset; training samples frames at
+    random, val and test at segment centres. Frame size: args.image_resolution (224 if unset)."""
+    return RetrievalDataset(load_annotations(args, split), video_source(args), max_frames=args.max_frames,
+                            max_words=args.max_words,
+                            resolution=getattr(args, "image_resolution", None) or DEFAULT_IMAGE_RESOLUTION,
+                            train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
+                            name=f"{args.datatype} {split}")

@@ -1,0 +1,126 @@
+"""Captions of one dataset split, and reading annotation files with errors that name the file and row."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+
+import pandas as pd
+
+
+class DataFileError(ValueError):
+    """An annotation file that is missing or malformed; the message names the file (and row) and the fix."""
+
+
+def data_file(path: str | None, flag: str) -> str:
+    """`path` if it is an existing file, else a DataFileError saying which flag to set."""
+    if not path:
+        raise DataFileError(f"no annotation file given: set {flag}")
+    if not os.path.isfile(path):
+        raise DataFileError(f"{path}: file not found (set {flag})")
+    return path
+
+
+def read_csv(path: str, columns: list[str], sep: str = ",") -> pd.DataFrame:
+    """The named string columns of a CSV with a header; rows with an empty required cell are errors."""
+    try:
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise DataFileError(f"{path}: not a readable CSV ({error})") from None
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise DataFileError(f"{path}: missing column(s) {missing}; the header has {list(table.columns)}")
+    for column in columns:
+        empty = table.index[table[column].str.strip() == ""]
+        if len(empty):
+            raise DataFileError(f"{path}: line {empty[0] + 2} (data row {empty[0] + 1}) has an empty '{column}'")
+    return table[columns]
+
+
+def read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except json.JSONDecodeError as error:
+        raise DataFileError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") \
+            from None
+
+
+def read_lines(path: str) -> list[str]:
+    """Non-empty stripped lines of a text file (a list of video ids)."""
+    with open(path, encoding="utf-8") as file:
+        return [line.strip() for line in file if line.strip()]
+
+
+def expect(condition: bool, path: str, where: str, problem: str) -> None:
+    """Raise a DataFileError naming `path` and the entry `where` when `condition` is false."""
+    if not condition:
+        raise DataFileError(f"{path}: {where}: {problem}")
+
+
+@dataclasses.dataclass
+class Annotations:
+    """One split: its videos, its captions and the video of each caption.
+
+    `train_unit` says what one training item is: "caption" (every (caption, video) pair) or "video" (every
+    video once, with one of its captions drawn at random each time). A video id is the name the video is
+    looked up by in the video folder or LMDB (a file name with or without extension, or a relative path).
+    """
+
+    video_ids: list[str]
+    captions: list[str]
+    caption_to_video: list[int]
+    train_unit: str = "caption"
+
+    def __post_init__(self):
+        if self.train_unit not in ("caption", "video"):
+            raise ValueError(f"train_unit must be 'caption' or 'video', got {self.train_unit!r}")
+        if len(self.captions) != len(self.caption_to_video):
+            raise ValueError("captions and caption_to_video differ in length")
+        if not self.video_ids:
+            raise DataFileError("the split has no videos: check the annotation files")
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]], train_unit: str = "caption") -> Annotations:
+        """From (video id, caption) pairs; videos are numbered in order of first appearance."""
+        video_index: dict[str, int] = {}
+        captions, caption_to_video = [], []
+        for video_id, caption in pairs:
+            captions.append(caption)
+            caption_to_video.append(video_index.setdefault(video_id, len(video_index)))
+        return cls(list(video_index), captions, caption_to_video, train_unit)
+
+    def subset(self, video_indices: Iterable[int]) -> Annotations:
+        """The annotations of the given videos only (in the given order), with all their captions."""
+        keep = list(video_indices)
+        new_index = {old: new for new, old in enumerate(keep)}
+        pairs = [(new_index[v], c) for c, v in zip(self.captions, self.caption_to_video) if v in new_index]
+        return Annotations([self.video_ids[v] for v in keep], [c for _, c in pairs], [v for v, _ in pairs],
+                           self.train_unit)
+
+
+def split_list_file(folder: str | None, split: str, flag: str) -> str:
+    """`<folder>/<split>_list.txt`; val falls back to test_list.txt where a dataset has no val list."""
+    path = os.path.join(folder or "", f"{split}_list.txt")
+    if split == "val" and not os.path.isfile(path):
+        path = os.path.join(folder or "", "test_list.txt")
+    return data_file(path, flag)
+
+
+def multi_caption_annotations(list_path: str, captions: dict, captions_path: str) -> Annotations:
+    """The videos listed in `list_path` with all their captions from `captions` ({video_id: [caption, ...]},
+    read from `captions_path`); a caption given as a list of words is joined with spaces."""
+    expect(isinstance(captions, dict), captions_path, "top level", "expected {video_id: [caption, ...]}")
+    pairs = []
+    for row, video_id in enumerate(read_lines(list_path)):
+        texts = captions.get(video_id)
+        expect(isinstance(texts, list) and bool(texts), captions_path, video_id,
+               f"no caption list for this video (line {row + 1} of {list_path})")
+        for text in texts:
+            if isinstance(text, list):
+                text = " ".join(map(str, text))
+            expect(isinstance(text, str), captions_path, video_id, f"caption {text!r} is not text")
+            pairs.append((video_id, text))
+    return Annotations.from_pairs(pairs)

@@ -1,0 +1,156 @@
+"""A text-video retrieval split as a torch Dataset, with the text and video views the evaluator encodes."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch.utils.data import Dataset
+
+from models.tokenizer import tokenize
+
+from .annotations import Annotations
+from .video_reader import VideoReadError, load_clip
+
+MAX_RESAMPLE_ATTEMPTS = 100
+
+
+class BadVideoWarning(UserWarning):
+    """A video was missing or unreadable and was skipped (training) or marked invalid (evaluation)."""
+
+
+class BadVideoError(RuntimeError):
+    """More videos of a split are missing or unreadable than --max_bad_video_fraction allows."""
+
+
+class RetrievalDataset(Dataset):
+    """Captions and videos of one split.
+
+    Items (training and evaluation alike; training samples frames at random, evaluation takes segment
+    centres): {"text": int64 [max_words], "video": float32 [max_frames, 3, R, R], "video_mask": int64
+    [max_frames] (1 = real frame), "video_index": int, "caption_index": int}. One item per caption, or with
+    `train_unit == "video"` in training one per video with a random caption of it.
+
+    For evaluation: `video_ids`, `captions`, `caption_to_video` (int64 [num_captions]) and the views
+    `text_view()` (every caption once) and `video_view()` (every video once, with "valid").
+
+    Bad videos (missing, empty, undecodable) never become tensors of zeros in items: `__getitem__` warns
+    (BadVideoWarning, naming the file), marks the video bad in a flag tensor shared with DataLoader workers
+    and draws another item; in `video_view()` the item has valid=False. When the bad videos exceed
+    `max_bad_fraction` of the split, BadVideoError stops the run.
+    """
+
+    def __init__(self, annotations: Annotations, source, *, max_frames: int, max_words: int, resolution: int,
+                 train: bool, max_bad_fraction: float = 0.05, name: str = "dataset"):
+        self.name = name
+        self.video_ids = list(annotations.video_ids)
+        self.captions = list(annotations.captions)
+        self.caption_to_video = torch.tensor(annotations.caption_to_video, dtype=torch.long)
+        self.source = source
+        self.max_frames, self.max_words, self.resolution = max_frames, max_words, resolution
+        self.train = train
+        self.max_bad_fraction = max_bad_fraction
+        self.per_video = train and annotations.train_unit == "video"
+        self.captions_of_video: list[list[int]] = [[] for _ in self.video_ids]
+        for caption_index, video_index in enumerate(annotations.caption_to_video):
+            self.captions_of_video[video_index].append(caption_index)
+        self.video_keys = [source.locate(video_id) for video_id in self.video_ids]
+        self._bad = torch.zeros(len(self.video_ids), dtype=torch.bool).share_memory_()
+        missing = [i for i, key in enumerate(self.video_keys) if key is None]
+        if missing:
+            self._bad[missing] = True
+            examples = ", ".join(self.video_ids[i] for i in missing[:5])
+            warnings.warn(f"{name}: {len(missing)} of {len(self.video_ids)} videos not found in {source.location} "
+                          f"(e.g. {examples})", BadVideoWarning, stacklevel=2)
+            self._check_bad_fraction()
+
+    def __len__(self) -> int:
+        return len(self.video_ids) if self.per_video else len(self.captions)
+
+    @property
+    def bad_video_ids(self) -> list[str]:
+        """Ids of the videos found missing or unreadable so far (by any DataLoader worker)."""
+        return [self.video_ids[i] for i in torch.nonzero(self._bad).flatten().tolist()]
+
+    def _check_bad_fraction(self) -> None:
+        num_bad = int(self._bad.sum())
+        if num_bad > self.max_bad_fraction * len(self.video_ids):
+            raise BadVideoError(
+                f"{self.name}: {num_bad} of {len(self.video_ids)} videos are missing or unreadable, more than "
+                f"--max_bad_video_fraction {self.max_bad_fraction} allows (first: {self.bad_video_ids[:5]}). "
+                f"List them with `python -m preprocess.check_videos`, fix or drop them from the annotations, or "
+                f"raise --max_bad_video_fraction.")
+
+    def load_video(self, video_index: int, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(video [T, 3, R, R], mask [T]) or None for a bad video (warned about, flagged, counted)."""
+        if self._bad[video_index]:
+            return None
+        key = self.video_keys[video_index]
+        try:
+            return load_clip(self.source.read(key), self.max_frames, self.resolution, train)
+        except VideoReadError as error:
+            self._bad[video_index] = True
+            warnings.warn(f"{self.name}: skipping video {self.source.describe(key)}: {error.reason} "
+                          f"({int(self._bad.sum())} of {len(self.video_ids)} videos bad so far)",
+                          BadVideoWarning, stacklevel=2)
+            self._check_bad_fraction()
+            return None
+
+    def tokenize(self, caption_index: int) -> torch.Tensor:
+        """The caption as int64 [max_words] token ids."""
+        return tokenize(self.captions[caption_index], self.max_words)[0]
+
+    def _pair(self, index: int) -> tuple[int, int]:
+        if self.per_video:
+            choices = self.captions_of_video[index]
+            return choices[int(torch.randint(len(choices), ()))], index
+        return index, int(self.caption_to_video[index])
+
+    def __getitem__(self, index: int) -> dict:
+        for _ in range(MAX_RESAMPLE_ATTEMPTS):
+            caption_index, video_index = self._pair(index)
+            clip = self.load_video(video_index, self.train)
+            if clip is not None:
+                return {"text": self.tokenize(caption_index), "video": clip[0], "video_mask": clip[1],
+                        "video_index": video_index, "caption_index": caption_index}
+            index = int(torch.randint(len(self), ()))
+        raise BadVideoError(f"{self.name}: no readable video in {MAX_RESAMPLE_ATTEMPTS} random draws")
+
+    def text_view(self) -> TextView:
+        return TextView(self)
+
+    def video_view(self) -> VideoView:
+        return VideoView(self)
+
+
+class TextView(Dataset):
+    """Every caption once: {"text": int64 [max_words], "caption_index": int}."""
+
+    def __init__(self, dataset: RetrievalDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset.captions)
+
+    def __getitem__(self, caption_index: int) -> dict:
+        return {"text": self.dataset.tokenize(caption_index), "caption_index": caption_index}
+
+
+class VideoView(Dataset):
+    """Every video once, frames at segment centres: {"video": float32 [T, 3, R, R], "video_mask": int64 [T],
+    "video_index": int, "valid": bool}. A bad video gives valid=False, a zero video and an all-ones mask (finite
+    features the evaluator must drop, with the video's captions)."""
+
+    def __init__(self, dataset: RetrievalDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset.video_ids)
+
+    def __getitem__(self, video_index: int) -> dict:
+        clip = self.dataset.load_video(video_index, train=False)
+        valid = clip is not None
+        if not valid:
+            frames, size = self.dataset.max_frames, self.dataset.resolution
+            clip = torch.zeros(frames, 3, size, size), torch.ones(frames, dtype=torch.long)
+        return {"video": clip[0], "video_mask": clip[1], "video_index": video_index, "valid": valid}

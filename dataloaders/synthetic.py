@@ -1,0 +1,213 @@
+"""A small generated video-text dataset in MSR-VTT's layout, for tests and the demo.
+
+Each video shows one coloured shape moving across a plain background, captioned e.g. "a red circle moves from
+left to right". The test split is made of opposite-direction pairs that share colour, shape, size, position
+and background, so each video of a pair is the other played backwards: their captions can only be told apart
+from the order of the frames. Everything is deterministic from the seed.
+
+    python -m dataloaders.synthetic --output_root DIR --num_train 200 --num_test 40 --seed 0
+
+writes DIR/videos/video{i}.mp4, DIR/MSRVTT_train.9k.csv, DIR/MSRVTT_data.json, DIR/MSRVTT_JSFUSION_test.csv
+and DIR/synthetic_metadata.json (colour, shape, direction of every video).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+from collections.abc import Sequence
+
+import av
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 235), "yellow": (235, 215, 40)}
+SHAPES = ("circle", "square", "triangle")
+# direction -> (start side, end side, axis, sign): axis 0 moves along x, axis 1 along y.
+DIRECTIONS = {
+    "left to right": ("left", "right", 0, 1),
+    "right to left": ("right", "left", 0, -1),
+    "top to bottom": ("top", "bottom", 1, 1),
+    "bottom to top": ("bottom", "top", 1, -1),
+}
+OPPOSITE = {"left to right": "right to left", "right to left": "left to right",
+            "top to bottom": "bottom to top", "bottom to top": "top to bottom"}
+CAPTION_TEMPLATES = ("a {colour} {shape} moves from {start} to {end}",
+                     "a {colour} {shape} is moving from the {start} to the {end}",
+                     "the {colour} {shape} goes from {start} to {end}")
+
+
+def image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from a side length or a (height, width) pair."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+def render_frame(colour: str | Sequence[int], shape: str, position: Sequence[float], size: float,
+                 image_size: int | Sequence[int] = 64, background: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """uint8 RGB image [H, W, 3] of one filled shape ("circle", "square", "triangle" pointing up) of half-extent
+    `size` pixels centred at `position` = (x, y) pixels, on a plain background."""
+    height, width = image_shape(image_size)
+    rgb = COLOURS[colour] if isinstance(colour, str) else tuple(colour)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    dx, dy = x - position[0], y - position[1]
+    if shape == "circle":
+        inside = dx ** 2 + dy ** 2 <= size ** 2
+    elif shape == "square":
+        inside = (np.abs(dx) <= size) & (np.abs(dy) <= size)
+    elif shape == "triangle":
+        inside = (dy >= -size) & (dy <= size) & (np.abs(dx) <= (dy + size) / 2)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    image[:] = background
+    image[inside] = rgb
+    return image
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSpec:
+    """One generated video: what moves where. `size` is the shape's half-extent and `cross` its position
+    across the motion (both as fractions of the frame side), `background` the RGB background."""
+
+    video_id: str
+    split: str
+    colour: str
+    shape: str
+    direction: str
+    size: float
+    cross: float
+    background: tuple[int, int, int]
+
+    def captions(self) -> list[str]:
+        start, end = DIRECTIONS[self.direction][:2]
+        return [t.format(colour=self.colour, shape=self.shape, start=start, end=end) for t in CAPTION_TEMPLATES]
+
+    def frames(self, num_frames: int, image_size: int | Sequence[int] = 64) -> np.ndarray:
+        """uint8 [num_frames, H, W, 3]: the shape crossing the frame from one side to the other."""
+        height, width = image_shape(image_size)
+        axis, sign = DIRECTIONS[self.direction][2:]
+        extent = (width, height)
+        half = self.size * min(height, width)
+        frames = []
+        for t in np.linspace(0.0, 1.0, num_frames):
+            along = half + (t if sign > 0 else 1 - t) * (extent[axis] - 1 - 2 * half)
+            across = half + self.cross * (extent[1 - axis] - 1 - 2 * half)
+            position = (along, across) if axis == 0 else (across, along)
+            frames.append(render_frame(self.colour, self.shape, position, half, (height, width), self.background))
+        return np.stack(frames)
+
+
+def _random_look(rng: random.Random) -> tuple[float, float, tuple[int, int, int]]:
+    return rng.uniform(0.1, 0.18), rng.random(), tuple(rng.randint(0, 70) for _ in range(3))
+
+
+def synthetic_videos(num_train: int, num_test: int, seed: int = 0) -> list[VideoSpec]:
+    """The specs of all videos: video0..video{num_train-1} for training with random colour, shape and
+    direction; then the test videos, in opposite-direction pairs identical but for the direction (an odd
+    num_test leaves the last one unpaired)."""
+    rng = random.Random(seed)
+    videos = []
+    for index in range(num_train):
+        size, cross, background = _random_look(rng)
+        videos.append(VideoSpec(f"video{index}", "train", rng.choice(list(COLOURS)), rng.choice(SHAPES),
+                                rng.choice(list(DIRECTIONS)), size, cross, background))
+    objects = [(c, s, d) for c in COLOURS for s in SHAPES for d in ("left to right", "top to bottom")]
+    rng.shuffle(objects)
+    for pair in range((num_test + 1) // 2):
+        colour, shape, direction = objects[pair % len(objects)]
+        size, cross, background = _random_look(rng)
+        for direction_of_pair in (direction, OPPOSITE[direction])[: num_test - 2 * pair]:
+            videos.append(VideoSpec(f"video{len(videos)}", "test", colour, shape, direction_of_pair, size, cross,
+                                    background))
+    return videos
+
+
+def random_stills(num_images: int, seed: int = 0, image_size: int | Sequence[int] = 64
+                  ) -> tuple[np.ndarray, list[str]]:
+    """(uint8 images [N, H, W, 3], captions such as "a red circle"): single frames of random colour, shape,
+    size, position and background, for teaching a tiny CLIP colours and shapes (not motion)."""
+    rng = random.Random(seed)
+    height, width = image_shape(image_size)
+    images, captions = [], []
+    for _ in range(num_images):
+        colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+        size, _, background = _random_look(rng)
+        half = size * min(height, width)
+        position = (rng.uniform(half, width - 1 - half), rng.uniform(half, height - 1 - half))
+        images.append(render_frame(colour, shape, position, half, (height, width), background))
+        captions.append(f"a {colour} {shape}")
+    return np.stack(images), captions
+
+
+def write_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264") -> None:
+    """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to a yuv420p video file with PyAV."""
+    with av.open(path, "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def write_dataset(output_root: str, num_train: int, num_test: int, seed: int = 0,
+                  image_size: int | Sequence[int] = 64, num_frames: int = 12, fps: int = 4,
+                  progress: bool = True) -> list[VideoSpec]:
+    """Write the videos and MSR-VTT-style annotation files under `output_root`; returns the video specs.
+    Videos already there are kept (delete the folder to regenerate)."""
+    if min(image_shape(image_size)) % 2 or max(image_shape(image_size)) % 2:
+        raise ValueError(f"frame sides must be even for yuv420p, got {image_shape(image_size)}")
+    videos = synthetic_videos(num_train, num_test, seed)
+    os.makedirs(os.path.join(output_root, "videos"), exist_ok=True)
+    for spec in tqdm(videos, desc="writing videos", disable=not progress):
+        path = os.path.join(output_root, "videos", f"{spec.video_id}.mp4")
+        if not os.path.exists(path):
+            write_video(path + ".part.mp4", spec.frames(num_frames, image_size), fps)
+            os.replace(path + ".part.mp4", path)
+    train = [v for v in videos if v.split == "train"]
+    test = [v for v in videos if v.split == "test"]
+    pd.DataFrame({"video_id": [v.video_id for v in train]}).to_csv(
+        os.path.join(output_root, "MSRVTT_train.9k.csv"), index=False)
+    sentences = [{"video_id": v.video_id, "caption": caption} for v in videos for caption in v.captions()]
+    for sen_id, sentence in enumerate(sentences):
+        sentence["sen_id"] = sen_id
+    data = {"videos": [{"video_id": v.video_id, "split": v.split} for v in videos], "sentences": sentences}
+    with open(os.path.join(output_root, "MSRVTT_data.json"), "w") as file:
+        json.dump(data, file)
+    pd.DataFrame({"key": [f"ret{i}" for i in range(len(test))], "vid_key": [f"msr{v.video_id[5:]}" for v in test],
+                  "video_id": [v.video_id for v in test], "sentence": [v.captions()[0] for v in test]}
+                 ).to_csv(os.path.join(output_root, "MSRVTT_JSFUSION_test.csv"), index=False)
+    with open(os.path.join(output_root, "synthetic_metadata.json"), "w") as file:
+        json.dump([dataclasses.asdict(v) for v in videos], file, indent=1)
+    return videos
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_root", required=True)
+    parser.add_argument("--num_train", type=int, default=200)
+    parser.add_argument("--num_test", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image_size", type=int, nargs="+", default=[64], metavar="SIDE",
+                        help="frame size in pixels: one side for square frames, or HEIGHT WIDTH")
+    parser.add_argument("--num_frames", type=int, default=12)
+    parser.add_argument("--fps", type=int, default=4)
+    args = parser.parse_args(argv)
+    if len(args.image_size) not in (1, 2):
+        parser.error("--image_size takes SIDE or HEIGHT WIDTH")
+    size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
+    videos = write_dataset(args.output_root, args.num_train, args.num_test, args.seed, size, args.num_frames,
+                           args.fps)
+    print(f"wrote {len(videos)} videos and the MSR-VTT annotation files to {args.output_root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
