@@ -1,0 +1,117 @@
+"""CLIP's image encoder turned into a video encoder with global and local prompts (MODEL.md section 3).
+
+Token layout of one video: [Pg global prompts] then, frame by frame, [CLS_t, Pl local prompts of frame t,
+N patches of frame t] -> Pg + T * (1 + Pl + N) tokens. In every block the tokens of frame t attend to
+[global prompts ; frame t], the global prompts attend to the whole video. Both patterns run batched over
+videos and frames (two scaled_dot_product_attention calls per block).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.adapter import Adapter, mlp_with_adapter
+from models.clip import VisionTransformer
+from models.prompt_generator import uniform_prompt_init_
+from models.spatial_prompt import SpatialPrompt
+from models.temporal_prompt import TemporalPrompt
+
+OUTPUT_TYPES = ("global_prompt0", "average_global_prompt", "average_frame_cls_token",
+                "average_global_prompt_and_frame_cls_token")
+
+
+class VideoDetails(NamedTuple):
+    """What STOP computed on the way, for inspection and visualisation (None without STOP)."""
+
+    region_mask: torch.Tensor | None  # bool [B, T, g, g], the spatial prompt's kept cells (see cell layout)
+    frame_weights: torch.Tensor | None  # [B, T] in [0, 1], the inter-frame weights w
+
+
+def global_local_attention(attn: nn.MultiheadAttention, x: torch.Tensor, num_globals: int,
+                           num_frames: int) -> torch.Tensor:
+    """Attention with `attn`'s weights over normalised tokens x [B, Pg + T*S, D] laid out as [globals, frame 0
+    (S tokens), frame 1, ...]: frame tokens attend to [globals ; own frame], globals to every token of their
+    video. Each token is projected once; the globals' keys/values are shared by all frames. -> [B, Pg + T*S, D]."""
+    b, length, d = x.shape
+    h, g, t = attn.num_heads, num_globals, num_frames
+    s = (length - g) // t
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, h, d // h))  # [B, L, 3, h, dh]
+    video = qkv.permute(2, 0, 3, 1, 4)  # [3, B, h, L, dh]
+    frames = qkv[:, g:].unflatten(1, (t, s)).permute(3, 0, 1, 4, 2, 5)  # [3, B, T, h, S, dh]
+    q, k, v = (part.flatten(0, 1) for part in frames)  # [B*T, h, S, dh]
+    if g:
+        k_glob, v_glob = (part[:, None, :, :g].expand(-1, t, -1, -1, -1).flatten(0, 1) for part in video[1:])
+        k, v = torch.cat([k_glob, k], dim=2), torch.cat([v_glob, v], dim=2)
+    out = F.scaled_dot_product_attention(q, k, v).unflatten(0, (b, t))  # [B, T, h, S, dh]
+    out = out.permute(0, 1, 3, 2, 4).reshape(b, t * s, d)
+    if g:
+        out_glob = F.scaled_dot_product_attention(video[0, :, :, :g], video[1], video[2])  # [B, h, Pg, dh]
+        out = torch.cat([out_glob.transpose(1, 2).reshape(b, g, d), out], dim=1)
+    return attn.out_proj(out)
+
+
+class PromptedVideoEncoder(nn.Module):
+    """video [B, T, 3, H, W] + local prompts [Lp, T*Pl, W] -> [B, E].
+
+    Holds the global prompts, STOP's spatial and temporal prompts (when `use_stop`) and the adapters; the frozen
+    CLIP image encoder is passed in. Frames are used as given: padding frames (video_mask 0) take part like the
+    released implementation's, which ignores the mask.
+    """
+
+    def __init__(self, visual: VisionTransformer, local_length: int, global_length: int, output_type: str,
+                 use_stop: bool, use_adapters: bool, cell_layout: str = "patch"):
+        super().__init__()
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"visual output type {output_type!r} is not one of {list(OUTPUT_TYPES)}")
+        self.local_length, self.global_length, self.output_type = local_length, global_length, output_type
+        self.global_prompts = nn.Parameter(torch.empty(global_length, visual.width))
+        uniform_prompt_init_(self.global_prompts, visual.patch_size, visual.width)
+        self.spatial_prompt = SpatialPrompt(visual.patch_size, visual.grid_size, cell_layout) if use_stop else None
+        self.temporal_prompt = (TemporalPrompt(visual.width, visual.grid_size ** 2, local_length)
+                                if use_stop else None)
+        self.adapters = nn.ModuleList([Adapter(visual.width) for _ in range(visual.layers)] if use_adapters else [])
+
+    def forward(self, visual: VisionTransformer, video: torch.Tensor, local_prompts: torch.Tensor,
+                return_details: bool = False) -> torch.Tensor | tuple[torch.Tensor, VideoDetails]:
+        b, t = video.shape[:2]
+        if local_prompts.shape[1] != t * self.local_length:
+            raise ValueError(f"expected {t} x {self.local_length} local prompts per layer, got "
+                             f"{local_prompts.shape[1]}")
+        region_mask = frame_weights = None
+        if self.spatial_prompt is not None:
+            video, region_mask = self.spatial_prompt(video)
+        tokens = visual.embed(video.flatten(0, 1)).unflatten(0, (b, t))  # [B, T, 1 + N, W]
+        local = local_prompts.unsqueeze(1)  # [Lp, 1, T*Pl, W]
+        if self.temporal_prompt is not None:
+            inter_frame, frame_weights = self.temporal_prompt(tokens, region_mask)
+            local = local + inter_frame
+        local = local.expand(-1, b, -1, -1).unflatten(2, (t, self.local_length))  # [Lp, B, T, Pl, W]
+
+        frames = torch.cat([tokens[:, :, :1], local[0], tokens[:, :, 1:]], dim=2)  # [B, T, S, W]
+        x = torch.cat([self.global_prompts.expand(b, -1, -1), frames.flatten(1, 2)], dim=1)
+        g = self.global_length
+        for i, block in enumerate(visual.transformer.resblocks):
+            if 0 < i < len(local):
+                frames = x[:, g:].unflatten(1, (t, -1))
+                frames = torch.cat([frames[:, :, :1], local[i], frames[:, :, 1 + self.local_length:]], dim=2)
+                x = torch.cat([x[:, :g], frames.flatten(1, 2)], dim=1)
+            x = x + global_local_attention(block.attn, block.ln_1(x), g, t)
+            x = mlp_with_adapter(block, x, self.adapters[i] if self.adapters else None)
+        features = self.pool(visual, x, t)
+        return (features, VideoDetails(region_mask, frame_weights)) if return_details else features
+
+    def pool(self, visual: VisionTransformer, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Final tokens x [B, Pg + T*S, W] -> video feature [B, E] (ln_post and proj per token, then the mean)."""
+        g = self.global_length
+        if self.output_type == "global_prompt0":
+            chosen = x[:, :1]
+        elif self.output_type == "average_global_prompt":
+            chosen = x[:, :g]
+        else:
+            cls = x[:, g:].unflatten(1, (num_frames, -1))[:, :, 0]  # [B, T, W]
+            chosen = cls if self.output_type == "average_frame_cls_token" else torch.cat([x[:, :g], cls], dim=1)
+        return (visual.ln_post(chosen) @ visual.proj).mean(dim=1)

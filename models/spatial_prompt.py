@@ -1,0 +1,91 @@
+"""STOP's intra-frame spatial prompt, in pixel space (MODEL.md section 4).
+
+A video's normalised frames X [T, 3, H, W] form a 3-D volume (channels 3, depth T). A stack of "same"-padded
+Conv3d layers and a per-pixel MLP make a prompt P; a separate score convolution ranks the cells of a g x g grid
+and keeps the top k per frame as the region mask M. Output X + 0.05 P + 0.05 P M.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.conv3d import conv3d
+
+CELL_LAYOUTS = ("patch", "lattice")
+
+
+def same_conv3d(in_channels: int, out_channels: int, kernel: tuple[int, int, int]) -> nn.Conv3d:
+    """Stride-1 Conv3d with odd `kernel` and "same" zero padding."""
+    return nn.Conv3d(in_channels, out_channels, kernel, stride=1, padding=tuple(k // 2 for k in kernel))
+
+
+class SpatialPrompt(nn.Module):
+    """video [B, T, 3, H, W] (H = W = grid * patch) -> (prompted video [B, T, 3, H, W], cell mask [B, T, g, g]).
+
+    cell_layout: `patch` = cell (i, j) is the ViT patch of rows i*p .. i*p+p-1 and columns j*p .. j*p+p-1;
+    `lattice` = the released code's cells, pixel (r, c) in cell (r mod g, c mod g).
+    """
+
+    def __init__(self, patch_size: int, grid_size: int, cell_layout: str = "patch", top_k: int = 6,
+                 hidden_channels: int = 9, prompt_channels: int = 16, mlp_hidden: int = 16,
+                 kernel: tuple[int, int, int] = (3, 11, 11), score_kernel: tuple[int, int, int] = (5, 11, 11),
+                 dropout: float = 0.5, scale: float = 0.05):
+        super().__init__()
+        if cell_layout not in CELL_LAYOUTS:
+            raise ValueError(f"cell layout {cell_layout!r} is not one of {list(CELL_LAYOUTS)}")
+        if not 0 <= top_k < grid_size * grid_size:
+            raise ValueError(f"the spatial mask keeps the top {top_k} cells per frame, so it needs a grid of more "
+                             f"than {top_k} cells; this CLIP has {grid_size} x {grid_size}")
+        self.patch_size, self.grid_size, self.cell_layout = patch_size, grid_size, cell_layout
+        self.top_k, self.scale = top_k, scale
+        self.conv1 = same_conv3d(3, hidden_channels, kernel)
+        self.conv2 = same_conv3d(hidden_channels, hidden_channels, kernel)
+        self.act2 = nn.PReLU()
+        self.conv3 = same_conv3d(hidden_channels, hidden_channels, kernel)
+        self.act3 = nn.PReLU()
+        self.conv4 = same_conv3d(hidden_channels, prompt_channels, kernel)
+        self.mlp = nn.Sequential(nn.Linear(prompt_channels, mlp_hidden), nn.PReLU(), nn.Linear(mlp_hidden, 3))
+        self.dropout = nn.Dropout(dropout)
+        self.score_conv = same_conv3d(3, 1, score_kernel)
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.grid_size * self.patch_size
+        if video.shape[-3:] != (3, size, size):
+            raise ValueError(f"frames must be [3, {size}, {size}] (the CLIP input resolution), got "
+                             f"{list(video.shape[-3:])}")
+        volume = video.transpose(1, 2)  # [B, 3, T, H, W]
+        cell_mask = self.region_mask(volume)
+        prompt = self.prompt(volume)
+        pixel_mask = self.mask_to_pixels(cell_mask).unsqueeze(2)  # [B, T, 1, H, W]
+        return video + prompt * self.scale + prompt * pixel_mask * self.scale, cell_mask
+
+    def prompt(self, volume: torch.Tensor) -> torch.Tensor:
+        """volume [B, 3, T, H, W] -> P [B, T, 3, H, W]. The released code applies its last dropout twice."""
+        x = conv3d(self.conv2, conv3d(self.conv1, volume))
+        x = conv3d(self.conv3, self.act2(x))
+        x = conv3d(self.conv4, self.act3(x))
+        x = self.dropout(x).permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]
+        x = self.dropout(self.mlp(x)).permute(0, 1, 4, 2, 3)
+        return self.dropout(x)
+
+    def region_mask(self, volume: torch.Tensor) -> torch.Tensor:
+        """volume [B, 3, T, H, W] -> bool [B, T, g, g]: per frame, the cells whose mean score is strictly greater
+        than the (k+1)-th largest. A hard threshold: no gradient reaches score_conv (computed without a graph)."""
+        with torch.no_grad():
+            score = conv3d(self.score_conv, volume).squeeze(1)  # [B, T, H, W]
+            b, t = score.shape[:2]
+            g, p = self.grid_size, self.patch_size
+            if self.cell_layout == "patch":
+                cells = score.view(b, t, g, p, g, p).mean(dim=(3, 5))
+            else:
+                cells = score.view(b, t, p, g, p, g).mean(dim=(2, 4))
+            threshold = cells.flatten(2).topk(self.top_k + 1, dim=-1).values[..., -1]
+            return cells > threshold[..., None, None]
+
+    def mask_to_pixels(self, cell_mask: torch.Tensor) -> torch.Tensor:
+        """bool [B, T, g, g] -> bool [B, T, H, W], each pixel taking its cell's value under the cell layout."""
+        p = self.patch_size
+        if self.cell_layout == "patch":
+            return cell_mask.repeat_interleave(p, dim=-2).repeat_interleave(p, dim=-1)
+        return cell_mask.repeat(1, 1, p, p)
