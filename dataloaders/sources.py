@@ -24,6 +24,12 @@ def name_candidates(name: str) -> list[str]:
     return candidates
 
 
+def list_video_files(root: str) -> list[str]:
+    """Paths of the files with a video extension under `root` (recursively, following links), sorted."""
+    return sorted(os.path.join(folder, name) for folder, _, names in os.walk(root, followlinks=True)
+                  for name in names if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS)
+
+
 def _stem_index(names) -> dict[str, str]:
     """Video file name (or relative path) -> {name without extension: name}; the first of equal stems wins."""
     index: dict[str, str] = {}
@@ -47,9 +53,7 @@ class FolderSource:
 
     def _indexed(self) -> dict[str, str]:
         if self._index is None:
-            files = (os.path.join(folder, name) for folder, _, names in os.walk(self.location, followlinks=True)
-                     for name in names)
-            self._index = _stem_index(files)
+            self._index = _stem_index(list_video_files(self.location))
         return self._index
 
     def locate(self, name: str) -> str | None:

@@ -18,12 +18,14 @@ VideoFile = Union[str, os.PathLike, bytes]
 
 
 class VideoReadError(Exception):
-    """A video that is missing, empty or cannot be decoded; `.video` names it, `.reason` says why."""
+    """A video that cannot be read: `.video` names it, `.reason` says why, `.kind` is "missing", "empty" or
+    "unreadable"."""
 
-    def __init__(self, video: str, reason: str):
+    def __init__(self, video: str, reason: str, kind: str = "unreadable"):
         super().__init__(f"{video}: {reason}")
         self.video = video
         self.reason = reason
+        self.kind = kind
 
 
 def describe(video: VideoFile) -> str:
@@ -34,12 +36,12 @@ def _open(video: VideoFile) -> av.container.InputContainer:
     name = describe(video)
     if isinstance(video, bytes):
         if not video:
-            raise VideoReadError(name, "empty video (0 bytes)")
+            raise VideoReadError(name, "empty video (0 bytes)", "empty")
         video = io.BytesIO(video)
     elif not os.path.exists(video):
-        raise VideoReadError(name, "file not found")
+        raise VideoReadError(name, "file not found", "missing")
     elif os.path.getsize(video) == 0:
-        raise VideoReadError(name, "empty file (0 bytes)")
+        raise VideoReadError(name, "empty file (0 bytes)", "empty")
     try:
         container = av.open(video)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
@@ -68,7 +70,8 @@ def _decode(container: av.container.InputContainer, indices: list[int]) -> tuple
 
 
 def count_frames(video: VideoFile) -> int:
-    """Number of frames that decode without error (decodes the whole video; for checking files)."""
+    """Number of frames that decode without error, counted by decoding the whole video (for checking files);
+    raises VideoReadError when the video cannot be opened."""
     with _open(video) as container:
         return _decode(container, [np.iinfo(np.int64).max])[1]
 

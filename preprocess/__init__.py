@@ -1,0 +1,1 @@
+"""Offline video preparation: compression to 3 fps / short side 224, checks, LMDB packing."""
