@@ -1,0 +1,106 @@
+"""Sharded retrieval evaluation.
+
+Every rank encodes a contiguous shard of the captions and of the videos (``shard_bounds``: no padding, so no
+item is encoded or counted twice), the features are gathered on every rank, videos whose file could not be
+decoded (``valid`` False) are dropped together with their captions, and the metrics of ``utils.metrics``
+are computed blockwise (t2v, v2t, and v2t_group; see that module for the multi-caption protocol).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from utils.distributed import DistContext, all_gather_object, gather_uneven, shard_bounds
+from utils.logging import get_logger
+from utils.metrics import cosine_similarity, format_metrics, retrieval_metrics, similarity_matrix
+from utils.precision import Precision
+
+
+@torch.no_grad()
+def _encode_shard(view, encode, keys, index_key: str, ctx: DistContext, batch_size: int, num_workers: int,
+                  precision: Precision, desc: str) -> Dict[str, torch.Tensor]:
+    """Encode this rank's shard of ``view``; returns gathered {"feats": [N, E], "index": [N], extras...}."""
+    shard = Subset(view, list(shard_bounds(len(view), ctx.rank, ctx.world_size)))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=ctx.device.type == "cuda")
+    feats, extras = [], {k: [] for k in (index_key,) + tuple(keys)}
+    for batch in tqdm(loader, desc=desc, disable=not ctx.is_main, leave=False, dynamic_ncols=True):
+        with precision.autocast():
+            feats.append(encode(batch).float())
+        for k in extras:
+            extras[k].append(torch.as_tensor(batch[k]).long().to(ctx.device))
+    local = torch.cat(feats) if feats else None
+    # A rank whose shard is empty still has to send a [0, E] tensor: learn E from the others.
+    shapes = [s for s in all_gather_object(None if local is None else tuple(local.shape[1:])) if s is not None]
+    if not shapes:
+        raise SystemExit(f"error: {desc}: the evaluation split is empty")
+    if local is None:
+        local = torch.zeros((0,) + shapes[0], device=ctx.device)
+    out = {"feats": gather_uneven(local)}
+    for k, parts in extras.items():
+        local_k = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=ctx.device)
+        out[k] = gather_uneven(local_k)
+    return out
+
+
+def _check_order(index: torch.Tensor, n: int, what: str) -> None:
+    if not torch.equal(index.cpu(), torch.arange(n)):
+        raise RuntimeError(f"{what}: gathered items are not in dataset order (got {index[:10].tolist()}...)")
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int, num_workers: int,
+             precision: Precision, split: str, save_similarity: str | None = None,
+             block_size: int = 1024) -> Dict[str, Any]:
+    """Retrieval metrics of ``model`` on ``dataset`` (see the module docstring). The same dict on every rank."""
+    log = get_logger()
+    was_training = model.training
+    model.eval()
+    start = time.time()
+    device = ctx.device
+    texts = _encode_shard(dataset.text_view(), lambda b: model.encode_text(b["text"].to(device)),
+                          (), "caption_index", ctx, batch_size, num_workers, precision, f"eval {split} texts")
+    videos = _encode_shard(dataset.video_view(),
+                           lambda b: model.encode_video(b["video"].to(device), b["video_mask"].to(device)),
+                           ("valid",), "video_index", ctx, batch_size, num_workers, precision,
+                           f"eval {split} videos")
+    encode_seconds = time.time() - start
+    num_captions, num_videos = len(texts["feats"]), len(videos["feats"])
+    _check_order(texts["caption_index"], num_captions, f"{split} captions")
+    _check_order(videos["video_index"], num_videos, f"{split} videos")
+
+    caption_to_video = torch.as_tensor(dataset.caption_to_video, dtype=torch.long, device=device)
+    valid = videos["valid"].bool()
+    invalid_ids = [dataset.video_ids[i] for i in torch.nonzero(~valid).flatten().tolist()]
+    kept_captions = valid[caption_to_video]
+    new_video_index = torch.cumsum(valid.long(), 0) - 1
+    text_feats = texts["feats"][kept_captions]
+    video_feats = videos["feats"][valid]
+    caption_to_video = new_video_index[caption_to_video[kept_captions]]
+    if invalid_ids:
+        log.warning(f"{split}: {len(invalid_ids)} of {num_videos} videos could not be decoded and are left out "
+                    f"with their {int((~kept_captions).sum())} captions: {invalid_ids[:10]}")
+    if len(video_feats) == 0:
+        raise SystemExit(f"error: no {split} video could be decoded; check --features_path")
+
+    similarity = getattr(model, "similarity", cosine_similarity)
+    metrics = retrieval_metrics(text_feats, video_feats, caption_to_video, similarity, block_size)
+    results = {"split": split, **metrics,
+               "num_videos": int(len(video_feats)), "num_captions": int(len(text_feats)),
+               "invalid_videos": len(invalid_ids), "dropped_captions": int((~kept_captions).sum()),
+               "invalid_video_ids": invalid_ids, "multi_caption": bool(len(text_feats) > len(video_feats)),
+               "encode_seconds": encode_seconds, "total_seconds": time.time() - start}
+    log.info(f"{split} retrieval ({results['num_captions']} captions, {results['num_videos']} videos, "
+             f"{encode_seconds:.1f}s to encode):\n{format_metrics(metrics)}")
+    if save_similarity and ctx.is_main:
+        kept_video_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
+        kept_caption_list = [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok]
+        torch.save({"similarity": similarity_matrix(text_feats, video_feats, similarity, block_size).cpu(),
+                    "caption_to_video": caption_to_video.cpu(), "video_ids": kept_video_ids,
+                    "captions": kept_caption_list}, save_similarity)
+    model.train(was_training)
+    return results

@@ -1,0 +1,62 @@
+"""Run logging: a logger writing to stderr and ``<output_dir>/log.txt`` (main rank only), JSON-lines metrics,
+and the peak-memory figure the step logs report."""
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+LOGGER_NAME = "stop"
+
+
+def setup_logging(output_dir: str | Path | None, is_main: bool) -> logging.Logger:
+    """The "stop" logger: INFO on the main rank (stderr + log.txt, appended across resumes), WARNING elsewhere."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    logger.addHandler(stream)
+    if is_main and output_dir is not None:
+        file_handler = logging.FileHandler(Path(output_dir) / "log.txt")
+        file_handler.setFormatter(fmt)
+        logger.addHandler(file_handler)
+    return logger
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+class JsonLines:
+    """Appends one JSON object per call to a file (``metrics.jsonl``); a no-op off the main rank."""
+
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+
+    def write(self, record: Dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA ``max_memory_allocated`` on a GPU, the process's peak resident set size on the CPU (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")

@@ -1,0 +1,283 @@
+"""The training loop: global-batch contrastive loss, accumulation, mixed precision, clipping, checkpoints.
+
+Global batch and gradient. Each rank encodes its ``batch_size`` pairs; text and video features are gathered
+from all ranks (``all_gather_with_grad``: gradient through the local slice) and the model's
+``loss_from_features`` is computed on the whole ``batch_size * world_size`` batch, identically on every rank.
+Each rank's backward therefore yields the part of the full-batch gradient that flows through its own samples;
+the loss is multiplied by ``world_size`` before backward so that DDP's gradient AVERAGE equals the exact
+gradient of the global-batch loss. The update is thus the same as one process computing that loss on the
+whole batch (tested to 1e-5). (The released code omits the factor; its gradients are 1/world of this, which
+only matters for gradient clipping, since Adam is scale invariant up to eps.)
+
+Gradient accumulation (``--gradient_accumulation_steps k``): every micro-step is a contrastive loss on its own
+``batch_size * world_size`` pairs (the negatives of a sample are the other samples of ITS micro-step), the k
+losses are averaged (each backward is scaled by 1/k) and one optimizer step follows. So accumulation keeps the
+number of samples per update but NOT the contrastive batch: 1 GPU x 32 x 4 steps sees 31 negatives per sample
+where 4 GPUs x 32 see 127. Prefer a larger per-process batch where memory allows (scripts/msrvtt.sh does).
+
+An epoch has ``floor(len(train) / (batch_size * world_size)) // k`` optimizer steps; leftover pairs are
+dropped. The data order is a function of (seed, epoch) alone (``utils.data_order``), which lets ``--resume``
+skip exactly the consumed micro-batches and continue at the same step, mid-epoch included.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from utils.checkpoint import FORMAT, capture_rng_state, learned_state, restore_rng_state, save_atomic
+from utils.data_order import ResumableEpochSampler, SeededItems
+from utils.distributed import DistContext, all_gather_object, all_gather_with_grad, barrier
+from utils.logging import JsonLines, get_logger, peak_memory_mb
+from utils.optimization import build_optimizer, build_scheduler, param_groups
+from utils.precision import Precision
+
+LOGIT_SCALE_RANGE = (0.1, math.log(100.0))  # clamp of a trained logit_scale, as released
+
+
+class ContrastiveStep(torch.nn.Module):
+    """The module DDP wraps: local encoding (under autocast), gathering over ranks, global-batch loss (float32).
+
+    forward(text [b, L], video [b, T, 3, H, W], video_mask [b, T]) -> scalar loss of the global batch.
+    """
+
+    def __init__(self, model: torch.nn.Module, precision: Precision):
+        super().__init__()
+        self.model, self.precision = model, precision
+
+    def forward(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+        with self.precision.autocast():
+            # The prompts are input independent: generate them once for both encoders where the model has them.
+            has_prompts = getattr(self.model, "prompt_generator", None) is not None
+            shared = {"prompts": self.model.prompts(video.shape[1])} if has_prompts else {}
+            text_feats = self.model.encode_text(text, **shared)
+            video_feats = self.model.encode_video(video, video_mask, **shared)
+        return self.model.loss_from_features(all_gather_with_grad(text_feats.float()),
+                                             all_gather_with_grad(video_feats.float()))
+
+
+@dataclass
+class Progress:
+    """Where training stands; (epoch, step_in_epoch) is the NEXT optimizer step to run."""
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The training flags the loop needs (a subset of main.py's arguments)."""
+    batch_size: int
+    epochs: int
+    lr: float
+    coef_lr: float
+    wd: float
+    wd_exclude: str
+    warmup_proportion: float
+    gradient_accumulation_steps: int
+    clip_grad_norm: float
+    seed: int
+    num_workers: int
+    n_display: int
+    save_steps: int = 0
+    stop_after_steps: int = 0
+    find_unused_parameters: bool = True
+
+
+class Trainer:
+    """Owns the optimizer, schedule, scaler, sampler and progress of one training run."""
+
+    def __init__(self, model: torch.nn.Module, train_set, ctx: DistContext, config: TrainConfig,
+                 precision: Precision, pretrained: List[torch.Tensor], output_dir: str | None = None,
+                 metrics: JsonLines | None = None, args: Dict[str, Any] | None = None):
+        self.model, self.train_set, self.ctx, self.config = model, train_set, ctx, config
+        self.precision, self.pretrained = precision, pretrained
+        self.output_dir, self.metrics, self.args = output_dir, metrics, args or {}
+        self.accum = config.gradient_accumulation_steps
+        if self.accum < 1:
+            raise SystemExit("error: --gradient_accumulation_steps must be >= 1")
+        self.sampler = ResumableEpochSampler(len(train_set), config.batch_size, ctx.rank, ctx.world_size,
+                                             seed=config.seed)
+        self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
+        if self.steps_per_epoch == 0:
+            raise SystemExit(f"error: one epoch of {len(train_set)} pairs has fewer than one optimizer step "
+                             f"({config.batch_size} per process x {ctx.world_size} processes x "
+                             f"{self.accum} accumulation steps); lower --batch_size or the accumulation")
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.groups = param_groups(model, pretrained, config.lr, config.coef_lr, config.wd, config.wd_exclude)
+        self.optimizer = build_optimizer(self.groups)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, config.warmup_proportion)
+        self.scaler = precision.grad_scaler()
+        self.trainable = [p for g in self.groups for p in g["params"]]
+        self.logit_scales = [p for n, p in model.named_parameters() if n.endswith("logit_scale") and p.requires_grad]
+        step_module = ContrastiveStep(model, precision)
+        if ctx.distributed:
+            step_module = DistributedDataParallel(
+                step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters)
+        self.step_module = step_module
+        self.progress = Progress()
+
+    # ----------------------------------------------------------------------------------------- state
+    def checkpoint(self, with_training_state: bool = True) -> Dict[str, Any]:
+        """The checkpoint payload (see utils.checkpoint). Collective: every rank must call it."""
+        rng = all_gather_object(capture_rng_state()) if with_training_state else None
+        payload = {"format": FORMAT, "model": learned_state(self.model, self.pretrained),
+                   **asdict(self.progress), "args": self.args, "world_size": self.ctx.world_size}
+        if with_training_state:
+            payload.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                           scaler=self.scaler.state_dict() if self.scaler is not None else None, rng=rng)
+        return payload
+
+    def save(self, name: str, with_training_state: bool = True) -> None:
+        payload = self.checkpoint(with_training_state)
+        if self.ctx.is_main and self.output_dir is not None:
+            save_atomic(payload, f"{self.output_dir}/{name}")
+        barrier()
+
+    def load_training_state(self, payload: Dict[str, Any], source: str) -> None:
+        """Resume: optimizer, schedule, scaler, progress and this rank's RNG from ``payload`` (model tensors are
+        loaded by the caller)."""
+        for key in ("optimizer", "scheduler", "rng"):
+            if payload.get(key) is None:
+                raise SystemExit(f"error: --resume {source}: not a resumable checkpoint (no {key} state; "
+                                 f"ckpt_best.pt holds weights only, use ckpt_last.pt)")
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if self.scaler is not None and payload.get("scaler") is not None:
+            self.scaler.load_state_dict(payload["scaler"])
+        self.progress = Progress(**{k: payload[k] for k in asdict(Progress())})
+        if self.progress.step_in_epoch >= self.steps_per_epoch and self.progress.step_in_epoch:
+            raise SystemExit(f"error: --resume {source}: saved at step {self.progress.step_in_epoch} of an epoch "
+                             f"that now has {self.steps_per_epoch} steps; resume with the same batch size, "
+                             f"number of processes and accumulation")
+        rng = payload["rng"]
+        if len(rng) == self.ctx.world_size:
+            restore_rng_state(rng[self.ctx.rank])
+        else:
+            get_logger().warning(f"--resume: saved by {len(rng)} processes, now {self.ctx.world_size}: the data "
+                                 f"order is kept, the model's random stream (dropout) is re-seeded")
+            torch.manual_seed(self.config.seed + self.ctx.rank + 1000 * self.progress.global_step)
+
+    # ----------------------------------------------------------------------------------------- loop
+    def _loader(self, epoch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch, start_batch=self.progress.step_in_epoch * self.accum)
+        return DataLoader(SeededItems(self.train_set, self.config.seed), batch_size=self.config.batch_size,
+                          sampler=self.sampler, num_workers=self.config.num_workers, drop_last=True,
+                          pin_memory=self.ctx.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.config.seed + epoch))
+
+    def _optimizer_step(self, batches) -> Dict[str, Any]:
+        start = time.perf_counter()
+        data_time, loss_sum = 0.0, 0.0
+        device = self.ctx.device
+        for micro in range(self.accum):
+            t = time.perf_counter()
+            batch = next(batches)
+            data_time += time.perf_counter() - t
+            text = batch["text"].to(device, non_blocking=True)
+            video = batch["video"].to(device, non_blocking=True)
+            video_mask = batch["video_mask"].to(device, non_blocking=True)
+            last = micro == self.accum - 1
+            sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.step_module.no_sync()
+            with sync:
+                loss = self.step_module(text, video, video_mask)
+                scaled = loss * (self.ctx.world_size / self.accum)
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            loss_sum = loss_sum + loss.detach()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.clip_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.clip_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.trainable if p.grad is not None])
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        with torch.no_grad():
+            for p in self.logit_scales:
+                p.clamp_(*LOGIT_SCALE_RANGE)
+        return {"loss": loss_sum / self.accum, "grad_norm": grad_norm, "data_time": data_time,
+                "step_time": time.perf_counter() - start}
+
+    def _log_step(self, stats: Dict[str, Any], epoch: int) -> None:
+        loss = float(stats["loss"])
+        if not math.isfinite(loss):
+            raise SystemExit(f"error: the training loss became {loss} at step {self.progress.global_step}; "
+                             f"the last good checkpoint is {self.output_dir}/ckpt_last.pt (try a lower --lr "
+                             f"or --precision fp32)")
+        samples = self.config.batch_size * self.ctx.world_size * self.accum
+        record = {"kind": "train", "epoch": epoch + 1, "step": self.progress.global_step, "loss": loss,
+                  "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(stats["grad_norm"]),
+                  "data_time": stats["data_time"], "step_time": stats["step_time"],
+                  "samples_per_s": samples / max(stats["step_time"], 1e-9),
+                  "peak_memory_mb": peak_memory_mb(self.ctx.device)}
+        get_logger().info(
+            f"epoch {epoch + 1} step {record['step']}/{self.total_steps} loss {loss:.4f} lr {record['lr']:.3e} "
+            f"grad_norm {record['grad_norm']:.3f} data {record['data_time']:.3f}s step {record['step_time']:.3f}s "
+            f"{record['samples_per_s']:.1f} samples/s peak mem {record['peak_memory_mb']:.0f} MiB")
+        if self.metrics is not None:
+            self.metrics.write(record)
+
+    def train(self, evaluate: Callable[[], Dict[str, Any]] | None = None,
+              metric: Callable[[Dict[str, Any]], float] = lambda r: r["t2v"]["R1"]) -> str:
+        """Run to the end of --epochs (or --stop_after_steps). After each epoch ``evaluate()`` (if given) is
+        scored by ``metric``; ckpt_best.pt keeps the best (later epochs win ties, as released) and
+        ckpt_last.pt the resumable state. Returns "finished" or "stopped"."""
+        log, cfg, p = get_logger(), self.config, self.progress
+        self.model.train()
+        for epoch in range(p.epoch, cfg.epochs):
+            epoch_start, loss_total, steps_run = time.time(), 0.0, 0
+            batches = iter(self._loader(epoch))
+            bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not self.ctx.is_main, dynamic_ncols=True)
+            while p.step_in_epoch < self.steps_per_epoch:
+                stats = self._optimizer_step(batches)
+                p.global_step += 1
+                p.step_in_epoch += 1
+                loss_total = loss_total + stats["loss"]
+                steps_run += 1
+                bar.update(1)
+                if p.global_step % cfg.n_display == 0 or p.global_step == 1:
+                    self._log_step(stats, epoch)
+                    bar.set_postfix(loss=f"{float(stats['loss']):.4f}")
+                if cfg.save_steps and p.global_step % cfg.save_steps == 0 and p.step_in_epoch < self.steps_per_epoch:
+                    self.save("ckpt_last.pt")
+                if cfg.stop_after_steps and p.global_step >= cfg.stop_after_steps:
+                    bar.close()
+                    self.save("ckpt_last.pt")
+                    log.info(f"stopping after step {p.global_step} (--stop_after_steps); resume with "
+                             f"--resume {self.output_dir}/ckpt_last.pt")
+                    return "stopped"
+            bar.close()
+            p.epoch, p.step_in_epoch = epoch + 1, 0
+            record = {"kind": "epoch", "epoch": epoch + 1, "step": p.global_step,
+                      "train_loss": float(loss_total) / max(1, steps_run), "epoch_seconds": time.time() - epoch_start}
+            log.info(f"epoch {epoch + 1}/{cfg.epochs} done: mean loss {record['train_loss']:.4f} "
+                     f"({record['epoch_seconds']:.0f}s)")
+            if evaluate is not None:
+                results = evaluate()
+                value = metric(results)
+                record["eval"] = results
+                if p.best_value is None or value >= p.best_value:
+                    p.best_value, p.best_epoch = value, epoch + 1
+                    self.save("ckpt_best.pt", with_training_state=False)
+                record.update(best_value=p.best_value, best_epoch=p.best_epoch)
+                self.model.train()
+            if self.metrics is not None:
+                self.metrics.write(record)
+            self.save("ckpt_last.pt")
+        return "finished"
