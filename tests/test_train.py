@@ -77,8 +77,9 @@ def train_config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def make_trainer(out_dir: Path, ctx: DistContext = DistContext(), n: int = 12, dropout: float = 0.0,
+def make_trainer(out_dir: Path, ctx: DistContext | None = None, n: int = 12, dropout: float = 0.0,
                  **overrides) -> Trainer:
+    ctx = ctx or DistContext()
     model = tiny_model(dropout=dropout).to(ctx.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(1000 + ctx.rank)  # the per-rank random stream main.py sets up after building the model
