@@ -1,0 +1,95 @@
+"""Trainable parameter counts for ViT-B/32 shapes (MODEL.md section 6), built on the meta device, and the model
+flags (names, defaults, aliases, checks)."""
+
+import argparse
+
+import pytest
+import torch
+
+from models import ModelConfig, add_model_args, build_model
+from models.clip import CLIP, CLIPConfig
+from tests.test_model_reference import tiny_model
+
+# MODEL.md section 6, ViT-B/32, T = 12
+TEMPORAL_MODULE, VISUAL_ADAPTERS, TEXT_ADAPTERS, GLOBAL_PROMPTS = 2_507_168, 599_436, 399_756, 3_072
+SHARED = {"video_encoder.spatial_prompt": 123_064, "video_encoder.temporal_prompt": 2_384_104,
+          "video_encoder.adapters": VISUAL_ADAPTERS, "text_encoder.adapters": TEXT_ADAPTERS,
+          "video_encoder.global_prompts": GLOBAL_PROMPTS}
+TRANSFORMER = {"prompt_generator.embedding": 516_096, "prompt_generator.block": 7_087_872,
+               "prompt_generator.text_mlp": 1_968_128}
+LINEAR = {"prompt_generator.visual_embedding": 36_864, "prompt_generator.prefix_proj": 393_728,
+          "prompt_generator.postfix_proj": 393_728}
+
+
+def meta_model(clip_config: CLIPConfig | None = None, **flags):
+    """The model of `flags` on a ViT-B/32-shaped (default) CLIP, without memory or initialisation cost."""
+    with torch.device("meta"):
+        return build_model(argparse.Namespace(**flags), CLIP(clip_config or CLIPConfig.vit_b_32()))
+
+
+@pytest.mark.parametrize("latent, total, generator", [("transformer", 13_081_528, TRANSFORMER),
+                                                     ("linear", 4_333_752, LINEAR)])
+def test_vit_b32_trainable_parameter_counts(latent, total, generator):
+    model = meta_model(shared_latent_space=latent)
+    counts = model.trainable_parameter_counts()
+    assert counts == {**SHARED, **generator}
+    assert counts["video_encoder.spatial_prompt"] + counts["video_encoder.temporal_prompt"] == TEMPORAL_MODULE
+    assert sum(p.numel() for _, p in model.trainable_parameters()) == total
+    frozen = sum(p.numel() for p in model.clip.parameters())
+    assert frozen == 151_277_313 and all(not p.requires_grad for p in model.clip.parameters())
+
+
+def test_dgl_and_meanp_counts():
+    assert sum(meta_model(temporal_prompt="none").trainable_parameter_counts().values()) == 13_081_528 - TEMPORAL_MODULE
+    assert sum(meta_model(shared_latent_space="linear", temporal_prompt="none", lora=False)
+               .trainable_parameter_counts().values()) == 4_333_752 - TEMPORAL_MODULE - VISUAL_ADAPTERS - TEXT_ADAPTERS
+    assert meta_model(prompt="none").trainable_parameters() == []
+
+
+def test_sizes_follow_the_clip_not_vit_b32():
+    """ViT-B/16 has 196 patches: only the inter-frame MLP's first layer (N -> 16) grows."""
+    b16 = meta_model(CLIPConfig.vit_b_16()).trainable_parameter_counts()
+    b32 = meta_model().trainable_parameter_counts()
+    assert b16["video_encoder.temporal_prompt"] - b32["video_encoder.temporal_prompt"] == (196 - 49) * 16
+    assert {k: v for k, v in b16.items() if k != "video_encoder.temporal_prompt"} == \
+           {k: v for k, v in b32.items() if k != "video_encoder.temporal_prompt"}
+
+
+def test_flags_defaults_and_parsing():
+    parser = add_model_args(argparse.ArgumentParser())
+    parser.add_argument("--max_frames", type=int, default=12)  # registered by the data helper in main.py
+    defaults = ModelConfig.from_args(parser.parse_args([]))
+    assert defaults == ModelConfig.from_args(None) == ModelConfig.from_args(argparse.Namespace())
+    assert (defaults.prompt, defaults.temporal_prompt, defaults.shared_latent_space) == ("dgl", "stop", "transformer")
+    assert (defaults.text_prompt_length, defaults.local_each_frame_prompt_length,
+            defaults.global_visual_prompt_length, defaults.unified_transformer_layers) == (8, 4, 4, None)
+    assert (defaults.visual_output_type, defaults.lora, defaults.spatial_mask_grid, defaults.max_frames) == \
+           ("global_prompt0", True, "patch", 12)
+    args = parser.parse_args(["--temporal_prompt", "group2-2", "--lora", "false", "--max_frames", "8"])
+    config = ModelConfig.from_args(args)
+    assert (config.temporal_prompt, config.lora, config.max_frames) == ("stop", False, 8)
+    assert ModelConfig.from_args(argparse.Namespace(lora="False")).lora is False  # not the released bool("False")
+    assert ModelConfig.from_args(argparse.Namespace(temporal_prompt="none")).uses_stop is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--lora", "maybe"])
+    assert tiny_model(max_frames=5).prompt_generator.num_frames == 5
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(temporal_prompt="paper2"), "--temporal_prompt 'paper2' is not one of"),
+    (dict(visual_output_type="global-local-feature"), "--visual_output_type 'global-local-feature' is not one of"),
+    (dict(shared_latent_space="linear", text_prompt_length=6), "must be 2 x --local_each_frame_prompt_length"),
+    (dict(global_visual_prompt_length=0), "needs --global_visual_prompt_length >= 1"),
+    (dict(max_frames=0), "--max_frames must be >= 1"),
+    (dict(unified_transformer_layers=0), "--unified_transformer_layers must be >= 1"),
+])
+def test_invalid_options_are_rejected(options, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig.from_args(None, **options)
+
+
+def test_prompted_layers_cannot_exceed_the_clip_depth():
+    with pytest.raises(ValueError, match="exceeds the CLIP's depth"):
+        tiny_model(unified_transformer_layers=4)
+    with pytest.raises(TypeError, match="unknown model options"):
+        ModelConfig.from_args(None, prompts="dgl")
