@@ -8,19 +8,21 @@ prompt tensors lose their leading 1. Checkpoints trained by the released code ex
     python utils/convert_released_checkpoint.py released.pth.tar converted.pt [--without_clip]
 """
 
+# ruff: noqa: E402
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import from the repository root, not from utils/ (whose
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # logging.py would shadow the standard library's)
 
 import argparse
 import logging
 import re
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 logger = logging.getLogger(__name__)
 
