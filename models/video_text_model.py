@@ -52,6 +52,8 @@ class VideoTextModel(nn.Module):
 
     def prompts(self, num_frames: int) -> LayerPrompts:
         """The layer prompts (input independent): text [Lp, Pt, Wt], visual local [Lp, num_frames * Pl, W]."""
+        if self.prompt_generator is None:
+            raise ValueError("--prompt none (meanP) has no prompts")
         return self.prompt_generator(num_frames)
 
     def encode_text(self, ids: torch.Tensor, prompts: LayerPrompts | None = None) -> torch.Tensor:
