@@ -3,7 +3,8 @@
 Sequence: [SOT, Pt//2 prefix prompts, words 1 .. Lw-1, the other prompts (postfix)], causal, prompts without
 positional embedding, the prompt slots overwritten with layer i's prompts before block i (i < Lp). The feature is
 read at the EOT position shifted by the prefix length. Under the causal mask the postfix prompts (after every
-EOT) never reach the feature: they exist because the released implementation has them, and get no gradient.
+EOT) never reach the feature: they exist because the released implementation has them, and receive no gradient
+through this branch.
 """
 
 from __future__ import annotations
