@@ -98,7 +98,9 @@ class LMDBSource:
         return next((self._index[c] for c in name_candidates(os.path.basename(name)) if c in self._index), None)
 
     def read(self, key: str) -> bytes:
-        if self._env is None or self._pid != os.getpid():
+        if self._pid != os.getpid():
+            if self._env is not None:  # inherited through a fork: let go of the parent's handle first
+                self._env.close()
             self._env, self._pid = self._open_env(), os.getpid()
         with self._env.begin() as txn:
             value = txn.get(key.encode())
