@@ -71,7 +71,7 @@ def released_state_dict(latent: str, ddp: bool = True, seed: int = 5) -> dict[st
     g = torch.Generator().manual_seed(seed)
     state = {key: torch.randn(shape, generator=g) for key, shape in released_shapes(latent).items()}
     state.update({"clip." + k: v.clone() for k, v in tiny_model().clip.state_dict().items()})
-    state["clip.visual.position_ids"] = torch.arange(17)[None]
+    state["clip.visual.position_ids"] = torch.arange(1 + (TINY.image_resolution // 8) ** 2)[None]
     return {("module." if ddp else "") + k: v for k, v in state.items()}
 
 
