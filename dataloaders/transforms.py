@@ -39,8 +39,9 @@ def frames_to_tensor(frames: np.ndarray, resolution: int) -> torch.Tensor:
                            for frame in frames])
         height, width = new_height, new_width
     top, left = center_crop_offsets(height, width, resolution)
-    crop = frames[:, top:top + resolution, left:left + resolution]
-    pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(0, 3, 1, 2).float() / 255.0
+    crop = np.ascontiguousarray(frames[:, top:top + resolution, left:left + resolution])
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (pixels - mean) / std
+    # (x / 255 - mean) / std as one multiply-add on a contiguous [K, 3, R, R] copy
+    pixels = torch.from_numpy(crop).permute(0, 3, 1, 2).contiguous().float()
+    return pixels.mul_(1.0 / (255.0 * std)).add_(-mean / std)
