@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -187,27 +188,24 @@ def test_custom_csv_relative_paths_and_shared_videos(tmp_path, clip_file):
         build_dataset(args, "train")
 
 
-def test_malformed_csv_names_file_and_line(tmp_path, synthetic):
-    bad = tmp_path / "test.csv"
-    bad.write_text("key,vid_key,video_id,sentence\nret0,msr0,video0,a caption\nret1,msr1,,another\n")
-    with pytest.raises(DataFileError, match=rf"{bad}: line 3 .*empty 'video_id'"):
-        build_dataset(msrvtt_args(synthetic, val_csv=str(bad)), "test")
-    bad.write_text("video,sentence\nvideo0,x\n")
-    with pytest.raises(DataFileError, match=rf"{bad}: missing column\(s\) \['video_id'\]"):
-        build_dataset(msrvtt_args(synthetic, val_csv=str(bad)), "test")
+MALFORMED = [  # (flag, split, file content, what the error says after the file name)
+    ("val_csv", "test", "key,vid_key,video_id,sentence\nret0,msr0,video0,a caption\nret1,msr1,,another\n",
+     r"line 3 \(data row 2\) has an empty 'video_id'"),
+    ("val_csv", "test", "video,sentence\nvideo0,x\n", r"missing column\(s\) \['video_id'\]"),
+    ("data_path", "train", '{"sentences": [{"video_id": "video0", "caption": "x"},\n {"video_id": "video1"}]}',
+     r"sentences\[1\]: needs string 'video_id' and 'caption'"),
+    ("data_path", "train", '{"sentences": [\n{"video_id": "video0",}]}', r"invalid JSON at line 2"),
+    ("data_path", "train", '{"sentences": [{"video_id": "video0", "caption": "x"}]}',
+     r"sentences: no caption of training video video1"),
+]
 
 
-def test_malformed_json_names_file_and_entry(tmp_path, synthetic):
-    bad = tmp_path / "data.json"
-    bad.write_text('{"sentences": [{"video_id": "video0", "caption": "x"},\n {"video_id": "video1"}]}')
-    with pytest.raises(DataFileError, match=rf"{bad}: sentences\[1\]: needs string 'video_id' and 'caption'"):
-        build_dataset(msrvtt_args(synthetic, data_path=str(bad)), "train")
-    bad.write_text('{"sentences": [\n{"video_id": "video0",}]}')
-    with pytest.raises(DataFileError, match=rf"{bad}: invalid JSON at line 2"):
-        build_dataset(msrvtt_args(synthetic, data_path=str(bad)), "train")
-    bad.write_text('{"sentences": [{"video_id": "video0", "caption": "x"}]}')
-    with pytest.raises(DataFileError, match="no caption of training video video1"):
-        build_dataset(msrvtt_args(synthetic, data_path=str(bad)), "train")
+@pytest.mark.parametrize("flag, split, content, message", MALFORMED)
+def test_malformed_annotations_name_file_and_row(tmp_path, synthetic, flag, split, content, message):
+    bad = tmp_path / "annotations"
+    bad.write_text(content)
+    with pytest.raises(DataFileError, match=re.escape(str(bad)) + ": " + message):
+        build_dataset(msrvtt_args(synthetic, **{flag: str(bad)}), split)
 
 
 def test_malformed_lsmdc_line_is_named(tmp_path):
