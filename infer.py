@@ -1,0 +1,303 @@
+"""Use a trained model on your own videos: embed a folder of videos, search it by text, export text embeddings,
+and draw what STOP's prompts attend to.
+
+    python infer.py index --checkpoint runs/x/ckpt_best.pt --videos MY_VIDEOS --output my_index
+    python infer.py search --store my_index "a dog catches a frisbee" [--top_k 5] [--json]
+    python infer.py embed-text --store my_index --output texts.npy "a dog" "a cat"
+    python infer.py visualize --checkpoint runs/x/ckpt_best.pt --video clip.mp4 --output clip_prompts.png
+
+The model flags and frame count come from the checkpoint (override them with the same flags as main.py);
+`search` and `embed-text --store` rebuild the model that wrote the store. See docs/INFERENCE.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from dataloaders.video_reader import VideoReadError, load_clip
+from utils.embedding_store import FORMAT, EmbeddingStore, Failure
+from utils.prompt_visualization import denormalise, save_prompt_figure
+from utils.trained_model import TrainedModel, add_trained_model_args, load_trained_model
+from utils.video_files import VideoFileDataset, collate_videos, videos_in_csv, videos_in_folder
+
+log = logging.getLogger("infer")
+BATCH_SIZE = {"cpu": 8, "cuda": 64}  # videos per forward when --batch_size is not given
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = commands.add_parser("index", help="embed videos into an embedding store (resumable)")
+    inputs = index.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--videos", help="folder of videos (searched recursively; ids = relative paths)")
+    inputs.add_argument("--csv", help="CSV listing the videos (ids = the entries as written)")
+    index.add_argument("--csv_column", default=None,
+                       help="column of the video paths/names (default: video_path, path, video or video_id)")
+    index.add_argument("--video_dir", default=None,
+                       help="find the CSV's entries under this folder, by relative path or by name with or "
+                            "without extension (default: paths relative to the CSV's folder)")
+    index.add_argument("--output", required=True, help="store folder (created; re-running adds what is missing)")
+    index.add_argument("--batch_size", type=int, default=None,
+                       help=f"videos per forward (default {BATCH_SIZE['cpu']} on the CPU, {BATCH_SIZE['cuda']} "
+                            "on a GPU)")
+    index.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                       help="DataLoader worker processes decoding videos")
+    index.add_argument("--chunk_size", type=int, default=512,
+                       help="videos per part written to the store (an interruption loses at most one part)")
+    add_trained_model_args(index)
+
+    search = commands.add_parser("search", help="rank the videos of a store for text queries")
+    search.add_argument("--store", required=True, help="store folder written by `index`")
+    search.add_argument("texts", nargs="*", metavar="QUERY", help="text queries")
+    search.add_argument("--queries", default=None, help="file of queries, one per line")
+    search.add_argument("--top_k", type=int, default=10, help="results per query")
+    search.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_trained_model_args(search)
+
+    embed = commands.add_parser("embed-text", help="text embeddings to a .npy file")
+    embed.add_argument("texts", nargs="*", metavar="TEXT", help="texts")
+    embed.add_argument("--queries", default=None, help="file of texts, one per line")
+    embed.add_argument("--output", required=True, help=".npy file: float32 [N, E] raw features, in input order")
+    embed.add_argument("--store", default=None, help="use the model that wrote this store (else --checkpoint)")
+    add_trained_model_args(embed)
+
+    visualize = commands.add_parser("visualize", help="PNG of STOP's spatial region mask and frame weights")
+    visualize.add_argument("--video", required=True, help="video file")
+    visualize.add_argument("--output", required=True, help="PNG file (the numbers go to the same name .json)")
+    visualize.add_argument("--frame_px", type=int, default=160, help="side of one frame panel in pixels")
+    add_trained_model_args(visualize)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ index
+def _open_store_for_writing(path: str, trained: TrainedModel, source: dict[str, Any]) -> EmbeddingStore:
+    """The store at `path`, new or written by the same model from the same source; SystemExit otherwise."""
+    root = Path(path)
+    if root.is_file() or (root.is_dir() and any(root.iterdir()) and not (root / "metadata.json").is_file()):
+        raise SystemExit(f"error: --output {root} exists and is not an embedding store; choose a new folder")
+    store = EmbeddingStore(root)
+    metadata = store.metadata
+    if metadata is None:
+        store.write_metadata({"dtype": "float16", "model": trained.description, "source": source, "count": 0,
+                              "failed": 0})
+        return store
+    if metadata.get("format") != FORMAT:
+        raise SystemExit(f"error: {root}: not a store of format {FORMAT} (found {metadata.get('format')!r})")
+    differences = trained.differences_from(metadata["model"])
+    if differences:
+        raise SystemExit(f"error: {root} holds embeddings of another model (it differs in {', '.join(differences)})"
+                         "; index into a new --output folder")
+    if metadata["source"] != source:
+        raise SystemExit(f"error: {root} indexes {metadata['source']}, not {source}; index these videos into a new "
+                         "--output folder")
+    return store
+
+
+def _encode_pending(store: EmbeddingStore, trained: TrainedModel, videos, args: argparse.Namespace) -> int:
+    """Encode `videos` into parts of the store; returns how many failed. Work done before an interruption is
+    committed."""
+    batch_size = args.batch_size or BATCH_SIZE.get(trained.device.type, BATCH_SIZE["cpu"])
+    loader = DataLoader(VideoFileDataset(videos, trained.max_frames, trained.resolution), batch_size=batch_size,
+                        num_workers=args.num_workers, collate_fn=collate_videos,
+                        pin_memory=trained.device.type == "cuda")
+    ids: list[str] = []
+    features: list[np.ndarray] = []
+    failures: list[Failure] = []
+    num_failed = 0
+
+    def commit():
+        store.append(ids, np.concatenate(features) if features else np.zeros((0, 0), np.float16), failures)
+        ids.clear()
+        features.clear()
+        failures.clear()
+
+    with logging_redirect_tqdm(), tqdm(total=len(videos), unit="video", desc="index", dynamic_ncols=True) as bar:
+        try:
+            for batch in loader:
+                batch_failures = list(batch["failures"])
+                if batch["ids"]:
+                    encoded = trained.encode_videos(batch["video"], batch["video_mask"]).numpy().astype(np.float16)
+                    finite = np.isfinite(encoded).all(axis=1)
+                    ids.extend(i for i, ok in zip(batch["ids"], finite) if ok)
+                    features.append(encoded[finite])
+                    batch_failures += [Failure(i, "non-finite", "the embedding has NaN or inf entries (float16)")
+                                       for i, ok in zip(batch["ids"], finite) if not ok]
+                for failure in batch_failures:
+                    log.warning(f"skipped {failure.id}: {failure.reason}")
+                failures.extend(batch_failures)
+                num_failed += len(batch_failures)
+                bar.update(len(batch["ids"]) + len(batch["failures"]))
+                bar.set_postfix(failed=num_failed)
+                if len(ids) + len(failures) >= args.chunk_size:
+                    commit()
+        finally:
+            if ids or failures:
+                commit()
+    return num_failed
+
+
+def run_index(args: argparse.Namespace) -> dict[str, Any]:
+    """Embed the videos not yet in the store; returns {"total", "skipped", "encoded", "failed", "store"}."""
+    if args.csv:
+        videos = videos_in_csv(args.csv, args.csv_column, args.video_dir)
+        source = {"csv": str(Path(args.csv).resolve()),
+                  "video_dir": str(Path(args.video_dir).resolve()) if args.video_dir else None}
+    else:
+        videos = videos_in_folder(args.videos)
+        source = {"videos": str(Path(args.videos).expanduser().resolve())}
+    for flag in ("batch_size", "chunk_size"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise SystemExit(f"error: --{flag} must be >= 1")
+    trained = load_trained_model(args)
+    store = _open_store_for_writing(args.output, trained, source)
+    done = set(store.load()[0])
+    pending = [video for video in videos if video.id not in done]
+    log.info(f"{len(videos)} videos: {len(videos) - len(pending)} already in {args.output}, {len(pending)} to encode "
+             f"({trained.max_frames} frames of {trained.resolution} px, device {trained.device})")
+    start = time.time()
+    num_failed = _encode_pending(store, trained, pending, args) if pending else 0
+    count, failed_total = store.consolidate()
+    store.write_metadata({**store.metadata, "count": count, "failed": failed_total,
+                          "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    summary = {"total": len(videos), "skipped": len(videos) - len(pending), "encoded": len(pending) - num_failed,
+               "failed": num_failed, "store": str(args.output), "seconds": round(time.time() - start, 2)}
+    log.info(f"encoded {summary['encoded']}, failed {num_failed} (listed in {Path(args.output) / 'failed.csv'}), "
+             f"{count} videos in the store")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- text side
+def _read_texts(texts: list[str], queries_file: str | None) -> list[str]:
+    texts = [t for t in texts if t.strip()]
+    if queries_file:
+        path = Path(queries_file)
+        if not path.is_file():
+            raise SystemExit(f"error: --queries: file not found: {path}")
+        texts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise SystemExit("error: no text given: pass texts as arguments or a file with --queries")
+    return texts
+
+
+def _open_store(path: str) -> tuple[EmbeddingStore, dict[str, Any]]:
+    store = EmbeddingStore(path)
+    metadata = store.metadata
+    if metadata is None:
+        raise SystemExit(f"error: --store: no embedding store at {path} (write one with `python infer.py index`)")
+    return store, metadata
+
+
+def _model_of_store(args: argparse.Namespace, metadata: dict[str, Any]) -> TrainedModel:
+    """The model that wrote the store: flags not given take the store's values; SystemExit if it differs."""
+    written_by = metadata["model"]
+    defaults = {"checkpoint": written_by["checkpoint"], "pretrained_clip_name": written_by["clip"],
+                "max_words": written_by["max_words"], **written_by["config"]}
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    trained = load_trained_model(args)
+    differences = trained.differences_from(written_by)
+    if differences:
+        raise SystemExit(f"error: the model differs from the one that wrote {args.store} (in "
+                         f"{', '.join(differences)}); its text embeddings would not match the videos")
+    return trained
+
+
+def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Print (and return) the top-k videos per query: [{"query", "results": [{"rank", "id", "score"}]}]."""
+    queries = _read_texts(args.texts, args.queries)
+    if args.top_k < 1:
+        raise SystemExit("error: --top_k must be >= 1")
+    store, metadata = _open_store(args.store)
+    ids, embeddings = store.load()
+    if embeddings is None:
+        raise SystemExit(f"error: --store {args.store} holds no embeddings (see its failed.csv)")
+    trained = _model_of_store(args, metadata)
+    videos = F.normalize(torch.from_numpy(embeddings).float(), dim=-1)
+    similarity = F.normalize(trained.encode_texts(queries), dim=-1) @ videos.t()  # [queries, videos]
+    scores, rows = similarity.topk(min(args.top_k, len(ids)), dim=1)
+    results = [{"query": query, "results": [{"rank": rank + 1, "id": ids[row], "score": round(score, 6)}
+                                            for rank, (score, row) in enumerate(zip(s.tolist(), r.tolist()))]}
+               for query, s, r in zip(queries, scores, rows)]
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for result in results:
+            print(result["query"])
+            for hit in result["results"]:
+                print(f"{hit['rank']:4d}  {hit['score']:.4f}  {hit['id']}")
+    return results
+
+
+def run_embed_text(args: argparse.Namespace) -> np.ndarray:
+    """Write float32 [N, E] raw text features to --output; returns them."""
+    texts = _read_texts(args.texts, args.queries)
+    trained = _model_of_store(args, _open_store(args.store)[1]) if args.store else load_trained_model(args)
+    features = trained.encode_texts(texts).numpy()
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(output, features)
+    log.info(f"wrote {features.shape[0]} x {features.shape[1]} text embeddings to {output}")
+    return features
+
+
+# ------------------------------------------------------------------------------------------- visualize
+def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the PNG and a JSON of the numbers drawn; returns that JSON's content."""
+    video_path = Path(args.video)
+    if not video_path.is_file():
+        raise SystemExit(f"error: --video: file not found: {video_path}")
+    trained = load_trained_model(args)
+    if not trained.model.config.uses_stop:
+        raise SystemExit("error: visualize shows STOP's prompts; this model has none (it needs --prompt dgl "
+                         "--temporal_prompt stop)")
+    try:
+        video, mask = load_clip(str(video_path), trained.max_frames, trained.resolution)
+    except VideoReadError as error:
+        raise SystemExit(f"error: --video: {error}") from None
+    _, details = trained.encode_videos(video[None], mask[None], return_details=True)
+    num_real = int(mask.sum())
+    spatial = trained.model.video_encoder.spatial_prompt
+    pixels = spatial.mask_to_pixels(details.region_mask)[0, :num_real].numpy()
+    weights = details.frame_weights[0, :num_real].float().numpy()
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    width, height = save_prompt_figure(
+        denormalise(video[:num_real]), pixels, weights, output, args.frame_px,
+        spatial.grid_size if spatial.cell_layout == "patch" else None,
+        f"{video_path.name}: spatial prompt region (tinted cells), inter-frame weights (bars)")
+    record = {"video": str(video_path), "figure": str(output), "size_px": [width, height], "frames": num_real,
+              "frame_weights": weights.tolist(), "region_mask": details.region_mask[0, :num_real].int().tolist()}
+    output.with_suffix(".json").write_text(json.dumps(record))
+    log.info(f"wrote {output} ({width} x {height} px) and {output.with_suffix('.json')}")
+    return record
+
+
+COMMANDS = {"index": run_index, "search": run_search, "embed-text": run_embed_text, "visualize": run_visualize}
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the sub-command of `argv` (sys.argv when None) and return its result."""
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

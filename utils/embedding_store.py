@@ -1,0 +1,178 @@
+"""A folder of video embeddings on disk, written incrementally and crash-safely.
+
+Layout of a store folder:
+  embeddings.npy   float16 [N, E] raw video features (`model.encode_video`; normalise before dot products)
+  ids.json         the N video ids (paths relative to the indexed folder, or CSV entries), in row order
+  metadata.json    format, count, dim, and what wrote them (model, frames, source); see infer.py
+  failed.csv       id, kind, reason of every video whose last attempt failed and that is not indexed
+  parts/           present only while (or after an interrupted) indexing: part-00000.npy + part-00000.json
+
+Writing: `append` adds a part (its .npy, then its .json, each atomically: the .json commits the part);
+`consolidate` merges the parts into embeddings.npy / ids.json / failed.csv. The merge writes those as
+`*.new` files, `ids.json.new` last (the commit point), then renames them and deletes the parts. Opening a store
+finishes a committed merge and removes what was not committed, so an interruption loses at most the part that
+was being written. One writer per store at a time.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple
+
+import numpy as np
+
+FORMAT = "stop-video-embeddings/1"
+EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metadata.json", "failed.csv", "parts"
+FAILED_COLUMNS = ("id", "kind", "reason")
+
+
+class Failure(NamedTuple):
+    """A video that could not be embedded: `kind` is "missing", "empty" or "unreadable"."""
+
+    id: str
+    kind: str
+    reason: str
+
+
+def write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Call `write(file)` on a temporary file next to `path`, fsync, then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # permissions from the umask
+    try:
+        with open(tmp, "xb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def _write_failures(path: Path, failures: Iterable[Failure]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(FAILED_COLUMNS)
+    writer.writerows(failures)
+    write_atomic(path, lambda f: f.write(text.getvalue().encode()))
+
+
+class EmbeddingStore:
+    """The store in folder `root` (created on the first write). Opening it completes or rolls back an
+    interrupted write (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.parts_dir = self.root / PARTS
+        if self.root.is_dir():
+            self._recover()
+
+    # ------------------------------------------------------------------------------------------ reading
+    @property
+    def metadata(self) -> dict | None:
+        path = self.root / METADATA
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _part_stems(self) -> list[Path]:
+        """Committed parts (their .json exists), in writing order."""
+        if not self.parts_dir.is_dir():
+            return []
+        return sorted((p.with_suffix("") for p in self.parts_dir.glob("part-*.json")),
+                      key=lambda stem: int(stem.name.split("-")[1]))
+
+    def load(self) -> tuple[list[str], np.ndarray | None]:
+        """(ids, float16 embeddings [N, E]) of the merged store and its committed parts; embeddings None when
+        nothing was indexed yet."""
+        ids, arrays = [], []
+        merged = json.loads((self.root / IDS).read_text()) if (self.root / IDS).is_file() else []
+        if merged:  # a store of failures only has an empty ids.json and no embeddings.npy
+            ids += merged
+            arrays.append(np.load(self.root / EMBEDDINGS, allow_pickle=False))
+        for stem in self._part_stems():
+            ids += json.loads(stem.with_suffix(".json").read_text())["ids"]
+            arrays.append(np.load(stem.with_suffix(".npy"), allow_pickle=False))
+        arrays = [a for a in arrays if len(a)]  # a part whose videos all failed has no rows
+        embeddings = np.concatenate(arrays) if arrays else None
+        if len(ids) != (0 if embeddings is None else len(embeddings)):
+            raise ValueError(f"{self.root}: {len(ids)} ids for {0 if embeddings is None else len(embeddings)} "
+                             "embedding rows; the store is damaged, index into a new folder")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{self.root}: duplicate ids; the store is damaged, index into a new folder")
+        return ids, embeddings
+
+    def failures(self) -> dict[str, Failure]:
+        """id -> Failure: failed.csv, updated by the committed parts (a later attempt wins)."""
+        result: dict[str, Failure] = {}
+        if (self.root / FAILED).is_file():
+            with open(self.root / FAILED, newline="") as file:
+                result.update((row["id"], Failure(row["id"], row["kind"], row["reason"]))
+                              for row in csv.DictReader(file))
+        for stem in self._part_stems():
+            part = json.loads(stem.with_suffix(".json").read_text())
+            for entry in part["ids"]:
+                result.pop(entry, None)
+            result.update((f[0], Failure(*f)) for f in part["failed"])
+        return result
+
+    # ------------------------------------------------------------------------------------------ writing
+    def write_metadata(self, metadata: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_json(self.root / METADATA, {"format": FORMAT, **metadata})
+
+    def append(self, ids: list[str], embeddings: np.ndarray, failures: list[Failure]) -> None:
+        """Commit one part: `embeddings` [len(ids), E] (stored as float16) and the failures of its batch."""
+        if embeddings.ndim != 2 or len(embeddings) != len(ids):
+            raise ValueError(f"expected embeddings [{len(ids)}, E], got shape {embeddings.shape}")
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        stems = self._part_stems()
+        number = int(stems[-1].name.split("-")[1]) + 1 if stems else 0
+        stem = self.parts_dir / f"part-{number:05d}"
+        _write_npy(stem.with_suffix(".npy"), embeddings.astype(np.float16))
+        _write_json(stem.with_suffix(".json"), {"ids": list(ids), "failed": [list(f) for f in failures]})
+
+    def consolidate(self) -> tuple[int, int]:
+        """Merge the committed parts into embeddings.npy / ids.json / failed.csv; returns (videos, failures)."""
+        ids, embeddings = self.load()
+        failures = self.failures()
+        if embeddings is not None:
+            _write_npy(self.root / (EMBEDDINGS + ".new"), embeddings)
+        _write_failures(self.root / (FAILED + ".new"), failures.values())
+        _write_json(self.root / (IDS + ".new"), ids)  # the commit point
+        self._recover()
+        return len(ids), len(failures)
+
+    def _recover(self) -> None:
+        """Finish a committed merge (ids.json.new exists): rename the merged files, delete the merged parts, and
+        rename ids.json.new last. Drop what was not committed: temporaries, *.new without the commit, part
+        arrays without their .json."""
+        committed = (self.root / (IDS + ".new")).is_file()
+        for tmp in [*self.root.glob(".*.tmp"), *self.parts_dir.glob(".*.tmp")]:
+            tmp.unlink()
+        for name in (EMBEDDINGS, FAILED):
+            new = self.root / (name + ".new")
+            if new.is_file():
+                if committed:
+                    os.replace(new, self.root / name)
+                else:
+                    new.unlink()
+        if self.parts_dir.is_dir():
+            for array in self.parts_dir.glob("part-*.npy"):
+                if committed or not array.with_suffix(".json").is_file():
+                    array.unlink()
+            if committed:
+                for part in self.parts_dir.glob("part-*.json"):
+                    part.unlink()
+                self.parts_dir.rmdir()
+        if committed:
+            os.replace(self.root / (IDS + ".new"), self.root / IDS)

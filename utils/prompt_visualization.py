@@ -1,0 +1,73 @@
+"""What STOP's prompts attend to, as in the paper's figures: the sampled frames with the intra-frame (spatial)
+prompt's selected cells overlaid, and the inter-frame (temporal) weights of the frames as bars below.
+
+Drawn with matplotlib's object API (no pyplot, no global backend change; PNG through Agg). The figure has a
+fixed layout in units of `frame_px`, the side of one frame panel: (K + 1) * frame_px wide (K frames plus the
+margins) and 2.5 * frame_px high (title, frames, bars), at DPI dots per inch.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from dataloaders.transforms import CLIP_MEAN, CLIP_STD
+
+DPI = 100
+# Layout in frame_px units. Horizontal: left margin, K frames, right margin. Vertical, bottom to top:
+# tick labels, bars, gap, frames, title.
+LEFT, RIGHT = 0.7, 0.3
+BOTTOM, BARS, GAP, FRAMES, TITLE = 0.25, 0.6, 0.35, 1.0, 0.3
+OVERLAY_RGBA = (1.0, 0.15, 0.1, 0.45)
+
+
+def figure_size_px(num_frames: int, frame_px: int) -> tuple[int, int]:
+    """(width, height) in pixels of the figure for `num_frames` frames."""
+    return round((LEFT + num_frames + RIGHT) * frame_px), round((BOTTOM + BARS + GAP + FRAMES + TITLE) * frame_px)
+
+
+def denormalise(video: torch.Tensor) -> np.ndarray:
+    """CLIP-normalised frames [K, 3, R, R] -> RGB float [K, R, R, 3] in [0, 1] (what the model sees)."""
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (video.float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def save_prompt_figure(frames: np.ndarray, region_pixels: np.ndarray, frame_weights: np.ndarray,
+                       path: str | os.PathLike, frame_px: int = 160, grid_size: int | None = None,
+                       title: str = "") -> tuple[int, int]:
+    """Write the PNG: frames [K, R, R, 3] (floats in [0, 1]) with the selected pixels bool [K, R, R] tinted,
+    cell borders of a grid_size x grid_size grid when given, and the weights [K] as bars. Returns its
+    (width, height) in pixels."""
+    num_frames = len(frames)
+    if region_pixels.shape != frames.shape[:3] or len(frame_weights) != num_frames:
+        raise ValueError(f"{num_frames} frames {frames.shape[1:3]} need a mask [{num_frames}, H, W] and "
+                         f"{num_frames} weights, got {region_pixels.shape} and {len(frame_weights)}")
+    width, height = figure_size_px(num_frames, frame_px)
+    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    fontsize = 0.065 * frame_px
+    unit_w, unit_h = frame_px / width, frame_px / height
+    overlay = np.zeros(region_pixels.shape + (4,))
+    overlay[region_pixels] = OVERLAY_RGBA
+    resolution = frames.shape[1]
+    for index in range(num_frames):
+        axes = figure.add_axes(((LEFT + index) * unit_w, (BOTTOM + BARS + GAP) * unit_h, unit_w, FRAMES * unit_h))
+        axes.imshow(frames[index], interpolation="nearest")
+        axes.imshow(overlay[index], interpolation="nearest")
+        if grid_size:
+            for line in np.arange(1, grid_size) * resolution / grid_size - 0.5:
+                axes.axhline(line, color="white", alpha=0.3, linewidth=0.5)
+                axes.axvline(line, color="white", alpha=0.3, linewidth=0.5)
+        axes.set_axis_off()
+    bars = figure.add_axes((LEFT * unit_w, BOTTOM * unit_h, num_frames * unit_w, BARS * unit_h))
+    bars.bar(np.arange(num_frames), frame_weights, width=0.6, color="tab:blue")
+    bars.set_xlim(-0.5, num_frames - 0.5)
+    bars.set_ylim(0, 1.05)
+    bars.set_xticks(np.arange(num_frames), [str(i + 1) for i in range(num_frames)], fontsize=fontsize)
+    bars.tick_params(axis="y", labelsize=fontsize)
+    bars.set_ylabel("inter-frame\nweight", fontsize=fontsize)
+    figure.text(0.5, 1 - TITLE * unit_h / 2, title, ha="center", va="center", fontsize=fontsize)
+    figure.savefig(path, dpi=DPI, format="png")
+    return width, height
