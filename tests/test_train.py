@@ -18,9 +18,9 @@ from torch.utils.data import Dataset
 from models import build_model
 from models.clip import CLIP, CLIPConfig
 from utils.distributed import DistContext
-from utils.logging import JsonLines
 from utils.optimization import WarmupCosine, param_groups
 from utils.precision import resolve_precision
+from utils.run_log import JsonLines
 from utils.training import TrainConfig, Trainer
 
 FRAMES, WORDS = 2, 8

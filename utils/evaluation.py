@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from utils.distributed import DistContext, all_gather_object, gather_uneven, shard_bounds
-from utils.logging import get_logger
 from utils.metrics import cosine_similarity, format_metrics, retrieval_metrics, similarity_matrix
 from utils.precision import Precision
+from utils.run_log import get_logger
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from typing import ContextManager
 
 import torch
 
-from utils.logging import get_logger
+from utils.run_log import get_logger
 
 
 @dataclass(frozen=True)

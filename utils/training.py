@@ -35,9 +35,9 @@ from tqdm import tqdm
 from utils.checkpoint import FORMAT, capture_rng_state, learned_state, restore_rng_state, save_atomic
 from utils.data_order import ResumableEpochSampler, SeededItems
 from utils.distributed import DistContext, all_gather_object, all_gather_with_grad, barrier
-from utils.logging import JsonLines, get_logger, peak_memory_mb
 from utils.optimization import build_optimizer, build_scheduler, param_groups
 from utils.precision import Precision
+from utils.run_log import JsonLines, get_logger, peak_memory_mb
 
 LOGIT_SCALE_RANGE = (0.1, math.log(100.0))  # clamp of a trained logit_scale, as released
 

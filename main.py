@@ -1,0 +1,267 @@
+"""Train and evaluate STOP (or DGL, or a frozen-CLIP meanP baseline) for text-video retrieval.
+
+    python main.py --do_train --do_eval --datatype msrvtt ... --output_dir runs/x        # one process
+    torchrun --nproc_per_node 4 main.py --do_train ...                                    # DDP, any node count
+    python main.py --do_eval --init_model runs/x/ckpt_best.pt ... --output_dir runs/x_eval
+
+Model flags come from models.add_model_args, data flags from dataloaders.add_data_args. See docs/TRAINING.md.
+The output folder receives hparams.json, log.txt, metrics.jsonl, ckpt_last.pt, ckpt_best.pt and
+eval_results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataloaders import DataFileError, add_data_args, build_dataset
+from models import add_model_args, build_model
+from models.clip import load_clip
+from utils.checkpoint import is_our_checkpoint, load_checkpoint, load_learned_state
+from utils.distributed import DistContext, barrier, cleanup_distributed, init_distributed
+from utils.evaluation import evaluate
+from utils.precision import resolve_precision
+from utils.run_log import JsonLines, setup_logging, write_json
+from utils.training import TrainConfig, Trainer
+
+# Key fragments that only the released implementation's checkpoints have (MODEL.md section 7).
+RELEASED_KEY_MARKERS = ("module.clip.", "TemporalPrompt", "unified_prompt_embedding", "PromptTransformer",
+                        ".LoRA.", "prompt_embeddings", "visual_prompt_embedding", "text_prompt_proj_layer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = parser.add_argument_group("run")
+    run.add_argument("--do_train", action="store_true", help="train (and evaluate on the val split each epoch)")
+    run.add_argument("--do_eval", action="store_true",
+                     help="evaluate on the test split: after training with the best checkpoint, else --init_model")
+    run.add_argument("--output_dir", required=True, help="folder for logs, metrics, checkpoints and results")
+    run.add_argument("--pretrained_dir", default=None,
+                     help="folder of OpenAI's CLIP weights (ViT-B-32.pt ...); default $STOP_PRETRAINED_DIR or "
+                          "~/models/pretrained")
+    run.add_argument("--pretrained_clip_name", default="ViT-B/32",
+                     help="ViT-B/32, ViT-B/16 (looked up in --pretrained_dir) or a path to CLIP weights")
+    run.add_argument("--init_model", default=None,
+                     help="start from these trained weights: a checkpoint of ours (ckpt_best.pt / ckpt_last.pt), "
+                          "a state dict, or a checkpoint of the released implementation")
+    run.add_argument("--resume", default=None,
+                     help="continue an interrupted run from this ckpt_last.pt (or its folder), at the exact step")
+    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--num_thread_reader", type=int, default=4, help="DataLoader worker processes per process")
+    run.add_argument("--n_display", type=int, default=50, help="log the training state every this many steps")
+    run.add_argument("--save_steps", type=int, default=0,
+                     help="also write ckpt_last.pt every this many steps inside an epoch (0: at epoch ends only)")
+    run.add_argument("--stop_after_steps", type=int, default=0,
+                     help="save ckpt_last.pt and exit after this many optimizer steps (0: run all epochs); the "
+                          "schedule still spans --epochs, so --resume continues the same run")
+    run.add_argument("--eval_every_epoch", action=argparse.BooleanOptionalAction, default=True,
+                     help="evaluate on the val split after every epoch and keep the best in ckpt_best.pt")
+    run.add_argument("--save_similarity", action="store_true",
+                     help="also write the test text x video similarity matrix (similarity_test.pt)")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=5)
+    optim.add_argument("--batch_size", type=int, default=32, help="training pairs per process and micro-step")
+    optim.add_argument("--batch_size_val", type=int, default=16, help="evaluation batch per process")
+    optim.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new (prompt) parameters")
+    optim.add_argument("--coef_lr", type=float, default=5e-4,
+                       help="CLIP's parameters, when not frozen, train at lr * coef_lr")
+    optim.add_argument("--wd", type=float, default=0.2, help="AdamW weight decay")
+    optim.add_argument("--wd_exclude", choices=("bias", "bias_and_1d"), default="bias",
+                       help="tensors without weight decay: biases (as released) or also every 1-D tensor")
+    optim.add_argument("--warmup_proportion", type=float, default=0.1,
+                       help="linear warm-up over this fraction of the steps, then cosine to 0")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                       help="micro-steps per optimizer step (each micro-step's contrastive loss uses only its own "
+                            "batch_size x processes pairs as negatives)")
+    optim.add_argument("--clip_grad_norm", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    optim.add_argument("--precision", choices=("amp", "bf16", "fp32"), default="amp",
+                       help="amp: float16 autocast + loss scaling on CUDA (bfloat16 on the CPU); bf16; fp32")
+    optim.add_argument("--freeze_clip", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep the CLIP backbone frozen (--no-freeze_clip trains it at lr * coef_lr)")
+    optim.add_argument("--ddp_find_unused_parameters", action=argparse.BooleanOptionalAction, default=True,
+                       help="let DDP handle trainable tensors without gradient (STOP's region-score conv has none)")
+    add_model_args(parser)
+    add_data_args(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.do_train or args.do_eval):
+        parser.error("nothing to do: pass --do_train and/or --do_eval")
+    for flag in ("epochs", "batch_size", "batch_size_val", "gradient_accumulation_steps", "n_display"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1")
+    if not 0 <= args.warmup_proportion <= 1:
+        parser.error("--warmup_proportion must lie in [0, 1]")
+    if args.resume and not args.do_train:
+        parser.error("--resume continues training: add --do_train")
+    return args
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Fail before any slow work when a named input does not exist."""
+    if args.init_model and not Path(args.init_model).is_file():
+        raise SystemExit(f"error: --init_model: checkpoint not found: {args.init_model}")
+    if args.resume and not (Path(args.resume).is_file() or (Path(args.resume) / "ckpt_last.pt").is_file()):
+        raise SystemExit(f"error: --resume: checkpoint not found: {args.resume}")
+    if args.features_path and not args.lmdb_dataset and not Path(args.features_path).is_dir():
+        raise SystemExit(f"error: --features_path: video folder not found: {args.features_path}")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _load_clip(args: argparse.Namespace):
+    try:
+        return load_clip(args.pretrained_clip_name, args.pretrained_dir)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    except ValueError as error:
+        raise SystemExit(f"error: cannot load CLIP weights: {error}") from None
+
+
+def _build_split(args: argparse.Namespace, split: str):
+    try:
+        return build_dataset(args, split)
+    except (DataFileError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {split} data: {error}") from None
+
+
+def _load_weights(model: torch.nn.Module, path: str, pretrained: list[torch.Tensor]) -> str:
+    """--init_model: our checkpoint, a plain state dict of our names, or a released checkpoint. Returns its kind."""
+    payload = load_checkpoint(path, "--init_model")
+    if is_our_checkpoint(payload):
+        load_learned_state(model, payload["model"], pretrained, f"--init_model {path}")
+        return "checkpoint"
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SystemExit(f"error: --init_model {path}: not a checkpoint or state dict")
+    if any(marker in key for key in state for marker in RELEASED_KEY_MARKERS):
+        from utils.convert_released_checkpoint import load_released_checkpoint
+        try:
+            load_released_checkpoint(model, state)
+        except ValueError as error:
+            raise SystemExit(f"error: --init_model {path}: {error}") from None
+        return "released checkpoint"
+    load_learned_state(model, state, pretrained, f"--init_model {path}")
+    return "state dict"
+
+
+def _same_data(a, b) -> bool:
+    return list(a.video_ids) == list(b.video_ids) and list(a.captions) == list(b.captions)
+
+
+def run(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+    output_dir = Path(args.output_dir)
+    if ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+    log = setup_logging(output_dir, ctx.is_main)
+    log.info("command: " + " ".join(sys.argv if __name__ == "__main__" else ["main(argv)"]))
+    log.info(f"{ctx.world_size} process(es), device {ctx.device}")
+    _seed_everything(args.seed)  # identical model initialisation on every rank
+
+    clip = _load_clip(args)
+    args.image_resolution = clip.visual.input_resolution
+    pretrained = list(clip.parameters()) + list(clip.buffers())
+    model = build_model(args, clip)
+    if not args.freeze_clip:
+        for p in clip.parameters():
+            p.requires_grad_(True)
+    model.to(ctx.device)
+    if args.init_model:
+        kind = _load_weights(model, args.init_model, pretrained)
+        log.info(f"loaded {kind} {args.init_model}")
+    counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "total": sum(p.numel() for p in model.parameters())}
+    log.info(f"parameters: {counts['trainable']:,} trainable of {counts['total']:,}")
+    precision = resolve_precision(args.precision, ctx.device)
+    _seed_everything(args.seed + ctx.rank)  # per-rank random streams (dropout) from here on
+    if ctx.is_main:
+        write_json(output_dir / "hparams.json",
+                   {**vars(args), "world_size": ctx.world_size, "device": str(ctx.device),
+                    "parameters": counts, "torch": torch.__version__})
+    metrics_log = JsonLines(output_dir / "metrics.jsonl", enabled=ctx.is_main)
+
+    def eval_on(dataset, split, save_similarity=False):
+        return evaluate(model, dataset, ctx, args.batch_size_val, args.num_thread_reader, precision, split,
+                        save_similarity=str(output_dir / f"similarity_{split}.pt") if save_similarity else None)
+
+    results: dict[str, Any] = {}
+    val_set = None
+    if args.do_train:
+        train_set = _build_split(args, "train")
+        val_set = _build_split(args, "val") if args.eval_every_epoch else None
+        config = TrainConfig(
+            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, coef_lr=args.coef_lr, wd=args.wd,
+            wd_exclude=args.wd_exclude, warmup_proportion=args.warmup_proportion,
+            gradient_accumulation_steps=args.gradient_accumulation_steps, clip_grad_norm=args.clip_grad_norm,
+            seed=args.seed, num_workers=args.num_thread_reader, n_display=args.n_display,
+            save_steps=args.save_steps, stop_after_steps=args.stop_after_steps,
+            find_unused_parameters=args.ddp_find_unused_parameters)
+        trainer = Trainer(model, train_set, ctx, config, precision, pretrained, str(output_dir), metrics_log,
+                          args={k: v for k, v in vars(args).items()})
+        log.info(f"training: {len(train_set)} pairs, global batch {args.batch_size} x {ctx.world_size} "
+                 f"processes x {args.gradient_accumulation_steps} accumulation, {trainer.steps_per_epoch} steps "
+                 f"per epoch, {trainer.total_steps} steps")
+        if args.resume:
+            payload = load_checkpoint(args.resume, "--resume")
+            if not is_our_checkpoint(payload):
+                raise SystemExit(f"error: --resume {args.resume}: not a checkpoint written by this code")
+            load_learned_state(model, payload["model"], pretrained, f"--resume {args.resume}")
+            trainer.load_training_state(payload, args.resume)
+            log.info(f"resumed at step {trainer.progress.global_step} (epoch {trainer.progress.epoch + 1}, "
+                     f"step {trainer.progress.step_in_epoch} of it)")
+        start = time.time()
+        status = trainer.train(evaluate=(lambda: eval_on(val_set, "val")) if val_set is not None else None)
+        results["train_seconds"] = time.time() - start
+        if status == "stopped":
+            return results
+        if trainer.progress.best_epoch is not None:
+            best = load_checkpoint(output_dir / "ckpt_best.pt", "ckpt_best.pt")
+            load_learned_state(model, best["model"], pretrained, "ckpt_best.pt")
+            log.info(f"best val t2v R@1 {trainer.progress.best_value:.2f} at epoch {trainer.progress.best_epoch}")
+            results.update(best_epoch=trainer.progress.best_epoch, best_val_t2v_R1=trainer.progress.best_value)
+    if args.do_eval:
+        test_set = _build_split(args, "test")
+        if args.do_train and not args.init_model and not args.eval_every_epoch:
+            log.info("evaluating the weights of the last epoch (--no-eval_every_epoch)")
+        test = eval_on(test_set, "test", args.save_similarity)
+        results["test"] = test
+        if val_set is not None:
+            results["best_epoch_selected_on_test_split"] = _same_data(val_set, test_set)
+            if results["best_epoch_selected_on_test_split"]:
+                log.info("note: the val split is the test split, so the best epoch was chosen on the test set "
+                         "(the released protocol); use --holdout_val_videos or --test_csv for a clean selection")
+        metrics_log.write({"kind": "test", **test})
+        if ctx.is_main:
+            write_json(output_dir / "eval_results.json", results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` (sys.argv when None), run, and return the results dict (also in eval_results.json)."""
+    args = parse_args(argv)
+    _check_paths(args)
+    ctx = init_distributed(args.device)
+    try:
+        return run(args, ctx)
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Give a tiny CLIP a short image-text pre-training on single still frames, for the demo.
+
+The stills (``dataloaders.synthetic.random_stills``) show one shape of a random colour, size and position on a
+random dark background, captioned "a red circle" etc. The CLIP learns colours and shapes, nothing about motion:
+its image tower sees one frame at a time. Loss: CLIP's image-to-text cross-entropy against every distinct
+caption (4 colours x 3 shapes), on random batches of stills; the text tower and ``logit_scale`` train too.
+The result is saved as OpenAI ships CLIP (TorchScript, fp16 tensors; ``models.clip.save_clip_torchscript``), so
+``main.py --pretrained_clip_name PATH`` loads it like ``ViT-B-32.pt``.
+
+    python -m utils.tiny_clip_pretrain --output runs/demo/tiny_clip.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dataloaders.synthetic import COLOURS, SHAPES, random_stills
+from dataloaders.transforms import frames_to_tensor
+from models.clip import CLIP, CLIPConfig, save_clip_torchscript
+from models.tokenizer import tokenize
+
+CLASS_CAPTIONS = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES]
+
+
+def demo_clip_config(image_resolution: int = 32, patch_size: int = 8, width: int = 64, layers: int = 2,
+                     context_length: int = 32) -> CLIPConfig:
+    """A CLIP small enough to train on a CPU in a minute (the full BPE vocabulary, so the real tokenizer works)."""
+    return CLIPConfig(embed_dim=width, image_resolution=image_resolution, vision_layers=layers, vision_width=width,
+                      vision_patch_size=patch_size, context_length=context_length, vocab_size=49408,
+                      transformer_width=width, transformer_heads=max(1, width // 64), transformer_layers=layers)
+
+
+def still_batch(num_images: int, seed: int, frame_size: int, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised images [N, 3, r, r], class index [N]) rendered at the video frame size, then resized as the
+    data pipeline resizes video frames."""
+    images, captions = random_stills(num_images, seed=seed, image_size=frame_size)
+    labels = torch.tensor([CLASS_CAPTIONS.index(c) for c in captions])
+    return frames_to_tensor(images, resolution), labels
+
+
+def pretrain(config: CLIPConfig, steps: int, batch_size: int, lr: float, num_images: int, frame_size: int,
+             seed: int) -> tuple[CLIP, dict]:
+    """Train a fresh CLIP(config) on stills; returns it and {"train_seconds", "final_loss", "heldout_accuracy"}."""
+    torch.manual_seed(seed)
+    images, labels = still_batch(num_images, seed, frame_size, config.image_resolution)
+    heldout_images, heldout_labels = still_batch(500, seed + 1, frame_size, config.image_resolution)
+    texts = tokenize(CLASS_CAPTIONS, config.context_length)
+    model = CLIP(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, t / steps))))
+    generator = torch.Generator().manual_seed(seed)
+    start, loss = time.time(), torch.tensor(float("nan"))
+    for _ in tqdm(range(steps), desc="pre-training the tiny CLIP on stills", dynamic_ncols=True):
+        index = torch.randint(len(images), (batch_size,), generator=generator)
+        image_feats = F.normalize(model.encode_image(images[index]), dim=-1)
+        text_feats = F.normalize(model.encode_text(texts), dim=-1)
+        loss = F.cross_entropy(model.logit_scale.exp() * image_feats @ text_feats.t(), labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+    model.eval()
+    with torch.no_grad():
+        scores = model.encode_image(heldout_images) @ F.normalize(model.encode_text(texts), dim=-1).t()
+        accuracy = (scores.argmax(1) == heldout_labels).float().mean().item()
+    return model, {"train_seconds": time.time() - start, "final_loss": loss.item(), "heldout_accuracy": accuracy,
+                   "logit_scale": model.logit_scale.exp().item()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", required=True, help="where to write the TorchScript CLIP (.pt)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--num_images", type=int, default=3000)
+    parser.add_argument("--frame_size", type=int, default=64, help="side of the rendered stills (the video size)")
+    parser.add_argument("--image_resolution", type=int, default=32)
+    parser.add_argument("--patch_size", type=int, default=8)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--context_length", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = demo_clip_config(args.image_resolution, args.patch_size, args.width, args.layers, args.context_length)
+    model, report = pretrain(config, args.steps, args.batch_size, args.lr, args.num_images, args.frame_size,
+                             args.seed)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_clip_torchscript(model, output)
+    report.update(config=config.__dict__, output=str(output))
+    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"tiny CLIP: held-out colour+shape accuracy {100 * report['heldout_accuracy']:.1f}% "
+          f"({report['train_seconds']:.0f}s); saved to {output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
