@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="videos per part written to the store (an interruption loses at most one part)")
     add_trained_model_args(index)
 
-    search = commands.add_parser("search", help="rank the videos of a store for text queries")
+    store_model = ("The model is the one that wrote the store (its metadata.json); model flags given here override "
+                   "it, and a model whose embeddings would not be comparable is refused.")
+    search = commands.add_parser("search", help="rank the videos of a store for text queries",
+                                 description=store_model)
     search.add_argument("--store", required=True, help="store folder written by `index`")
     search.add_argument("texts", nargs="*", metavar="QUERY", help="text queries")
     search.add_argument("--queries", default=None, help="file of queries, one per line")
@@ -68,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_trained_model_args(search)
 
-    embed = commands.add_parser("embed-text", help="text embeddings to a .npy file")
+    embed = commands.add_parser("embed-text", help="text embeddings to a .npy file",
+                                description="With --store: " + store_model)
     embed.add_argument("texts", nargs="*", metavar="TEXT", help="texts")
     embed.add_argument("--queries", default=None, help="file of texts, one per line")
     embed.add_argument("--output", required=True, help=".npy file: float32 [N, E] raw features, in input order")
@@ -141,7 +145,7 @@ def _encode_pending(store: EmbeddingStore, trained: TrainedModel, videos, args: 
                 failures.extend(batch_failures)
                 num_failed += len(batch_failures)
                 bar.update(len(batch["ids"]) + len(batch["failures"]))
-                bar.set_postfix(failed=num_failed)
+                bar.set_postfix(failed=num_failed, refresh=False)
                 if len(ids) + len(failures) >= args.chunk_size:
                     commit()
         finally:

@@ -100,6 +100,7 @@ def setup(tmp_path_factory) -> Setup:
     (videos / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(3000))
     (videos / "empty.avi").touch()
     (videos / "notes.txt").write_text("not a video")
+    (root / "data" / "names.csv").write_text("name\nvideo0.mp4\n")
     captions = {("sub/" if s.video_id in ("video4", "video5") else "") + f"{s.video_id}.mp4": s.captions()[0]
                 for s in specs}
 
@@ -350,7 +351,14 @@ ERRORS = [
                    str(t / "o")], "no --checkpoint: the STOP/DGL prompts are trained weights"),
     (lambda s, t: ["index", "--checkpoint", str(s.checkpoint), "--local_each_frame_prompt_length", "3",
                    "--videos", str(s.videos), "--output", str(t / "o")], "same model flags"),
+    (lambda s, t: ["index", "--checkpoint", str(s.checkpoint), "--csv", str(s.videos.parent / "names.csv"),
+                   "--output", str(t / "o")], "no column named video_path / path / video / video_id"),
+    (lambda s, t: ["index", "--checkpoint", str(s.checkpoint), "--device", "gpu", "--videos", str(s.videos),
+                   "--output", str(t / "o")], "is not a device"),
     (lambda s, t: ["search", "--store", str(t / "nothing"), "a query"], "no embedding store at"),
+    (lambda s, t: ["search", "--store", str(t / "nothing"), "--queries", str(t / "q.txt")], "file not found"),
+    (lambda s, t: ["visualize", "--prompt", "none", "--pretrained_clip_name", str(s.clip_path), "--video",
+                   str(s.videos / "video0.mp4"), "--output", str(t / "x.png")], "this model has none"),
     (lambda s, t: ["visualize", "--checkpoint", str(s.checkpoint), "--video", str(s.videos / "broken.mp4"),
                    "--output", str(t / "x.png")], "broken.mp4: cannot be opened"),
 ]

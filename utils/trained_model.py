@@ -24,8 +24,9 @@ from utils.checkpoint import is_our_checkpoint, load_checkpoint, load_learned_st
 
 DEFAULT_MAX_WORDS = 32
 CHECKPOINT_NAMES = ("ckpt_best.pt", "ckpt_last.pt")  # looked up, in this order, in a run folder
-# The description entries that must agree for two models to give comparable embeddings (paths may differ).
-IDENTITY_KEYS = ("checkpoint_sha256", "clip_sha256", "config", "max_words", "image_resolution", "embed_dim")
+# The description entries that must agree for two models to give comparable embeddings (paths may differ;
+# max_words only truncates texts).
+IDENTITY_KEYS = ("checkpoint_sha256", "clip_sha256", "config", "image_resolution", "embed_dim")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -77,7 +78,10 @@ def file_sha256(path: Path) -> str:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"error: --device {name!r} is not a device (auto, cpu, cuda, cuda:1 ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {name}: CUDA is not available on this machine (use --device cpu)")
     return device

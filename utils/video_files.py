@@ -43,7 +43,10 @@ def videos_in_csv(csv_path: str | os.PathLike, column: str | None = None,
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
         raise SystemExit(f"error: --csv: file not found: {csv_path}")
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise SystemExit(f"error: --csv {csv_path}: not a readable CSV ({' '.join(str(error).split())})") from None
     if column is None:
         column = next((c for c in CSV_COLUMNS if c in table.columns), None)
         if column is None:
