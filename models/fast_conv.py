@@ -114,8 +114,8 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """x [B, C_in, D, H, W], weight [C_out, C_in, kd, kh, kw], bias [C_out] or None, zero padding (pd, ph, pw)
     -> [B, C_out, D + 2 pd - kd + 1, H + 2 ph - kh + 1, W + 2 pw - kw + 1], equal to F.conv3d (stride 1).
 
-    method: `direct` (F.conv3d), `fft`, or `auto` (`fft_is_cheaper`). The FFT result may be a non-contiguous
-    view (a crop of the FFT grid)."""
+    method: `direct` (F.conv3d), `fft`, or `auto` (`fft_is_cheaper`). The result is contiguous like F.conv3d's
+    (downstream random ops such as dropout draw different numbers for differently laid out tensors)."""
     if method not in METHODS:
         raise ValueError(f"conv3d method {method!r} is not one of {list(METHODS)}")
     padding = _check_padding(padding)
@@ -218,7 +218,7 @@ def _dft_matrix(length: int, bins: int, taps: int, pad: int, device: torch.devic
 
 def _spectral_conv(x: torch.Tensor, spectrum: torch.Tensor, bias: torch.Tensor | None,
                    geometry: ConvGeometry) -> torch.Tensor:
-    """x [B, C_in, D, H, W] real, G from `weight_spectrum` -> [B, C_out, D', H', W'] (a crop of the FFT grid)."""
+    """x [B, C_in, D, H, W] real, G from `weight_spectrum` -> [B, C_out, D', H', W'] (the crop of the FFT grid)."""
     b, c_in, c_out = geometry.batch, geometry.in_channels, geometry.out_channels
     d, _, _ = geometry.size
     kd = geometry.kernel[0]
@@ -245,7 +245,7 @@ def _spectral_conv(x: torch.Tensor, spectrum: torch.Tensor, bias: torch.Tensor |
     if bias is not None:
         rows_out[0].add_(bias * (lh * lw))  # zero-frequency bin: + bias at every grid sample
     grid = rows_out.view(lh, lw // 2 + 1, d_out, b, c_out).permute(3, 4, 2, 0, 1)
-    return torch.fft.irfft2(grid, s=(lh, lw))[..., :h_out, :w_out]
+    return torch.fft.irfft2(grid, s=(lh, lw))[..., :h_out, :w_out].contiguous()
 
 
 def _zero_pad(x: torch.Tensor, lh: int, lw: int) -> torch.Tensor:

@@ -39,7 +39,7 @@ def test_fft_forward_matches_conv3d(x_shape, w_shape, padding):
     x, weight, bias = random_conv(x_shape, w_shape)
     ref = F.conv3d(x, weight, bias, padding=padding)
     out = conv3d(x, weight, bias, padding, method="fft")
-    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert out.shape == ref.shape and out.dtype == torch.float32 and out.is_contiguous()
     assert relative_error(out, ref) < 1e-4
     out_no_bias = conv3d(x, weight, None, padding, method="fft")
     assert relative_error(out_no_bias, F.conv3d(x, weight, None, padding=padding)) < 1e-4
