@@ -94,6 +94,7 @@ def _open_store_for_writing(path: str, trained: TrainedModel, source: dict[str, 
     if root.is_file() or (root.is_dir() and any(root.iterdir()) and not (root / "metadata.json").is_file()):
         raise SystemExit(f"error: --output {root} exists and is not an embedding store; choose a new folder")
     store = EmbeddingStore(root)
+    store.recover()
     metadata = store.metadata
     if metadata is None:
         store.write_metadata({"dtype": "float16", "model": trained.description, "source": source, "count": 0,

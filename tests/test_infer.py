@@ -33,7 +33,7 @@ from models import ModelConfig, VideoTextModel
 from models.clip import CLIP, CLIPConfig
 from models.tokenizer import tokenize
 from utils.checkpoint import FORMAT, learned_state, save_atomic
-from utils.embedding_store import EmbeddingStore
+from utils.embedding_store import EmbeddingStore, Failure
 from utils.trained_model import TrainedModel
 
 OPTIONS = dict(max_frames=4, text_prompt_length=4, local_each_frame_prompt_length=2, global_visual_prompt_length=2)
@@ -267,29 +267,39 @@ def test_interrupted_index_keeps_committed_parts_and_resumes(setup, indexed, tmp
     assert read_failed(store) == {"broken.mp4": "unreadable", "empty.avi": "empty"}
 
 
-def test_store_finishes_a_committed_merge_and_drops_uncommitted_files(tmp_path):
+def test_store_readers_see_the_last_commit_and_recover_finishes_or_drops_writes(tmp_path):
     rng = np.random.default_rng(0)
     first, second = rng.standard_normal((2, 3)), rng.standard_normal((1, 3))
-    store = EmbeddingStore(tmp_path / "s")
-    store.append(["a", "b"], first, [])
+    merged = np.concatenate([first, second]).astype(np.float16)
+    root = tmp_path / "s"
+    store = EmbeddingStore(root)
+    store.append(["a", "b"], first, [Failure("x", "empty", "empty file (0 bytes)")])
     store.append(["c"], second, [])
-    store._recover = lambda: None  # crash right after the commit point of the merge
+    store.recover = lambda: None  # crash right after the commit point of the merge
     store.consolidate()
-    assert (tmp_path / "s" / "ids.json.new").exists() and (tmp_path / "s" / "parts").exists()
-    reopened = EmbeddingStore(tmp_path / "s")
-    assert not (tmp_path / "s" / "ids.json.new").exists() and not (tmp_path / "s" / "parts").exists()
-    ids, embeddings = reopened.load()
-    assert ids == ["a", "b", "c"]
-    np.testing.assert_array_equal(embeddings, np.concatenate([first, second]).astype(np.float16))
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    assert "ids.json.new" in files and "parts/part-00001.npy" in files
+    ids, embeddings = EmbeddingStore(root).load()  # a reader: the merged result, nothing changed on disk
+    assert ids == ["a", "b", "c"] and np.array_equal(embeddings, merged)
+    assert list(EmbeddingStore(root).failures()) == ["x"]
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == files
 
-    # An interrupted part (array without its .json) and an uncommitted merge (*.new without ids.json.new).
-    reopened.append(["d"], second, [])
-    (tmp_path / "s" / "parts" / "part-00001.npy").write_bytes(b"torn")
-    (tmp_path / "s" / "embeddings.npy.new").write_bytes(b"torn")
-    ids, _ = EmbeddingStore(tmp_path / "s").load()
-    assert ids == ["a", "b", "c", "d"]
-    assert not (tmp_path / "s" / "embeddings.npy.new").exists()
-    assert sorted(p.name for p in (tmp_path / "s" / "parts").iterdir()) == ["part-00000.json", "part-00000.npy"]
+    writer = EmbeddingStore(root)
+    writer.recover()
+    assert sorted(p.name for p in root.iterdir()) == ["embeddings.npy", "failed.csv", "ids.json"]
+    ids, embeddings = writer.load()
+    assert ids == ["a", "b", "c"] and np.array_equal(embeddings, merged)
+
+    # A part torn before its .json and a merge torn before its commit: readers ignore them, recover drops them.
+    writer.append(["d"], second, [])
+    (root / "parts" / "part-00001.npy").write_bytes(b"torn")
+    (root / "embeddings.npy.new").write_bytes(b"torn")
+    assert EmbeddingStore(root).load()[0] == ["a", "b", "c", "d"]
+    writer.recover()
+    assert not (root / "embeddings.npy.new").exists()
+    assert sorted(p.name for p in (root / "parts").iterdir()) == ["part-00000.json", "part-00000.npy"]
+    assert writer.consolidate() == (4, 1)
+    assert EmbeddingStore(root).load()[0] == ["a", "b", "c", "d"] and not (root / "parts").exists()
 
 
 def test_index_from_csv_finds_videos_by_name_and_lists_missing_ones(setup, indexed, tmp_path):

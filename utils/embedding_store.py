@@ -9,9 +9,10 @@ Layout of a store folder:
 
 Writing: `append` adds a part (its .npy, then its .json, each atomically: the .json commits the part);
 `consolidate` merges the parts into embeddings.npy / ids.json / failed.csv. The merge writes those as
-`*.new` files, `ids.json.new` last (the commit point), then renames them and deletes the parts. Opening a store
-finishes a committed merge and removes what was not committed, so an interruption loses at most the part that
-was being written. One writer per store at a time.
+`*.new` files, `ids.json.new` last (the commit point), then renames them and deletes the parts. A writer starts
+with `recover()`, which finishes a committed merge and removes what was not committed, so an interruption loses
+at most the part that was being written. Readers (`load`, `failures`) change nothing and see the last commit,
+also while an indexer is writing. One writer per store at a time.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import numpy as np
 FORMAT = "stop-video-embeddings/1"
 EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metadata.json", "failed.csv", "parts"
 FAILED_COLUMNS = ("id", "kind", "reason")
+READ_ATTEMPTS = 3
 
 
 class Failure(NamedTuple):
@@ -69,14 +71,12 @@ def _write_failures(path: Path, failures: Iterable[Failure]) -> None:
 
 
 class EmbeddingStore:
-    """The store in folder `root` (created on the first write). Opening it completes or rolls back an
-    interrupted write (see the module docstring)."""
+    """The store in folder `root` (created on the first write). Readers see the state of the last commit and
+    change nothing; a writer calls `recover()` first (see the module docstring)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.parts_dir = self.root / PARTS
-        if self.root.is_dir():
-            self._recover()
 
     # ------------------------------------------------------------------------------------------ reading
     @property
@@ -91,17 +91,43 @@ class EmbeddingStore:
         return sorted((p.with_suffix("") for p in self.parts_dir.glob("part-*.json")),
                       key=lambda stem: int(stem.name.split("-")[1]))
 
-    def load(self) -> tuple[list[str], np.ndarray | None]:
-        """(ids, float16 embeddings [N, E]) of the merged store and its committed parts; embeddings None when
-        nothing was indexed yet."""
-        ids, arrays = [], []
-        merged = json.loads((self.root / IDS).read_text()) if (self.root / IDS).is_file() else []
-        if merged:  # a store of failures only has an empty ids.json and no embeddings.npy
-            ids += merged
-            arrays.append(np.load(self.root / EMBEDDINGS, allow_pickle=False))
-        for stem in self._part_stems():
-            ids += json.loads(stem.with_suffix(".json").read_text())["ids"]
+    def _merged(self, name: str, committed: bool) -> Path:
+        new = self.root / (name + ".new")
+        return new if committed and new.is_file() else self.root / name
+
+    def _snapshot(self) -> tuple[list[str], list[np.ndarray], dict[str, Failure]]:
+        """(ids, their arrays, failures) as of the last commit: after a committed but unfinished merge its *.new
+        files (which hold the parts), else the merged files plus the committed parts."""
+        committed = (self.root / (IDS + ".new")).is_file()
+        ids_path, failed_path = self._merged(IDS, committed), self._merged(FAILED, committed)
+        ids = json.loads(ids_path.read_text()) if ids_path.is_file() else []
+        # a store of failures only has an empty ids.json and no embeddings.npy
+        arrays = [np.load(self._merged(EMBEDDINGS, committed), allow_pickle=False)] if ids else []
+        failures: dict[str, Failure] = {}
+        if failed_path.is_file():
+            with open(failed_path, newline="") as file:
+                failures.update((row["id"], Failure(row["id"], row["kind"], row["reason"]))
+                                for row in csv.DictReader(file))
+        for stem in [] if committed else self._part_stems():
+            part = json.loads(stem.with_suffix(".json").read_text())
+            ids += part["ids"]
             arrays.append(np.load(stem.with_suffix(".npy"), allow_pickle=False))
+            for entry in part["ids"]:  # a later attempt wins
+                failures.pop(entry, None)
+            failures.update((f[0], Failure(*f)) for f in part["failed"])
+        return ids, arrays, failures
+
+    def _read(self) -> tuple[list[str], list[np.ndarray], dict[str, Failure]]:
+        for _ in range(READ_ATTEMPTS - 1):
+            try:
+                return self._snapshot()
+            except FileNotFoundError:  # a writer finishing a merge renamed a file between two reads
+                continue
+        return self._snapshot()
+
+    def load(self) -> tuple[list[str], np.ndarray | None]:
+        """(ids, float16 embeddings [N, E]); embeddings None when nothing is indexed yet."""
+        ids, arrays, _ = self._read()
         arrays = [a for a in arrays if len(a)]  # a part whose videos all failed has no rows
         embeddings = np.concatenate(arrays) if arrays else None
         if len(ids) != (0 if embeddings is None else len(embeddings)):
@@ -112,18 +138,8 @@ class EmbeddingStore:
         return ids, embeddings
 
     def failures(self) -> dict[str, Failure]:
-        """id -> Failure: failed.csv, updated by the committed parts (a later attempt wins)."""
-        result: dict[str, Failure] = {}
-        if (self.root / FAILED).is_file():
-            with open(self.root / FAILED, newline="") as file:
-                result.update((row["id"], Failure(row["id"], row["kind"], row["reason"]))
-                              for row in csv.DictReader(file))
-        for stem in self._part_stems():
-            part = json.loads(stem.with_suffix(".json").read_text())
-            for entry in part["ids"]:
-                result.pop(entry, None)
-            result.update((f[0], Failure(*f)) for f in part["failed"])
-        return result
+        """id -> Failure of the videos whose last attempt failed and that are not indexed."""
+        return self._read()[2]
 
     # ------------------------------------------------------------------------------------------ writing
     def write_metadata(self, metadata: dict) -> None:
@@ -149,10 +165,10 @@ class EmbeddingStore:
             _write_npy(self.root / (EMBEDDINGS + ".new"), embeddings)
         _write_failures(self.root / (FAILED + ".new"), failures.values())
         _write_json(self.root / (IDS + ".new"), ids)  # the commit point
-        self._recover()
+        self.recover()
         return len(ids), len(failures)
 
-    def _recover(self) -> None:
+    def recover(self) -> None:
         """Finish a committed merge (ids.json.new exists): rename the merged files, delete the merged parts, and
         rename ids.json.new last. Drop what was not committed: temporaries, *.new without the commit, part
         arrays without their .json."""
