@@ -32,6 +32,7 @@ from dataloaders.video_reader import load_clip
 from models import ModelConfig, VideoTextModel
 from models.clip import CLIP, CLIPConfig
 from models.tokenizer import tokenize
+from utils.atomic_file import write_atomic
 from utils.checkpoint import FORMAT, learned_state, save_atomic
 from utils.embedding_store import EmbeddingStore, Failure
 from utils.trained_model import TrainedModel
@@ -300,6 +301,19 @@ def test_store_readers_see_the_last_commit_and_recover_finishes_or_drops_writes(
     assert sorted(p.name for p in (root / "parts").iterdir()) == ["part-00000.json", "part-00000.npy"]
     assert writer.consolidate() == (4, 1)
     assert EmbeddingStore(root).load()[0] == ["a", "b", "c", "d"] and not (root / "parts").exists()
+
+
+def test_write_atomic_keeps_the_old_content_when_writing_fails(tmp_path):
+    target = tmp_path / "ids.json"
+    write_atomic(target, lambda f: f.write(b"old"))
+
+    def fail(file):
+        file.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, fail)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ids.json"]
 
 
 def test_index_from_csv_finds_videos_by_name_and_lists_missing_ones(setup, indexed, tmp_path):

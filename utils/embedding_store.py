@@ -20,11 +20,12 @@ import csv
 import io
 import json
 import os
-import uuid
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Iterable, NamedTuple
 
 import numpy as np
+
+from utils.atomic_file import write_atomic
 
 FORMAT = "stop-video-embeddings/1"
 EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metadata.json", "failed.csv", "parts"
@@ -33,25 +34,11 @@ READ_ATTEMPTS = 3
 
 
 class Failure(NamedTuple):
-    """A video that could not be embedded: `kind` is "missing", "empty" or "unreadable"."""
+    """A video that could not be embedded: `kind` is "missing", "empty", "unreadable" or "non-finite"."""
 
     id: str
     kind: str
     reason: str
-
-
-def write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Call `write(file)` on a temporary file next to `path`, fsync, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # permissions from the umask
-    try:
-        with open(tmp, "xb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_json(path: Path, obj) -> None:
