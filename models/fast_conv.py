@@ -20,8 +20,9 @@ bin (adds it to every grid sample, and the crop keeps only real outputs).
 
 `auto` picks `fft` where `fft_is_cheaper` says so: a cost model in floating-point operations, direct
 convolution versus the transforms + the per-bin products (+ the weight's spectrum when it is not cached),
-with the direct FLOPs discounted by `DIRECT_EFFICIENCY`, the measured ratio of FLOP/s that direct convolution
-attains to what this FFT path attains on its cost-model FLOPs (docs/BENCHMARKS.md).
+with the direct FLOPs discounted by `DIRECT_EFFICIENCY` (`DIRECT_EFFICIENCY_SINGLE_OUTPUT` for one output channel),
+the measured ratio of FLOP/s that direct convolution attains to what this FFT path attains on its cost-model FLOPs
+(docs/BENCHMARKS.md). The constants were measured on a CPU; on a GPU the same rule applies, uncalibrated.
 
 The weight's spectrum is cached for calls through which no gradient flows (evaluation, `torch.no_grad()`, frozen
 weights and inputs); an entry is keyed by the weight tensor and checked against its data pointer, version counter
@@ -44,10 +45,12 @@ import torch.nn.functional as F
 
 METHODS = ("auto", "direct", "fft")
 FFT_RADICES = (2, 3, 5, 7)
-# Cost-model FLOPs of the FFT path are this many times cheaper per second than direct-convolution FLOPs
-# (measured on a 2-core AVX-512 CPU, torch 2.13 / MKL, STOP's shapes: docs/BENCHMARKS.md). `auto` takes the FFT
-# path when direct FLOPs > DIRECT_EFFICIENCY * FFT cost-model FLOPs.
-DIRECT_EFFICIENCY = 8.0
+# Direct convolution runs this many times more FLOP/s than the FFT path runs its cost-model FLOPs (measured on a
+# 2-core AVX-512 CPU, torch 2.13 / MKL, STOP's shapes, docs/BENCHMARKS.md: 13-21 with several output channels,
+# 2-4 with one, where direct convolution vectorises poorly). `auto` takes the FFT path when
+# direct FLOPs > efficiency * FFT cost-model FLOPs: the upper end of each range, so FFT only where it clearly wins.
+DIRECT_EFFICIENCY = 16.0
+DIRECT_EFFICIENCY_SINGLE_OUTPUT = 3.0
 
 
 def fft_size(n: int) -> int:
@@ -105,8 +108,10 @@ class ConvGeometry:
 
 
 def fft_is_cheaper(geometry: ConvGeometry, weight_cached: bool = False) -> bool:
-    """The `auto` rule: FFT when direct FLOPs exceed DIRECT_EFFICIENCY times the FFT path's cost-model FLOPs."""
-    return geometry.direct_flops() > DIRECT_EFFICIENCY * geometry.fft_flops(weight_cached)
+    """The `auto` rule: FFT when direct FLOPs exceed DIRECT_EFFICIENCY (DIRECT_EFFICIENCY_SINGLE_OUTPUT for one
+    output channel) times the FFT path's cost-model FLOPs."""
+    efficiency = DIRECT_EFFICIENCY_SINGLE_OUTPUT if geometry.out_channels == 1 else DIRECT_EFFICIENCY
+    return geometry.direct_flops() > efficiency * geometry.fft_flops(weight_cached)
 
 
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -92,13 +92,18 @@ def test_auto_rule_prefers_fft_for_large_kernels_and_direct_for_small_ones():
     small = ConvGeometry(2, 16, 16, (12, 224, 224), (3, 3, 3), (1, 1, 1))
     assert fft_is_cheaper(prompter) and fft_is_cheaper(temporal)
     assert not fft_is_cheaper(small)
+    # one output channel: direct convolution is slow there, so FFT wins at a smaller FLOP ratio
+    two_out, one_out = (ConvGeometry(1, 2, c, (3, 40, 40), (3, 11, 11), (1, 5, 5)) for c in (2, 1))
+    ratio = one_out.direct_flops() / one_out.fft_flops(weight_cached=True)
+    assert fast_conv.DIRECT_EFFICIENCY_SINGLE_OUTPUT < ratio < fast_conv.DIRECT_EFFICIENCY
+    assert fft_is_cheaper(one_out, weight_cached=True) and not fft_is_cheaper(two_out, weight_cached=True)
     assert prompter.direct_flops() == 2 * 2 * 9 * 9 * 3 * 11 * 11 * 12 * 224 * 224
     assert prompter.grid == (240, 240) and temporal.grid == (56, 784)
 
 
 def test_auto_method_follows_the_rule():
-    x, weight, bias = random_conv((1, 2, 3, 40, 40), (2, 2, 3, 11, 11))
-    assert fft_is_cheaper(ConvGeometry(1, 2, 2, (3, 40, 40), (3, 11, 11), (1, 5, 5)), weight_cached=True)
+    x, weight, bias = random_conv((1, 4, 3, 48, 48), (4, 4, 3, 11, 11))
+    assert fft_is_cheaper(ConvGeometry(1, 4, 4, (3, 48, 48), (3, 11, 11), (1, 5, 5)), weight_cached=True)
     assert torch.equal(conv3d(x, weight, bias, (1, 5, 5), method="auto"),
                        conv3d(x, weight, bias, (1, 5, 5), method="fft"))
     x, weight, bias = random_conv((1, 2, 3, 40, 40), (2, 2, 1, 1, 1))
