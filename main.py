@@ -1,8 +1,8 @@
 """Train and evaluate STOP (or DGL, or a frozen-CLIP meanP baseline) for text-video retrieval.
 
-    python main.py --do_train --do_eval --datatype msrvtt ... --output_dir runs/x        # one process
+    python main.py --do_train --do_eval --datatype msrvtt ... --output_dir outputs/x        # one process
     torchrun --nproc_per_node 4 main.py --do_train ...                                    # DDP, any node count
-    python main.py --do_eval --init_model runs/x/ckpt_best.pt ... --output_dir runs/x_eval
+    python main.py --do_eval --init_model outputs/x/ckpt_best.pt ... --output_dir outputs/x_eval
 
 Model flags come from models.add_model_args, data flags from dataloaders.add_data_args. See docs/TRAINING.md.
 The output folder receives hparams.json, log.txt, metrics.jsonl, ckpt_last.pt, ckpt_best.pt and

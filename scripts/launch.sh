@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Helpers sourced by the dataset scripts (msrvtt.sh, activitynet.sh, ...): checks of the environment variables
+# that name data and weights, the split of a global batch over the processes, and the launch (python for one
+# process, torchrun for several, multi-node through torchrun's rendezvous).
+#
+# Launch environment (all optional):
+#   NPROC_PER_NODE   processes per node (default: the number of GPUs nvidia-smi lists, 1 without GPUs)
+#   NNODES           nodes (default 1); with NNODES > 1 also NODE_RANK, MASTER_ADDR, MASTER_PORT (default 29500)
+#   PER_GPU_BATCH    the largest micro-batch one process may take (default: the recipe's); the global batch is
+#                    split as batch_size x processes x accumulation steps
+#   OUTPUT_DIR       output folder (default outputs/<dataset>_<date-time>)
+#   PRECISION        amp (default), bf16 or fp32;  NUM_WORKERS  DataLoader workers per process (default 8)
+#   DRY_RUN=1        print the command instead of running it
+
+die() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+# require_dir VAR "what it should hold": VAR must be set and name an existing folder.
+require_dir() {
+    local name=$1 what=$2
+    [ -n "${!name:-}" ] || die "set $name to $what"
+    [ -d "${!name}" ] || die "$name=${!name} is not a folder ($what)"
+}
+
+# require_file PATH "how to fix": PATH must exist.
+require_file() {
+    [ -e "$1" ] || die "$1 not found ($2)"
+}
+
+NNODES=${NNODES:-1}
+if [ -z "${NPROC_PER_NODE:-}" ]; then
+    NPROC_PER_NODE=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+    [ "$NPROC_PER_NODE" -ge 1 ] || NPROC_PER_NODE=1
+fi
+
+# split_global_batch GLOBAL MAX_PER_PROCESS -> sets BATCH_SIZE and ACCUM so that
+# BATCH_SIZE x (NPROC_PER_NODE x NNODES) x ACCUM = GLOBAL with BATCH_SIZE <= MAX_PER_PROCESS.
+# Accumulation keeps the samples per update, not the contrastive negatives (docs/TRAINING.md): raise
+# PER_GPU_BATCH where memory allows.
+split_global_batch() {
+    local global=$1 max=$2 world=$((NPROC_PER_NODE * NNODES))
+    (( global % world == 0 )) || die "the global batch $global does not split over $world processes"
+    local per=$((global / world))
+    ACCUM=$(( (per + max - 1) / max ))
+    while (( per % ACCUM != 0 )); do ACCUM=$((ACCUM + 1)); done
+    BATCH_SIZE=$((per / ACCUM))
+    echo "global batch $global = $BATCH_SIZE per process x $world processes x $ACCUM accumulation steps" >&2
+    if (( ACCUM > 1 )); then
+        echo "note: with accumulation each contrastive loss sees $((BATCH_SIZE * world)) pairs, not $global" >&2
+    fi
+}
+
+# run_main ARGS...: main.py in one process, or under torchrun.
+run_main() {
+    local launcher
+    if (( NNODES > 1 )); then
+        [ -n "${MASTER_ADDR:-}" ] && [ -n "${NODE_RANK:-}" ] || die "NNODES > 1 needs MASTER_ADDR and NODE_RANK"
+        launcher=(torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC_PER_NODE"
+                  --master_addr "$MASTER_ADDR" --master_port "${MASTER_PORT:-29500}")
+    elif (( NPROC_PER_NODE > 1 )); then
+        launcher=(torchrun --standalone --nproc_per_node "$NPROC_PER_NODE")
+    else
+        launcher=(python)
+    fi
+    if [ -n "${DRY_RUN:-}" ]; then
+        echo "${launcher[*]} main.py $*"
+    else
+        "${launcher[@]}" main.py "$@"
+    fi
+}
+
+# The CLIP weights: PRETRAINED_DIR must hold OpenAI's ViT-B-32.pt (or the file --pretrained_clip_name names).
+require_dir PRETRAINED_DIR "the folder holding OpenAI's CLIP weights (ViT-B-32.pt)"

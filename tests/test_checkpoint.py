@@ -1,0 +1,131 @@
+"""Checkpoint files (atomic writes, RNG round trip, loading checks, released checkpoints through main's loader)
+and the resumable data order."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from main import _load_weights
+from tests.test_train import PairDataset, tiny_model
+from utils.checkpoint import (
+    FORMAT,
+    capture_rng_state,
+    learned_state,
+    load_checkpoint,
+    load_learned_state,
+    restore_rng_state,
+    save_atomic,
+)
+from utils.convert_released_checkpoint import to_released_state_dict
+from utils.data_order import ResumableEpochSampler, SeededItems
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "ckpt_last.pt"
+    save_atomic({"x": torch.ones(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_atomic({"x": torch.zeros(2), "bad": Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_last.pt"]  # no temporary file left behind
+
+
+def test_rng_state_round_trip_survives_weights_only_load(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    save_atomic({"rng": capture_rng_state()}, tmp_path / "rng.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_learned_state_excludes_frozen_clip_and_loading_checks_names_and_shapes():
+    model = tiny_model()
+    pretrained = list(model.clip.parameters())
+    state = learned_state(model, pretrained)
+    assert state and not any(k.startswith("clip.") for k in state)
+    assert set(state) == {n for n, p in model.named_parameters() if p.requires_grad}
+    other = tiny_model(seed=1)
+    load_learned_state(other, state, list(other.clip.parameters()), "test")
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in state.items())
+
+    missing = dict(state)
+    missing.pop("never_used")
+    with pytest.raises(SystemExit, match=r"test does not match .* 1 missing tensors \(e.g. \['never_used'\]\)"):
+        load_learned_state(other, missing, list(other.clip.parameters()), "test")
+    wrong = dict(state, never_used=torch.ones(4))
+    with pytest.raises(SystemExit, match=r"shape mismatch for \['never_used'\]"):
+        load_learned_state(other, wrong, list(other.clip.parameters()), "test")
+
+
+def test_load_checkpoint_messages(tmp_path):
+    with pytest.raises(SystemExit, match="--resume: checkpoint not found: .*ckpt_last.pt"):
+        load_checkpoint(tmp_path, "--resume")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="--init_model: cannot read .*broken.pt as a checkpoint"):
+        load_checkpoint(tmp_path / "broken.pt", "--init_model")
+
+
+def test_init_model_accepts_ours_plain_and_released(tmp_path):
+    source = tiny_model(seed=3)
+    del source.never_used  # the released format has no such tensor
+    trained = learned_state(source, list(source.clip.parameters()))
+    ours = {"format": FORMAT, "model": trained}
+    released = {"state_dict": {"module." + k: v for k, v in to_released_state_dict(source.state_dict()).items()}}
+    for name, payload, kind in (("ours.pt", ours, "checkpoint"), ("plain.pt", trained, "state dict"),
+                                ("released.pth.tar", released, "released checkpoint")):
+        save_atomic(payload, tmp_path / name)
+        target = tiny_model(seed=4)
+        del target.never_used
+        assert _load_weights(target, str(tmp_path / name), list(target.clip.parameters())) == kind
+        for key, value in trained.items():
+            assert torch.equal(target.state_dict()[key], value), (name, key)
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_global_batches_do_not_depend_on_the_number_of_processes(world):
+    n, global_batch = 37, 8
+    per_rank = [list(iter(ResumableEpochSampler(n, global_batch // world, r, world, seed=5)))
+                for r in range(world)]
+    steps = len(per_rank[0]) // (global_batch // world)
+    reference = ResumableEpochSampler(n, global_batch, seed=5).epoch_order(0).tolist()
+    for s in range(steps):
+        got = sorted(i for r in range(world) for _, i in per_rank[r][s * (global_batch // world):
+                                                                   (s + 1) * (global_batch // world)])
+        assert got == sorted(reference[s * global_batch:(s + 1) * global_batch])
+    assert steps == n // global_batch
+
+
+def test_resumed_epoch_skips_exactly_the_consumed_batches():
+    sampler = ResumableEpochSampler(20, 3, rank=1, world_size=2, seed=0)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_epoch(2, start_batch=2)
+    assert list(sampler) == full[6:] and len(sampler) == len(full) - 6
+    sampler.set_epoch(3)
+    assert list(sampler) != full
+
+
+def test_seeded_items_are_reproducible_with_workers_and_leave_the_caller_rng_alone():
+    items = SeededItems(PairDataset(6), seed=11)
+    keys = [(0, i) for i in range(6)]
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    direct = [items[k]["video"] for k in keys]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(items[(0, 2)]["video"], direct[2])
+    assert not torch.equal(items[(1, 2)]["video"], direct[2])  # another epoch, another draw
+    with_workers = [b["video"][0] for b in DataLoader(items, sampler=keys, batch_size=1, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(direct, with_workers))
