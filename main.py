@@ -164,13 +164,13 @@ def _same_data(a, b) -> bool:
     return list(a.video_ids) == list(b.video_ids) and list(a.captions) == list(b.captions)
 
 
-def run(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str, Any]:
     output_dir = Path(args.output_dir)
     if ctx.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
     barrier()
     log = setup_logging(output_dir, ctx.is_main)
-    log.info("command: " + " ".join(sys.argv if __name__ == "__main__" else ["main(argv)"]))
+    log.info("arguments: " + " ".join(argv))
     log.info(f"{ctx.world_size} process(es), device {ctx.device}")
     _seed_everything(args.seed)  # identical model initialisation on every rank
 
@@ -254,11 +254,12 @@ def run(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (sys.argv when None), run, and return the results dict (also in eval_results.json)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     _check_paths(args)
     ctx = init_distributed(args.device)
     try:
-        return run(args, ctx)
+        return run(args, ctx, argv)
     finally:
         cleanup_distributed()
 

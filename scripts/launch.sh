@@ -24,6 +24,18 @@ require_dir() {
     [ -d "${!name}" ] || die "$name=${!name} is not a folder ($what)"
 }
 
+# require_dataset PREFIX "what PREFIX_ROOT holds": sets ROOT=$PREFIX_ROOT and VIDEOS=${PREFIX_VIDEOS:-$ROOT/videos},
+# both existing folders.
+require_dataset() {
+    local prefix=$1 what=$2 videos_var="${1}_VIDEOS"
+    require_dir "${prefix}_ROOT" "$what"
+    local root_var="${prefix}_ROOT"
+    ROOT=${!root_var}
+    VIDEOS=${!videos_var:-$ROOT/videos}
+    [ -d "$VIDEOS" ] || die "no video folder $VIDEOS: set $videos_var to the videos compressed by" \
+        "preprocess/compress_video.py (default \$${prefix}_ROOT/videos)"
+}
+
 # require_file PATH "how to fix": PATH must exist.
 require_file() {
     [ -e "$1" ] || die "$1 not found ($2)"
@@ -69,6 +81,23 @@ run_main() {
     else
         "${launcher[@]}" main.py "$@"
     fi
+}
+
+# train_recipe DATATYPE GLOBAL_BATCH PER_PROCESS_BATCH FLAGS...: train on the train split and evaluate ckpt_best.pt
+# on the test split with the settings every released recipe shares (ViT-B/32, AdamW wd 0.2, 10% warm-up then
+# cosine, clipping at 1.0, seed 42, mixed precision, STOP prompts), the global batch split over the processes,
+# then FLAGS (the dataset's files and recipe, then the user's extra flags, which win).
+train_recipe() {
+    local datatype=$1 global=$2 per_process=$3
+    shift 3
+    split_global_batch "$global" "${PER_GPU_BATCH:-$per_process}"
+    run_main --do_train --do_eval --datatype "$datatype" \
+        --pretrained_dir "$PRETRAINED_DIR" --pretrained_clip_name ViT-B/32 \
+        --output_dir "${OUTPUT_DIR:-outputs/${datatype}_$(date +%Y%m%d-%H%M%S)}" \
+        --wd 0.2 --warmup_proportion 0.1 --clip_grad_norm 1.0 --seed 42 --temporal_prompt stop \
+        --batch_size "$BATCH_SIZE" --gradient_accumulation_steps "$ACCUM" --batch_size_val 16 \
+        --precision "${PRECISION:-amp}" --num_thread_reader "${NUM_WORKERS:-8}" --n_display 50 \
+        "$@"
 }
 
 # The CLIP weights: PRETRAINED_DIR must hold OpenAI's ViT-B-32.pt (or the file --pretrained_clip_name names).

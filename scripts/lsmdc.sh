@@ -1,26 +1,6 @@
-#!/usr/bin/env bash
-# LSMDC (1,000-clip public test). The released code ships no LSMDC script; we use the MSR-VTT recipe
-# (12 frames, 32 words, lr 1e-3, 5 epochs, global batch 128, transformer shared latent space). The best epoch
-# is chosen on the val split.
-#
-#   LSMDC_ROOT=/data/lsmdc PRETRAINED_DIR=/models bash scripts/lsmdc.sh [extra main.py flags]
-#
-# LSMDC_ROOT holds the LSMDC16 annotation files (see dataloaders/lsmdc.py); the compressed clips are found by
-# id anywhere under LSMDC_ROOT/videos (or LSMDC_VIDEOS). See scripts/launch.sh for the launch variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/launch.sh
-require_dir LSMDC_ROOT "the LSMDC folder (the LSMDC16 annotation files)"
-VIDEOS=${LSMDC_VIDEOS:-$LSMDC_ROOT/videos}
-require_dir VIDEOS "the compressed LSMDC clips (set LSMDC_VIDEOS)"
-split_global_batch 128 "${PER_GPU_BATCH:-32}"
-
-run_main --do_train --do_eval --datatype lsmdc \
-    --data_path "$LSMDC_ROOT" --features_path "$VIDEOS" \
-    --pretrained_dir "$PRETRAINED_DIR" --pretrained_clip_name ViT-B/32 \
-    --output_dir "${OUTPUT_DIR:-outputs/lsmdc_$(date +%Y%m%d-%H%M%S)}" \
-    --max_frames 12 --max_words 32 --epochs 5 --lr 1e-3 --coef_lr 5e-4 --wd 0.2 --warmup_proportion 0.1 \
-    --batch_size "$BATCH_SIZE" --gradient_accumulation_steps "$ACCUM" --batch_size_val 16 --clip_grad_norm 1.0 \
-    --precision "${PRECISION:-amp}" --seed 42 --num_thread_reader "${NUM_WORKERS:-8}" --n_display 50 \
-    --shared_latent_space transformer --temporal_prompt stop \
-    "$@"
+require_dataset LSMDC "the LSMDC folder (the LSMDC16 annotation files)"
+train_recipe lsmdc 128 32 --data_path "$ROOT" --features_path "$VIDEOS" \
+    --max_frames 12 --max_words 32 --epochs 5 --lr 1e-3 --coef_lr 5e-4 --shared_latent_space transformer "$@"
