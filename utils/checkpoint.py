@@ -23,6 +23,8 @@ from typing import Any, Dict, Iterable
 import numpy as np
 import torch
 
+from utils.atomic_file import write_atomic
+
 FORMAT = "stop-checkpoint/1"
 
 
@@ -78,17 +80,7 @@ def save_atomic(payload: Dict[str, Any], path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file next to ``path``, then rename over it (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is atomic
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda file: torch.save(payload, file))
 
 
 def load_checkpoint(path: str | os.PathLike, what: str) -> Dict[str, Any]:
