@@ -98,18 +98,19 @@ def learned(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v for k, v in trainer.checkpoint(with_training_state=False)["model"].items()}
 
 
-def test_resume_mid_epoch_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("stop_at", [4, 6])  # mid-epoch, and after the last step of epoch 1
+def test_resume_equals_uninterrupted(tmp_path, stop_at):
     # 12 pairs, batch 2 -> 6 steps per epoch, 2 epochs; dropout is on: the RNG must be restored too.
     full = make_trainer(tmp_path / "full", batch_size=2, dropout=0.2)
     assert full.train() == "finished" and full.progress.global_step == 12
 
-    first = make_trainer(tmp_path / "part", batch_size=2, dropout=0.2, stop_after_steps=4)
-    assert first.train() == "stopped" and first.progress.global_step == 4
+    first = make_trainer(tmp_path / "part", batch_size=2, dropout=0.2, stop_after_steps=stop_at)
+    assert first.train() == "stopped" and first.progress.global_step == stop_at
     del first
     resumed = make_trainer(tmp_path / "part", batch_size=2, dropout=0.2)
     torch.manual_seed(12345)  # a different random state before resuming: the checkpoint must override it
     payload = torch.load(tmp_path / "part" / "ckpt_last.pt", weights_only=True)
-    assert (payload["epoch"], payload["step_in_epoch"], payload["global_step"]) == (0, 4, 4)
+    assert (payload["epoch"], payload["step_in_epoch"], payload["global_step"]) == (0, stop_at, stop_at)
     resumed.model.load_state_dict(payload["model"], strict=False)
     resumed.load_training_state(payload, "test")
     assert resumed.train() == "finished" and resumed.progress.global_step == 12

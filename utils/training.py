@@ -156,7 +156,7 @@ class Trainer:
         if self.scaler is not None and payload.get("scaler") is not None:
             self.scaler.load_state_dict(payload["scaler"])
         self.progress = Progress(**{k: payload[k] for k in asdict(Progress())})
-        if self.progress.step_in_epoch >= self.steps_per_epoch and self.progress.step_in_epoch:
+        if self.progress.step_in_epoch > self.steps_per_epoch:  # == : stopped after an epoch's last step
             raise SystemExit(f"error: --resume {source}: saved at step {self.progress.step_in_epoch} of an epoch "
                              f"that now has {self.steps_per_epoch} steps; resume with the same batch size, "
                              f"number of processes and accumulation")
@@ -264,9 +264,12 @@ class Trainer:
                     return "stopped"
             bar.close()
             p.epoch, p.step_in_epoch = epoch + 1, 0
-            record = {"kind": "epoch", "epoch": epoch + 1, "step": p.global_step,
-                      "train_loss": float(loss_total) / max(1, steps_run), "epoch_seconds": time.time() - epoch_start}
-            log.info(f"epoch {epoch + 1}/{cfg.epochs} done: mean loss {record['train_loss']:.4f} "
+            # mean over the steps run in this process (after a resume: those since the resume)
+            mean_loss = float(loss_total) / steps_run if steps_run else None
+            record = {"kind": "epoch", "epoch": epoch + 1, "step": p.global_step, "train_loss": mean_loss,
+                      "steps_run": steps_run, "epoch_seconds": time.time() - epoch_start}
+            log.info(f"epoch {epoch + 1}/{cfg.epochs} done: mean loss "
+                     f"{'n/a' if mean_loss is None else f'{mean_loss:.4f}'} over {steps_run} steps "
                      f"({record['epoch_seconds']:.0f}s)")
             if evaluate is not None:
                 results = evaluate()
