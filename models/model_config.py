@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from models.conv3d import CONV_IMPLS
+
 # Registered by the data helper's add_data_args; the model only reads it (transformer latent space: one set of
 # local prompts per frame).
 DEFAULT_MAX_FRAMES = 12
@@ -63,6 +65,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--spatial_mask_grid", choices=SPATIAL_MASK_GRIDS, default="patch",
                        help="cells of the spatial region mask: patch = the ViT patches; lattice = the released "
                             "code's layout, pixel (r, c) in cell (r mod g, c mod g) (for its checkpoints)")
+    group.add_argument("--conv_impl", choices=CONV_IMPLS, default="auto",
+                       help="algorithm of STOP's prompt Conv3d layers, the same function to float32 rounding: "
+                            "direct = nn.Conv3d; fft = exact FFT convolution (models/fast_conv.py); auto = FFT where "
+                            "its cost model says it is cheaper")
     return parser
 
 
@@ -86,6 +92,7 @@ class ModelConfig:
     lora: bool
     spatial_mask_grid: str
     max_frames: int
+    conv_impl: str
 
     @classmethod
     def from_args(cls, args=None, **overrides) -> ModelConfig:
@@ -108,7 +115,7 @@ class ModelConfig:
         for name, allowed in (("prompt", PROMPTS), ("temporal_prompt", TEMPORAL_PROMPTS),
                               ("shared_latent_space", SHARED_LATENT_SPACES),
                               ("visual_output_type", VISUAL_OUTPUT_TYPES),
-                              ("spatial_mask_grid", SPATIAL_MASK_GRIDS)):
+                              ("spatial_mask_grid", SPATIAL_MASK_GRIDS), ("conv_impl", CONV_IMPLS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is not one of {list(allowed)}")
         for name in ("text_prompt_length", "local_each_frame_prompt_length", "global_visual_prompt_length"):

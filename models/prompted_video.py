@@ -57,21 +57,22 @@ def global_local_attention(attn: nn.MultiheadAttention, x: torch.Tensor, num_glo
 class PromptedVideoEncoder(nn.Module):
     """video [B, T, 3, H, W] + local prompts [Lp, T*Pl, W] -> [B, E].
 
-    Holds the global prompts, STOP's spatial and temporal prompts (when `use_stop`) and the adapters; the frozen
-    CLIP image encoder is passed in. Frames are used as given: padding frames (video_mask 0) take part like the
-    released implementation's, which ignores the mask.
+    Holds the global prompts, STOP's spatial and temporal prompts (when `use_stop`, their convolutions computed by
+    `conv_impl`) and the adapters; the frozen CLIP image encoder is passed in. Frames are used as given: padding
+    frames (video_mask 0) take part like the released implementation's, which ignores the mask.
     """
 
     def __init__(self, visual: VisionTransformer, local_length: int, global_length: int, output_type: str,
-                 use_stop: bool, use_adapters: bool, cell_layout: str = "patch"):
+                 use_stop: bool, use_adapters: bool, cell_layout: str = "patch", conv_impl: str = "direct"):
         super().__init__()
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"visual output type {output_type!r} is not one of {list(OUTPUT_TYPES)}")
         self.local_length, self.global_length, self.output_type = local_length, global_length, output_type
         self.global_prompts = nn.Parameter(torch.empty(global_length, visual.width))
         uniform_prompt_init_(self.global_prompts, visual.patch_size, visual.width)
-        self.spatial_prompt = SpatialPrompt(visual.patch_size, visual.grid_size, cell_layout) if use_stop else None
-        self.temporal_prompt = (TemporalPrompt(visual.width, visual.grid_size ** 2, local_length)
+        self.spatial_prompt = (SpatialPrompt(visual.patch_size, visual.grid_size, cell_layout, conv_impl=conv_impl)
+                               if use_stop else None)
+        self.temporal_prompt = (TemporalPrompt(visual.width, visual.grid_size ** 2, local_length, conv_impl=conv_impl)
                                 if use_stop else None)
         self.adapters = nn.ModuleList([Adapter(visual.width) for _ in range(visual.layers)] if use_adapters else [])
 

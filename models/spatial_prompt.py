@@ -25,12 +25,13 @@ class SpatialPrompt(nn.Module):
 
     cell_layout: `patch` = cell (i, j) is the ViT patch of rows i*p .. i*p+p-1 and columns j*p .. j*p+p-1;
     `lattice` = the released code's cells, pixel (r, c) in cell (r mod g, c mod g).
+    conv_impl: the convolution algorithm (models.conv3d.CONV_IMPLS), the same function either way.
     """
 
     def __init__(self, patch_size: int, grid_size: int, cell_layout: str = "patch", top_k: int = 6,
                  hidden_channels: int = 9, prompt_channels: int = 16, mlp_hidden: int = 16,
                  kernel: tuple[int, int, int] = (3, 11, 11), score_kernel: tuple[int, int, int] = (5, 11, 11),
-                 dropout: float = 0.5, scale: float = 0.05):
+                 dropout: float = 0.5, scale: float = 0.05, conv_impl: str = "direct"):
         super().__init__()
         if cell_layout not in CELL_LAYOUTS:
             raise ValueError(f"cell layout {cell_layout!r} is not one of {list(CELL_LAYOUTS)}")
@@ -38,7 +39,7 @@ class SpatialPrompt(nn.Module):
             raise ValueError(f"the spatial mask keeps the top {top_k} cells per frame, so it needs a grid of more "
                              f"than {top_k} cells; this CLIP has {grid_size} x {grid_size}")
         self.patch_size, self.grid_size, self.cell_layout = patch_size, grid_size, cell_layout
-        self.top_k, self.scale = top_k, scale
+        self.top_k, self.scale, self.conv_impl = top_k, scale, conv_impl
         self.conv1 = same_conv3d(3, hidden_channels, kernel)
         self.conv2 = same_conv3d(hidden_channels, hidden_channels, kernel)
         self.act2 = nn.PReLU()
@@ -62,9 +63,10 @@ class SpatialPrompt(nn.Module):
 
     def prompt(self, volume: torch.Tensor) -> torch.Tensor:
         """volume [B, 3, T, H, W] -> P [B, T, 3, H, W]. The released code applies its last dropout twice."""
-        x = conv3d(self.conv2, conv3d(self.conv1, volume))
-        x = conv3d(self.conv3, self.act2(x))
-        x = conv3d(self.conv4, self.act3(x))
+        impl = self.conv_impl
+        x = conv3d(self.conv2, conv3d(self.conv1, volume, impl), impl)
+        x = conv3d(self.conv3, self.act2(x), impl)
+        x = conv3d(self.conv4, self.act3(x), impl)
         x = self.dropout(x).permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]
         x = self.dropout(self.mlp(x)).permute(0, 1, 4, 2, 3)
         return self.dropout(x)
@@ -73,7 +75,7 @@ class SpatialPrompt(nn.Module):
         """volume [B, 3, T, H, W] -> bool [B, T, g, g]: per frame, the cells whose mean score is strictly greater
         than the (k+1)-th largest. A hard threshold: no gradient reaches score_conv (computed without a graph)."""
         with torch.no_grad():
-            score = conv3d(self.score_conv, volume).squeeze(1)  # [B, T, H, W]
+            score = conv3d(self.score_conv, volume, self.conv_impl).squeeze(1)  # [B, T, H, W]
             b, t = score.shape[:2]
             g, p = self.grid_size, self.patch_size
             if self.cell_layout == "patch":

@@ -26,13 +26,14 @@ def normalise_per_video(weights: torch.Tensor) -> torch.Tensor:
 
 
 class TemporalPrompt(nn.Module):
-    """(tokens [B, T, 1 + N, W], cell mask [B, T, g, g]) -> (prompt [B, T * Pl, W], frame weights [B, T])."""
+    """(tokens [B, T, 1 + N, W], cell mask [B, T, g, g]) -> (prompt [B, T * Pl, W], frame weights [B, T]).
+    conv_impl: the convolution algorithm (models.conv3d.CONV_IMPLS), the same function either way."""
 
     def __init__(self, width: int, num_patches: int, prompt_length: int, hidden_channels: int = 9,
                  mlp_hidden: int = 16, kernel: tuple[int, int, int] = (3, 15, 25),
-                 weight_kernel: tuple[int, int, int] = (5, 11, 11), scale: float = 0.05):
+                 weight_kernel: tuple[int, int, int] = (5, 11, 11), scale: float = 0.05, conv_impl: str = "direct"):
         super().__init__()
-        self.prompt_length, self.scale = prompt_length, scale
+        self.prompt_length, self.scale, self.conv_impl = prompt_length, scale, conv_impl
         self.attention = nn.MultiheadAttention(width, width // 64)
         self.weight_conv = same_conv3d(1, 1, weight_kernel)
         self.conv1 = same_conv3d(1, hidden_channels, kernel)
@@ -45,13 +46,14 @@ class TemporalPrompt(nn.Module):
         patches = tokens[:, :, 1:].flatten(1, 2)  # [B, T*N, W]
         volume = attention(self.attention, patches).view(b, 1, t, -1, width)  # [B, 1, T, N, W]
         weights = self.frame_weights(volume, cell_mask)
-        prompt = conv3d(self.conv2, self.act1(conv3d(self.conv1, volume))).squeeze(1)  # [B, T, N, W]
+        impl = self.conv_impl
+        prompt = conv3d(self.conv2, self.act1(conv3d(self.conv1, volume, impl)), impl).squeeze(1)  # [B, T, N, W]
         prompt = self.mlp(prompt.transpose(2, 3)).transpose(2, 3)  # [B, T, Pl, W]
         prompt = prompt + prompt * weights[:, :, None, None]
         return prompt.reshape(b, t * self.prompt_length, width) * self.scale, weights
 
     def frame_weights(self, volume: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
         """volume [B, 1, T, N, W], cell mask [B, T, g, g] -> w [B, T] in [0, 1]."""
-        response = conv3d(self.weight_conv, volume).squeeze(1)  # [B, T, N, W]
+        response = conv3d(self.weight_conv, volume, self.conv_impl).squeeze(1)  # [B, T, N, W]
         response = response + response * cell_mask.flatten(2).unsqueeze(-1)
         return normalise_per_video(response.mean(dim=(2, 3)))

@@ -111,8 +111,9 @@ def test_a_video_embedding_does_not_depend_on_the_batch(latent):
         mixed = model.encode_video(torch.cat([video[:1], others[1:]]), video_mask)
         text_alone = model.encode_text(ids[:1])
         text_mixed = model.encode_text(torch.cat([ids[:1], other_ids[1:]]))
-    torch.testing.assert_close(together[:1], alone, rtol=0, atol=1e-6)
-    torch.testing.assert_close(mixed[:1], alone, rtol=0, atol=1e-6)
+    # to float32 rounding: the default FFT convolutions (--conv_impl auto) batch their per-bin products over videos
+    torch.testing.assert_close(together[:1], alone, rtol=0, atol=1e-5)
+    torch.testing.assert_close(mixed[:1], alone, rtol=0, atol=1e-5)
     torch.testing.assert_close(text_mixed[:1], text_alone, rtol=0, atol=1e-6)
 
 

@@ -1,0 +1,85 @@
+"""The model's exact fast paths against the direct computation: `--conv_impl fft/auto` vs `direct` on the whole
+STOP video encoder and on a training step's gradients (tiny CLIP, float32, relative error < 1e-4)."""
+
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+
+from models import conv3d as conv3d_module
+from models import fast_conv
+from tests.test_model_reference import text_batch, tiny_model, video_batch
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((value - reference).abs().max() / reference.abs().max()).item()
+
+
+def models_by_impl(**options) -> dict[str, nn.Module]:
+    """One tiny STOP model per conv_impl, all with the same weights."""
+    models = {impl: tiny_model(conv_impl=impl, **options) for impl in conv3d_module.CONV_IMPLS}
+    for model in models.values():
+        model.load_state_dict(models["direct"].state_dict())
+    return models
+
+
+@pytest.mark.parametrize("impl", ["fft", "auto"])
+def test_encode_video_equals_direct(impl):
+    models = models_by_impl()
+    video, video_mask = video_batch()
+    with mock.patch.object(fast_conv, "_fft_conv3d", wraps=fast_conv._fft_conv3d) as fft_calls, torch.no_grad():
+        features, details = models[impl].encode_video(video, video_mask, return_details=True)
+        again = models[impl].encode_video(video, video_mask)  # second call: cached weight spectra
+    with torch.no_grad():
+        reference, reference_details = models["direct"].encode_video(video, video_mask, return_details=True)
+    assert fft_calls.call_count == 16  # auto too: with cached weight spectra FFT is cheaper on every layer here
+    assert relative_error(features, reference) < 1e-4
+    assert relative_error(again, reference) < 1e-4
+    assert torch.equal(details.region_mask, reference_details.region_mask)
+    assert relative_error(details.frame_weights, reference_details.frame_weights) < 1e-4
+
+
+@pytest.mark.parametrize("impl", ["fft", "auto"])
+def test_training_step_gradients_equal_direct(impl):
+    models = models_by_impl()
+    video, video_mask = video_batch()
+    ids = text_batch()
+    grads = {}
+    for name in (impl, "direct"):
+        model = models[name].train()
+        torch.manual_seed(3)  # the same dropout draws for both
+        with mock.patch.object(fast_conv, "_fft_conv3d", wraps=fast_conv._fft_conv3d) as fft_calls:
+            model(ids, video, video_mask).backward()
+        grads[name] = {key: p.grad for key, p in model.trainable_parameters() if p.grad is not None}
+        if name == impl:  # auto: without the cache the tiny shapes mix both algorithms
+            assert fft_calls.call_count == 8 if impl == "fft" else 0 < fft_calls.call_count < 8
+    assert grads[impl].keys() == grads["direct"].keys()
+    assert any(key.startswith("video_encoder.spatial_prompt.conv") for key in grads["direct"])
+    flat = {name: torch.cat([g.flatten() for g in grads[name].values()]) for name in grads}
+    assert relative_error(flat[impl], flat["direct"]) < 1e-4
+    # per tensor, except those whose exact gradient is zero and whose computed one is rounding noise: the temporal
+    # prompt's conv2 / mlp biases shift a token by a constant over W, which every LayerNorm reading it cancels;
+    # the per-video min-max normalisation cancels weight_conv.bias
+    scale = flat["direct"].abs().max()
+    for key, reference in grads["direct"].items():
+        if reference.abs().max() > 1e-6 * scale:
+            assert relative_error(grads[impl][key], reference) < 1e-4, key
+
+
+def test_direct_is_the_module_itself():
+    conv = nn.Conv3d(2, 3, (3, 5, 5), padding=(1, 2, 2))
+    x = torch.randn(1, 2, 4, 9, 9)
+    with mock.patch.object(fast_conv, "conv3d") as fast:
+        assert torch.equal(conv3d_module.conv3d(conv, x, "direct"), conv(x))
+    fast.assert_not_called()
+
+
+def test_unsupported_convolutions_and_names_are_refused():
+    x = torch.randn(1, 2, 4, 9, 9)
+    with pytest.raises(ValueError, match="stride-1"):
+        conv3d_module.conv3d(nn.Conv3d(2, 3, 3, stride=2, padding=1), x, "fft")
+    with pytest.raises(ValueError, match="--conv_impl 'fast'"):
+        conv3d_module.conv3d(nn.Conv3d(2, 3, 3, padding=1), x, "fast")
+    with pytest.raises(ValueError, match="conv_impl"):
+        tiny_model(conv_impl="fast")
