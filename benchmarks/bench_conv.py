@@ -12,7 +12,9 @@ medians after warm-up:
 Chains as the model runs them: spatial = score conv (no gradient) + conv1 -> conv2 -> PReLU -> conv3 -> PReLU ->
 conv4; temporal = frame-weight conv + conv1 -> PReLU -> conv2 (input from attention: it requires a gradient).
 Also reported: max |fft - direct| / max |direct| per layer, the cost-model FLOPs and the `auto` choice, the load
-average before and after (other processes on the machine slow both methods), the machine.
+average before and after (other processes on the machine slow both methods), the machine and any glibc MALLOC_*
+environment variables (they decide whether large temporaries are page-faulted afresh on every call:
+docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ def machine() -> dict:
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version()}
+            "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
 
 
 def load_average() -> list[float] | None:
