@@ -1,0 +1,251 @@
+"""STOP against its frozen backbone: video encoding, text encoding and a training step, in one process and one run.
+
+    python benchmarks/bench_model.py --threads 2 --output benchmarks/results/bench_model_cpu.json
+    python benchmarks/bench_model.py --device cuda --output benchmarks/results/bench_model_h100.json
+
+Workloads on the same random B x T frames (a CLIP of the given size with random weights, default ViT-B/32 shapes),
+interleaved in every repeat so that all see the same machine load, medians after warm-up:
+* clip_image: plain CLIP image encoding of the B*T frames (`clip.encode_image`, no gradient) - the baseline;
+* stop_video: STOP video encoding of the B videos (`model.encode_video`, no gradient, evaluation mode);
+* stop_text: STOP text encoding of B captions of `--words` tokens;
+* train_step: one STOP training step on B (caption, video) pairs: forward (loss), backward, AdamW step (its own
+  copy of the trainable modules on the same frozen CLIP, so the optimizer never touches the evaluation model's
+  weights and their cached FFT spectra).
+Reported per workload: videos/s, the ratio to clip_image's videos/s, FLOPs per call counted by
+`torch.utils.flop_counter.FlopCounterMode` on the meta device - as executed (it does not count FFTs, so an FFT
+convolution shows only its per-bin complex matrix products) and as the same function computed with direct
+convolutions (`--conv_impl direct`: the effective work) - the FLOP/s both give, against the device's measured
+matmul peak (a 2048^3 matmul in the run's dtype); peak memory (CUDA: max_memory_allocated per workload; CPU: the
+process's peak resident set size, one figure for the whole run). Defaults: CPU float32, B = 2; CUDA bfloat16
+autocast, B = 32; T = 12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.bench_conv import load_average, machine  # noqa: E402
+from models.clip import CLIP, CLIPConfig  # noqa: E402
+from models.conv3d import CONV_IMPLS  # noqa: E402
+from models.model_config import ModelConfig  # noqa: E402
+from models.video_text_model import VideoTextModel  # noqa: E402
+from utils.precision import Precision, resolve_precision  # noqa: E402
+
+CLIP_SIZES = {"vit_b_32": CLIPConfig.vit_b_32, "vit_b_16": CLIPConfig.vit_b_16, "tiny": CLIPConfig.tiny}
+WORKLOADS = ("clip_image", "stop_video", "stop_text", "train_step")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clip", choices=sorted(CLIP_SIZES), default="vit_b_32", help="CLIP shapes (random weights)")
+    parser.add_argument("--batch", type=int, default=None, help="videos per call (default: 2 on CPU, 32 on CUDA)")
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--words", type=int, default=32, help="caption length in tokens")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "amp"), default=None,
+                        help="as in training (utils/precision.py); default fp32 on CPU, bf16 on CUDA")
+    parser.add_argument("--conv_impl", choices=CONV_IMPLS, default="auto", help="the model flag --conv_impl")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the CLIP and the STOP model")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="untimed repeats after the FLOP-counting pass (itself untimed, a first warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--output", default=None, help="JSON file for the results")
+    args = parser.parse_args(argv)
+    args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    cuda = torch.device(args.device).type == "cuda"
+    args.batch = args.batch or (32 if cuda else 2)
+    args.precision = args.precision or ("bf16" if cuda else "fp32")
+    if "clip_image" not in args.workloads:
+        parser.error("--workloads must include clip_image (the baseline of the ratios)")
+    return args
+
+
+def build_models(config: CLIPConfig, frames: int, conv_impl: str, device: torch.device | str
+                 ) -> tuple[CLIP, VideoTextModel, VideoTextModel]:
+    """(CLIP, evaluation model, training model): both STOP models on the one frozen CLIP, same initial weights. The
+    evaluation model is frozen too (FlopCounterMode's module tracker fails on no-grad views of trainable leaves)."""
+    clip = CLIP(config).to(device)
+    options = ModelConfig.from_args(None, max_frames=frames, conv_impl=conv_impl)
+    eval_model = VideoTextModel(clip, options).to(device).eval()
+    train_model = VideoTextModel(clip, options).to(device)
+    train_model.load_state_dict(eval_model.state_dict())
+    eval_model.requires_grad_(False)
+    return clip, eval_model, train_model
+
+
+def random_inputs(config: CLIPConfig, batch: int, frames: int, words: int, device) -> dict[str, torch.Tensor]:
+    """Normalised-looking frames [B, T, 3, H, W], an all-ones video mask and captions [SOT, words, EOT]."""
+    size = config.image_resolution
+    ids = torch.randint(1, config.vocab_size - 2, (batch, words))
+    ids[:, 0], ids[:, -1] = config.vocab_size - 2, config.vocab_size - 1
+    return {"video": torch.randn(batch, frames, 3, size, size, device=device),
+            "video_mask": torch.ones(batch, frames, dtype=torch.long, device=device), "ids": ids.to(device)}
+
+
+def workload_runs(clip: CLIP, eval_model: VideoTextModel, train_model: VideoTextModel, inputs: dict,
+                  precision: Precision, compile_models: bool) -> dict[str, Callable[[], None]]:
+    """One callable per workload (see the module docstring)."""
+    video, video_mask, ids = inputs["video"], inputs["video_mask"], inputs["ids"]
+    encode_image, encode_video, encode_text = clip.encode_image, eval_model.encode_video, eval_model.encode_text
+    train_forward = train_model
+    if compile_models:
+        encode_image, encode_video, encode_text, train_forward = (
+            torch.compile(f) for f in (encode_image, encode_video, encode_text, train_model))
+    optimizer = torch.optim.AdamW([p for _, p in train_model.trainable_parameters()], lr=1e-4)
+
+    def evaluation(fn):
+        def run():
+            with torch.no_grad(), precision.autocast():
+                fn()
+        return run
+
+    def train_step():
+        train_model.train()
+        with precision.autocast():
+            loss = train_forward(ids, video, video_mask)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        eval_model.eval()
+
+    return {"clip_image": evaluation(lambda: encode_image(video.flatten(0, 1))),
+            "stop_video": evaluation(lambda: encode_video(video, video_mask)),
+            "stop_text": evaluation(lambda: encode_text(ids)),
+            "train_step": train_step}
+
+
+def count_flops(runs: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """FLOPs per call of each workload as FlopCounterMode counts them (one untimed pass, also a warm-up)."""
+    flops = {}
+    for name, run in runs.items():
+        with FlopCounterMode(display=False) as counter:
+            run()
+        flops[name] = float(counter.get_total_flops())
+    return flops
+
+
+def direct_flops(config: CLIPConfig, args: argparse.Namespace) -> dict[str, float]:
+    """FLOPs per call of the same workloads with direct convolutions, counted on meta tensors (no compute)."""
+    clip, eval_model, train_model = build_models(config, args.frames, "direct", "meta")
+    inputs = random_inputs(config, args.batch, args.frames, args.words, "cpu")
+    inputs = {k: torch.empty_like(v, device="meta") for k, v in inputs.items()}
+    runs = workload_runs(clip, eval_model, train_model, inputs, Precision("fp32", "meta", None), False)
+    return count_flops({name: runs[name] for name in args.workloads})
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a size^3 matmul (median of repeats after one warm-up)."""
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    times = []
+    for i in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return 2 * size ** 3 / statistics.median(times)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_workloads(runs: dict[str, Callable[[], None]], args: argparse.Namespace, device: torch.device
+                   ) -> tuple[dict[str, float], dict[str, int]]:
+    """(median seconds, peak CUDA bytes) per workload; the workloads alternate within every repeat."""
+    times = {name: [] for name in runs}
+    peak = {}
+    for repeat in tqdm(range(args.warmup + args.repeats), desc="repeats"):
+        for name, run in runs.items():
+            synchronize(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            if repeat >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+            if device.type == "cuda":
+                peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated(device))
+    return {name: statistics.median(t) for name, t in times.items()}, peak
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    precision = resolve_precision(args.precision, device)
+    config = CLIP_SIZES[args.clip]()
+    torch.manual_seed(0)
+    results = {"config": vars(args), "machine": machine(), "load_average_before": load_average()}
+    if device.type == "cuda":
+        results["machine"]["gpu"] = torch.cuda.get_device_name(device)
+    peak_dtype = precision.dtype or torch.float32
+    results["matmul_peak_flops"] = matmul_peak(device, peak_dtype)
+    direct = direct_flops(config, args)
+
+    clip, eval_model, train_model = build_models(config, args.frames, args.conv_impl, device)
+    inputs = random_inputs(config, args.batch, args.frames, args.words, device)
+    flops = count_flops({name: run for name, run in workload_runs(
+        clip, eval_model, train_model, inputs, precision, False).items() if name in args.workloads})
+    runs = workload_runs(clip, eval_model, train_model, inputs, precision, args.compile)
+    times, peak = time_workloads({name: runs[name] for name in args.workloads}, args, device)
+
+    baseline = args.batch / times["clip_image"]
+    rows = {}
+    for name in args.workloads:
+        videos_per_s = args.batch / times[name]
+        rows[name] = {"seconds": times[name], "videos_per_s": videos_per_s,
+                      "ratio_to_clip_image": videos_per_s / baseline,
+                      "counted_gflop": flops[name] / 1e9, "direct_gflop": direct[name] / 1e9,
+                      "counted_flops_per_s": flops[name] / times[name],
+                      "effective_flops_per_s": direct[name] / times[name],
+                      "effective_mfu": direct[name] / times[name] / results["matmul_peak_flops"],
+                      "peak_memory_bytes": peak.get(name)}
+    results["workloads"] = rows
+    results["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    results["load_average_after"] = load_average()
+    print_table(results)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as file:
+            json.dump(results, file, indent=1)
+    return results
+
+
+def print_table(results: dict) -> None:
+    config = results["config"]
+    print(f"\n{config['clip']}, B = {config['batch']}, T = {config['frames']}, {config['device']} "
+          f"{config['precision']}, conv_impl {config['conv_impl']}; matmul peak "
+          f"{results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; load average {results['load_average_before']} -> "
+          f"{results['load_average_after']}")
+    print(f"{'workload':<12}{'s/call':>9}{'videos/s':>10}{'x CLIP':>8}{'GFLOP':>9}{'GFLOP dir':>11}"
+          f"{'GFLOP/s':>9}{'eff.':>9}{'MFU':>7}{'peak MiB':>10}")
+    for name, row in results["workloads"].items():
+        memory = f"{row['peak_memory_bytes'] / 2 ** 20:.0f}" if row["peak_memory_bytes"] else "-"
+        print(f"{name:<12}{row['seconds']:>9.3f}{row['videos_per_s']:>10.2f}{row['ratio_to_clip_image']:>8.3f}"
+              f"{row['counted_gflop']:>9.1f}{row['direct_gflop']:>11.1f}{row['counted_flops_per_s'] / 1e9:>9.1f}"
+              f"{row['effective_flops_per_s'] / 1e9:>9.1f}{row['effective_mfu']:>7.2f}{memory:>10}")
+    print(f"peak resident set size of the process: {results['peak_rss_bytes'] / 2 ** 30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
