@@ -35,23 +35,27 @@ def global_local_attention(attn: nn.MultiheadAttention, x: torch.Tensor, num_glo
                            num_frames: int) -> torch.Tensor:
     """Attention with `attn`'s weights over normalised tokens x [B, Pg + T*S, D] laid out as [globals, frame 0
     (S tokens), frame 1, ...]: frame tokens attend to [globals ; own frame], globals to every token of their
-    video. Each token is projected once; the globals' keys/values are shared by all frames. -> [B, Pg + T*S, D]."""
+    video. Each token is projected once; the globals' keys/values are shared by all frames. -> [B, Pg + T*S, D].
+
+    The frames' queries, keys and values go into one buffer [3, B*T, heads, Pg + S, dh] (keys/values behind the
+    video's global ones) and the outputs into one [B, Pg + T*S, D]: three large copies per call, where
+    concatenating would make nine (measured: docs/BENCHMARKS.md)."""
     b, length, d = x.shape
     h, g, t = attn.num_heads, num_globals, num_frames
-    s = (length - g) // t
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, h, d // h))  # [B, L, 3, h, dh]
+    s, dh = (length - g) // t, d // h
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, h, dh))  # [B, L, 3, h, dh]
     video = qkv.permute(2, 0, 3, 1, 4)  # [3, B, h, L, dh]
-    frames = qkv[:, g:].unflatten(1, (t, s)).permute(3, 0, 1, 4, 2, 5)  # [3, B, T, h, S, dh]
-    q, k, v = (part.flatten(0, 1) for part in frames)  # [B*T, h, S, dh]
+    frames = qkv.new_empty(3, b, t, h, g + s, dh)
+    frames[..., g:, :].copy_(qkv[:, g:].unflatten(1, (t, s)).permute(3, 0, 1, 4, 2, 5))
     if g:
-        k_glob, v_glob = (part[:, None, :, :g].expand(-1, t, -1, -1, -1).flatten(0, 1) for part in video[1:])
-        k, v = torch.cat([k_glob, k], dim=2), torch.cat([v_glob, v], dim=2)
-    out = F.scaled_dot_product_attention(q, k, v).unflatten(0, (b, t))  # [B, T, h, S, dh]
-    out = out.permute(0, 1, 3, 2, 4).reshape(b, t * s, d)
+        frames[1:, ..., :g, :].copy_(video[1:, :, None, :, :g])  # the globals' keys/values, for every frame
+    q, k, v = frames.flatten(1, 2)  # [B*T, h, Pg + S, dh]
+    out = qkv.new_empty(b, length, h, dh)
+    out[:, g:].unflatten(1, (t, s)).copy_(
+        F.scaled_dot_product_attention(q[:, :, g:], k, v).unflatten(0, (b, t)).transpose(2, 3))
     if g:
-        out_glob = F.scaled_dot_product_attention(video[0, :, :, :g], video[1], video[2])  # [B, h, Pg, dh]
-        out = torch.cat([out_glob.transpose(1, 2).reshape(b, g, d), out], dim=1)
-    return attn.out_proj(out)
+        out[:, :g].copy_(F.scaled_dot_product_attention(video[0, :, :, :g], video[1], video[2]).transpose(1, 2))
+    return attn.out_proj(out.flatten(2))
 
 
 class PromptedVideoEncoder(nn.Module):
@@ -96,10 +100,8 @@ class PromptedVideoEncoder(nn.Module):
         x = torch.cat([self.global_prompts.expand(b, -1, -1), frames.flatten(1, 2)], dim=1)
         g = self.global_length
         for i, block in enumerate(visual.transformer.resblocks):
-            if 0 < i < len(local):
-                frames = x[:, g:].unflatten(1, (t, -1))
-                frames = torch.cat([frames[:, :, :1], local[i], frames[:, :, 1 + self.local_length:]], dim=2)
-                x = torch.cat([x[:, :g], frames.flatten(1, 2)], dim=1)
+            if 0 < i < len(local):  # in place: x is the previous block's fresh output, saved by no backward
+                x[:, g:].unflatten(1, (t, -1))[:, :, 1:1 + self.local_length] = local[i]
             x = x + global_local_attention(block.attn, block.ln_1(x), g, t)
             x = mlp_with_adapter(block, x, self.adapters[i] if self.adapters else None)
         features = self.pool(visual, x, t)
