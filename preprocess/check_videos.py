@@ -22,9 +22,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 from tqdm import tqdm
 
-from dataloaders import DataFileError, add_data_args, load_annotations, video_source
-from dataloaders.sources import FolderSource, list_video_files
-from dataloaders.video_reader import VideoReadError, count_frames
+if __package__ in (None, ""):  # run as `python preprocess/<script>.py`: import from the repository root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dataloaders import DataFileError, add_data_args, load_annotations, video_source  # noqa: E402
+from dataloaders.sources import FolderSource, list_video_files  # noqa: E402
+from dataloaders.video_reader import VideoReadError, count_frames  # noqa: E402
 
 COLUMNS = ("video", "path", "status", "frames", "detail")
 _source = None  # the video source of a worker process

@@ -25,7 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from dataloaders.sources import list_video_files
+if __package__ in (None, ""):  # run as `python preprocess/<script>.py`: import from the repository root
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dataloaders.sources import list_video_files  # noqa: E402
 
 FAILURES_FILE = "compress_failures.csv"
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import from the repository root, not from utils/ (whose
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # logging.py would shadow the standard library's)
+if __package__ in (None, ""):  # run as `python utils/convert_released_checkpoint.py`: import from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import logging

@@ -1,0 +1,19 @@
+"""Every command the README documents starts as `python path/to/script.py` from any working directory."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["main.py", "infer.py", "preprocess/compress_video.py", "preprocess/check_videos.py",
+           "preprocess/folder_to_lmdb.py", "utils/convert_released_checkpoint.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_runs_from_another_directory(script, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")
