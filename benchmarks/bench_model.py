@@ -12,12 +12,12 @@ interleaved in every repeat so that all see the same machine load, medians after
   copy of the trainable modules on the same frozen CLIP, so the optimizer never touches the evaluation model's
   weights and their cached FFT spectra).
 Reported per workload: videos/s, the ratio to clip_image's videos/s, FLOPs per call counted by
-`torch.utils.flop_counter.FlopCounterMode` on the meta device - as executed (it does not count FFTs, so an FFT
-convolution shows only its per-bin complex matrix products) and as the same function computed with direct
-convolutions (`--conv_impl direct`: the effective work) - the FLOP/s both give, against the device's measured
-matmul peak (a 2048^3 matmul in the run's dtype); peak memory (CUDA: max_memory_allocated per workload; CPU: the
-process's peak resident set size, one figure for the whole run). Defaults: CPU float32, B = 2; CUDA bfloat16
-autocast, B = 32; T = 12.
+`torch.utils.flop_counter.FlopCounterMode` - as executed (counted in an untimed first pass; it does not count
+FFTs, so an FFT convolution shows only its per-bin complex matrix products) and as the same function computed with
+direct convolutions (`--conv_impl direct`, counted on the meta device: the effective work) - the FLOP/s both
+give, against the device's measured matmul peak (a 2048^3 matmul in the run's dtype, timed in every repeat along
+with the workloads); peak memory (CUDA: max_memory_allocated per workload; CPU: the process's peak resident set
+size, one figure for the whole run). Defaults: CPU float32, B = 2; CUDA bfloat16 autocast, B = 32; T = 12.
 """
 
 from __future__ import annotations
@@ -148,18 +148,10 @@ def direct_flops(config: CLIPConfig, args: argparse.Namespace) -> dict[str, floa
     return count_flops({name: runs[name] for name in args.workloads})
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a size^3 matmul (median of repeats after one warm-up)."""
+def matmul_run(device: torch.device, dtype: torch.dtype, size: int = 2048) -> Callable[[], None]:
+    """A size^3 matmul (2 size^3 FLOPs): the device's practical peak, timed along with the workloads."""
     a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-    times = []
-    for i in range(repeats + 1):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        if i:
-            times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / statistics.median(times)
+    return lambda: a @ b
 
 
 def synchronize(device: torch.device) -> None:
@@ -198,8 +190,6 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"config": vars(args), "machine": machine(), "load_average_before": load_average()}
     if device.type == "cuda":
         results["machine"]["gpu"] = torch.cuda.get_device_name(device)
-    peak_dtype = precision.dtype or torch.float32
-    results["matmul_peak_flops"] = matmul_peak(device, peak_dtype)
     direct = direct_flops(config, args)
 
     clip, eval_model, train_model = build_models(config, args.frames, args.conv_impl, device)
@@ -207,7 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
     flops = count_flops({name: run for name, run in workload_runs(
         clip, eval_model, train_model, inputs, precision, False).items() if name in args.workloads})
     runs = workload_runs(clip, eval_model, train_model, inputs, precision, args.compile)
-    times, peak = time_workloads({name: runs[name] for name in args.workloads}, args, device)
+    runs = {name: runs[name] for name in args.workloads}
+    runs["matmul_2048"] = matmul_run(device, precision.dtype or torch.float32)
+    times, peak = time_workloads(runs, args, device)
+    results["matmul_peak_flops"] = 2 * 2048 ** 3 / times.pop("matmul_2048")
 
     baseline = args.batch / times["clip_image"]
     rows = {}
