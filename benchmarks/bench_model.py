@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=("fp32", "bf16", "amp"), default=None,
                         help="as in training (utils/precision.py); default fp32 on CPU, bf16 on CUDA")
     parser.add_argument("--conv_impl", choices=CONV_IMPLS, default="auto", help="the model flag --conv_impl")
+    parser.add_argument("--checkpoint_activations", action="store_true",
+                        help="the model flag: recompute the visual blocks in the backward pass (training memory)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the CLIP and the STOP model")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=0,
@@ -75,12 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_models(config: CLIPConfig, frames: int, conv_impl: str, device: torch.device | str
-                 ) -> tuple[CLIP, VideoTextModel, VideoTextModel]:
+def build_models(config: CLIPConfig, frames: int, conv_impl: str, device: torch.device | str,
+                 checkpoint_activations: bool = False) -> tuple[CLIP, VideoTextModel, VideoTextModel]:
     """(CLIP, evaluation model, training model): both STOP models on the one frozen CLIP, same initial weights. The
     evaluation model is frozen too (FlopCounterMode's module tracker fails on no-grad views of trainable leaves)."""
     clip = CLIP(config).to(device)
-    options = ModelConfig.from_args(None, max_frames=frames, conv_impl=conv_impl)
+    options = ModelConfig.from_args(None, max_frames=frames, conv_impl=conv_impl,
+                                    checkpoint_activations=checkpoint_activations)
     eval_model = VideoTextModel(clip, options).to(device).eval()
     train_model = VideoTextModel(clip, options).to(device)
     train_model.load_state_dict(eval_model.state_dict())
@@ -141,7 +144,7 @@ def count_flops(runs: dict[str, Callable[[], None]]) -> dict[str, float]:
 
 def direct_flops(config: CLIPConfig, args: argparse.Namespace) -> dict[str, float]:
     """FLOPs per call of the same workloads with direct convolutions, counted on meta tensors (no compute)."""
-    clip, eval_model, train_model = build_models(config, args.frames, "direct", "meta")
+    clip, eval_model, train_model = build_models(config, args.frames, "direct", "meta", args.checkpoint_activations)
     inputs = random_inputs(config, args.batch, args.frames, args.words, "cpu")
     inputs = {k: torch.empty_like(v, device="meta") for k, v in inputs.items()}
     runs = workload_runs(clip, eval_model, train_model, inputs, Precision("fp32", "meta", None), False)
@@ -192,7 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["machine"]["gpu"] = torch.cuda.get_device_name(device)
     direct = direct_flops(config, args)
 
-    clip, eval_model, train_model = build_models(config, args.frames, args.conv_impl, device)
+    clip, eval_model, train_model = build_models(config, args.frames, args.conv_impl, device,
+                                                 args.checkpoint_activations)
     inputs = random_inputs(config, args.batch, args.frames, args.words, device)
     flops = count_flops({name: run for name, run in workload_runs(
         clip, eval_model, train_model, inputs, precision, False).items() if name in args.workloads})

@@ -69,6 +69,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="algorithm of STOP's prompt Conv3d layers, the same function to float32 rounding: "
                             "direct = nn.Conv3d; fft = exact FFT convolution (models/fast_conv.py); auto = FFT where "
                             "its cost model says it is cheaper")
+    group.add_argument("--checkpoint_activations", type=str_to_bool, default=False, metavar="{true,false}",
+                       help="recompute each visual block's activations in the backward pass instead of storing "
+                            "them (less memory, about one more forward of the blocks; the same gradients)")
     return parser
 
 
@@ -93,6 +96,7 @@ class ModelConfig:
     spatial_mask_grid: str
     max_frames: int
     conv_impl: str
+    checkpoint_activations: bool
 
     @classmethod
     def from_args(cls, args=None, **overrides) -> ModelConfig:
@@ -112,6 +116,7 @@ class ModelConfig:
         if alias:
             object.__setattr__(self, "temporal_prompt", alias)
         object.__setattr__(self, "lora", str_to_bool(self.lora))
+        object.__setattr__(self, "checkpoint_activations", str_to_bool(self.checkpoint_activations))
         for name, allowed in (("prompt", PROMPTS), ("temporal_prompt", TEMPORAL_PROMPTS),
                               ("shared_latent_space", SHARED_LATENT_SPACES),
                               ("visual_output_type", VISUAL_OUTPUT_TYPES),

@@ -13,9 +13,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from models.adapter import Adapter, mlp_with_adapter
-from models.clip import VisionTransformer
+from models.clip import ResidualAttentionBlock, VisionTransformer
 from models.prompt_generator import uniform_prompt_init_
 from models.spatial_prompt import SpatialPrompt
 from models.temporal_prompt import TemporalPrompt
@@ -58,17 +59,28 @@ def global_local_attention(attn: nn.MultiheadAttention, x: torch.Tensor, num_glo
     return attn.out_proj(out.flatten(2))
 
 
+def prompted_block(block: ResidualAttentionBlock, adapter: Adapter | None, x: torch.Tensor, num_globals: int,
+                   num_frames: int) -> torch.Tensor:
+    """One frozen CLIP block with global-local attention and the adapter: x [B, Pg + T*S, W] -> same shape."""
+    x = x + global_local_attention(block.attn, block.ln_1(x), num_globals, num_frames)
+    return mlp_with_adapter(block, x, adapter)
+
+
 class PromptedVideoEncoder(nn.Module):
     """video [B, T, 3, H, W] + local prompts [Lp, T*Pl, W] -> [B, E].
 
     Holds the global prompts, STOP's spatial and temporal prompts (when `use_stop`, their convolutions computed by
     `conv_impl`) and the adapters; the frozen CLIP image encoder is passed in. Frames are used as given: padding
     frames (video_mask 0) take part like the released implementation's, which ignores the mask.
+    checkpoint_blocks: when gradients are on, each visual block's activations are recomputed in the backward pass
+    instead of stored (`torch.utils.checkpoint`; the same gradients, less memory, one more block forward).
     """
 
     def __init__(self, visual: VisionTransformer, local_length: int, global_length: int, output_type: str,
-                 use_stop: bool, use_adapters: bool, cell_layout: str = "patch", conv_impl: str = "direct"):
+                 use_stop: bool, use_adapters: bool, cell_layout: str = "patch", conv_impl: str = "direct",
+                 checkpoint_blocks: bool = False):
         super().__init__()
+        self.checkpoint_blocks = checkpoint_blocks
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"visual output type {output_type!r} is not one of {list(OUTPUT_TYPES)}")
         self.local_length, self.global_length, self.output_type = local_length, global_length, output_type
@@ -102,8 +114,11 @@ class PromptedVideoEncoder(nn.Module):
         for i, block in enumerate(visual.transformer.resblocks):
             if 0 < i < len(local):  # in place: x is the previous block's fresh output, saved by no backward
                 x[:, g:].unflatten(1, (t, -1))[:, :, 1:1 + self.local_length] = local[i]
-            x = x + global_local_attention(block.attn, block.ln_1(x), g, t)
-            x = mlp_with_adapter(block, x, self.adapters[i] if self.adapters else None)
+            adapter = self.adapters[i] if self.adapters else None
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                x = checkpoint(prompted_block, block, adapter, x, g, t, use_reentrant=False)
+            else:
+                x = prompted_block(block, adapter, x, g, t)
         features = self.pool(visual, x, t)
         return (features, VideoDetails(region_mask, frame_weights)) if return_details else features
 

@@ -48,7 +48,8 @@ class VideoTextModel(nn.Module):
                                                 config.lora)
         self.video_encoder = PromptedVideoEncoder(
             visual, config.local_each_frame_prompt_length, config.global_visual_prompt_length,
-            config.visual_output_type, config.uses_stop, config.lora, config.spatial_mask_grid, config.conv_impl)
+            config.visual_output_type, config.uses_stop, config.lora, config.spatial_mask_grid, config.conv_impl,
+            config.checkpoint_activations)
 
     def prompts(self, num_frames: int) -> LayerPrompts:
         """The layer prompts (input independent): text [Lp, Pt, Wt], visual local [Lp, num_frames * Pl, W]."""

@@ -83,3 +83,20 @@ def test_unsupported_convolutions_and_names_are_refused():
         conv3d_module.conv3d(nn.Conv3d(2, 3, 3, padding=1), x, "fast")
     with pytest.raises(ValueError, match="conv_impl"):
         tiny_model(conv_impl="fast")
+
+
+def test_checkpointed_blocks_give_the_same_gradients():
+    """--checkpoint_activations recomputes the frozen visual blocks in the backward pass; gradients still reach
+    every prompt and adapter, equal to the stored-activation ones."""
+    video, video_mask = video_batch()
+    ids = text_batch()
+    grads = []
+    for checkpointed in (False, True):
+        model = tiny_model(conv_impl="direct", checkpoint_activations=checkpointed).train()
+        torch.manual_seed(3)
+        model(ids, video, video_mask).backward()
+        grads.append({key: p.grad for key, p in model.trainable_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert any(key.startswith("video_encoder.adapters.") for key in grads[1])
+    for key, reference in grads[0].items():
+        torch.testing.assert_close(grads[1][key], reference, rtol=1e-5, atol=1e-7, msg=key)
