@@ -12,7 +12,7 @@ interleaved in every repeat so that all see the same machine load, medians after
   copy of the trainable modules on the same frozen CLIP, so the optimizer never touches the evaluation model's
   weights and their cached FFT spectra).
 Reported per workload: videos/s, the ratio to clip_image's videos/s, FLOPs per call counted by
-`torch.utils.flop_counter.FlopCounterMode` - as executed (counted in an untimed first pass; it does not count
+`torch.utils.flop_counter.FlopCounterMode` - as executed (counted in untimed warm-up calls; it does not count
 FFTs, so an FFT convolution shows only its per-bin complex matrix products) and as the same function computed with
 direct convolutions (`--conv_impl direct`, counted on the meta device: the effective work) - the FLOP/s both
 give, against the device's measured matmul peak (a 2048^3 matmul in the run's dtype, timed in every repeat along
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the CLIP and the STOP model")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=0,
-                        help="untimed repeats after the FLOP-counting pass (itself untimed, a first warm-up)")
+                        help="untimed repeats after the two FLOP-counting calls (themselves untimed warm-ups)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--output", default=None, help="JSON file for the results")
@@ -133,9 +133,11 @@ def workload_runs(clip: CLIP, eval_model: VideoTextModel, train_model: VideoText
 
 
 def count_flops(runs: dict[str, Callable[[], None]]) -> dict[str, float]:
-    """FLOPs per call of each workload as FlopCounterMode counts them (one untimed pass, also a warm-up)."""
+    """FLOPs per call of each workload as FlopCounterMode counts them, on the second of two untimed calls (the
+    first generates the evaluation model's cached prompts and FFT weight spectra; both are warm-ups)."""
     flops = {}
     for name, run in runs.items():
+        run()
         with FlopCounterMode(display=False) as counter:
             run()
         flops[name] = float(counter.get_total_flops())

@@ -29,6 +29,7 @@ class VideoTextModel(nn.Module):
         for parameter in clip.parameters():
             parameter.requires_grad_(False)
         self.prompt_generator = self.text_encoder = self.video_encoder = None
+        self._cached_prompts: tuple[tuple, LayerPrompts] | None = None
         if not config.uses_prompts:
             return
         visual, text_width = clip.visual, clip.transformer.width
@@ -52,10 +53,21 @@ class VideoTextModel(nn.Module):
             config.checkpoint_activations)
 
     def prompts(self, num_frames: int) -> LayerPrompts:
-        """The layer prompts (input independent): text [Lp, Pt, Wt], visual local [Lp, num_frames * Pl, W]."""
+        """The layer prompts (input independent): text [Lp, Pt, Wt], visual local [Lp, num_frames * Pl, W].
+        Without gradients (evaluation) they are generated once and reused while the generator's parameters are
+        unchanged (same storage and version counter: optimizer steps, load_state_dict and in-place copies
+        invalidate them) and under the same autocast setting."""
         if self.prompt_generator is None:
             raise ValueError("--prompt none (meanP) has no prompts")
-        return self.prompt_generator(num_frames)
+        if torch.is_grad_enabled():
+            return self.prompt_generator(num_frames)
+        device = next(self.prompt_generator.parameters()).device.type
+        autocast = (torch.get_autocast_dtype(device) if torch.amp.is_autocast_available(device)
+                    and torch.is_autocast_enabled(device) else None)
+        key = (num_frames, autocast, tuple((p.data_ptr(), p._version) for p in self.prompt_generator.parameters()))
+        if self._cached_prompts is None or self._cached_prompts[0] != key:
+            self._cached_prompts = (key, self.prompt_generator(num_frames))
+        return self._cached_prompts[1]
 
     def encode_text(self, ids: torch.Tensor, prompts: LayerPrompts | None = None) -> torch.Tensor:
         """ids [B, L] (SOT ... EOT, zero padded) -> raw features [B, E]."""

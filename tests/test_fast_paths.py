@@ -100,3 +100,21 @@ def test_checkpointed_blocks_give_the_same_gradients():
     assert any(key.startswith("video_encoder.adapters.") for key in grads[1])
     for key, reference in grads[0].items():
         torch.testing.assert_close(grads[1][key], reference, rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_evaluation_reuses_prompts_until_the_generator_changes():
+    model = tiny_model()
+    generated = []
+    model.prompt_generator.register_forward_hook(lambda *_: generated.append(1))
+    with torch.no_grad():
+        first = model.prompts(3)
+        assert model.prompts(3) is first and len(generated) == 1
+        model.prompts(3)  # the same frames again: cached
+        model.prompt_generator.embedding.weight.mul_(2)  # an in-place update (like an optimizer step)
+        updated = model.prompts(3)
+    assert len(generated) == 2
+    assert not torch.allclose(updated.visual, first.visual)
+    with torch.no_grad():
+        torch.testing.assert_close(updated.visual, model.prompt_generator(3).visual)
+    model.prompts(3)  # with gradients: always generated (a graph to the generator's parameters)
+    assert len(generated) == 4
