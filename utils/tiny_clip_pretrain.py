@@ -1,32 +1,56 @@
 """Give a tiny CLIP a short image-text pre-training on single still frames, for the demo.
 
-The stills (``dataloaders.synthetic.random_stills``) show one shape of a random colour, size and position on a
-random dark background, captioned "a red circle" etc. The CLIP learns colours and shapes, nothing about motion:
-its image tower sees one frame at a time. Loss: CLIP's image-to-text cross-entropy against every distinct
-caption (4 colours x 3 shapes), on random batches of stills; the text tower and ``logit_scale`` train too.
-The result is saved as OpenAI ships CLIP (TorchScript, fp16 tensors; ``models.clip.save_clip_torchscript``), so
-``main.py --pretrained_clip_name PATH`` loads it like ``ViT-B-32.pt``.
+Each still shows one shape of a random colour and size near one side of the frame, on a random dark
+background, captioned "a red circle on the left" (4 colours x 3 shapes x 4 sides). The CLIP learns colours,
+shapes and where in ONE frame an object is, nothing about motion: its image tower sees one frame at a time, so
+"moves from left to right" and "moves from right to left" show it the same set of frames. Loss: CLIP's
+image-to-text cross-entropy against every distinct caption, on random batches of stills; the text tower and
+``logit_scale`` train too. The result is saved as OpenAI ships CLIP (TorchScript, fp16 tensors;
+``models.clip.save_clip_torchscript``), so ``main.py --pretrained_clip_name PATH`` loads it like ``ViT-B-32.pt``.
 
-    python -m utils.tiny_clip_pretrain --output runs/demo/tiny_clip.pt
+    python -m utils.tiny_clip_pretrain --output outputs/demo/tiny_clip.pt
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dataloaders.synthetic import COLOURS, SHAPES, random_stills
+from dataloaders.synthetic import COLOURS, SHAPES, render_frame
 from dataloaders.transforms import frames_to_tensor
 from models.clip import CLIP, CLIPConfig, save_clip_torchscript
 from models.tokenizer import tokenize
 
-CLASS_CAPTIONS = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES]
+# side -> (axis of the position that decides it: 0 = x, 1 = y; which end: 0 = low, 1 = high)
+SIDES = {"left": (0, 0), "right": (0, 1), "top": (1, 0), "bottom": (1, 1)}
+CLASS_CAPTIONS = [f"a {colour} {shape} on the {side}" for colour in COLOURS for shape in SHAPES for side in SIDES]
+
+
+def positioned_stills(num_images: int, seed: int, frame_size: int) -> tuple[np.ndarray, list[str]]:
+    """(uint8 images [N, S, S, 3], captions): one shape (half-extent 10-18% of the side, as in the synthetic
+    videos) in the outer third of the frame on the captioned side, anywhere across, on a dark background."""
+    rng = random.Random(seed)
+    images, captions = [], []
+    for _ in range(num_images):
+        colour, shape, side = rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(SIDES))
+        half = rng.uniform(0.1, 0.18) * frame_size
+        span = frame_size - 1 - 2 * half
+        axis, end = SIDES[side]
+        along = half + (rng.uniform(2 / 3, 1) if end else rng.uniform(0, 1 / 3)) * span
+        across = half + rng.random() * span
+        position = (along, across) if axis == 0 else (across, along)
+        background = tuple(rng.randint(0, 70) for _ in range(3))
+        images.append(render_frame(colour, shape, position, half, frame_size, background))
+        captions.append(f"a {colour} {shape} on the {side}")
+    return np.stack(images), captions
 
 
 def demo_clip_config(image_resolution: int = 32, patch_size: int = 8, width: int = 64, layers: int = 2,
@@ -40,7 +64,7 @@ def demo_clip_config(image_resolution: int = 32, patch_size: int = 8, width: int
 def still_batch(num_images: int, seed: int, frame_size: int, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(normalised images [N, 3, r, r], class index [N]) rendered at the video frame size, then resized as the
     data pipeline resizes video frames."""
-    images, captions = random_stills(num_images, seed=seed, image_size=frame_size)
+    images, captions = positioned_stills(num_images, seed, frame_size)
     labels = torch.tensor([CLASS_CAPTIONS.index(c) for c in captions])
     return frames_to_tensor(images, resolution), labels
 
@@ -81,10 +105,10 @@ def pretrain(config: CLIPConfig, steps: int, batch_size: int, lr: float, num_ima
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="where to write the TorchScript CLIP (.pt)")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--num_images", type=int, default=3000)
+    parser.add_argument("--num_images", type=int, default=4000)
     parser.add_argument("--frame_size", type=int, default=64, help="side of the rendered stills (the video size)")
     parser.add_argument("--image_resolution", type=int, default=32)
     parser.add_argument("--patch_size", type=int, default=8)
