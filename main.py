@@ -164,16 +164,9 @@ def _same_data(a, b) -> bool:
     return list(a.video_ids) == list(b.video_ids) and list(a.captions) == list(b.captions)
 
 
-def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str, Any]:
-    output_dir = Path(args.output_dir)
-    if ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    barrier()
-    log = setup_logging(output_dir, ctx.is_main)
-    log.info("arguments: " + " ".join(argv))
-    log.info(f"{ctx.world_size} process(es), device {ctx.device}")
+def _build_model(args: argparse.Namespace, ctx: DistContext, log) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """The model on its device, with --init_model loaded; also CLIP's own tensors (not saved in checkpoints)."""
     _seed_everything(args.seed)  # identical model initialisation on every rank
-
     clip = _load_clip(args)
     args.image_resolution = clip.visual.input_resolution
     pretrained = list(clip.parameters()) + list(clip.buffers())
@@ -183,8 +176,60 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
             p.requires_grad_(True)
     model.to(ctx.device)
     if args.init_model:
-        kind = _load_weights(model, args.init_model, pretrained)
-        log.info(f"loaded {kind} {args.init_model}")
+        log.info(f"loaded {_load_weights(model, args.init_model, pretrained)} {args.init_model}")
+    elif not args.do_train and any(p.requires_grad for p in model.parameters()):
+        log.warning("evaluating without --init_model: the prompt modules are at their random initialisation")
+    return model, pretrained
+
+
+def _train(args: argparse.Namespace, ctx: DistContext, model, pretrained, precision, metrics_log, eval_on,
+           results: dict[str, Any], log):
+    """--do_train (and --resume). Returns the val split (None without per-epoch evaluation) and whether the run
+    was stopped early; on completion the model holds the best epoch's weights if there was a selection."""
+    train_set = _build_split(args, "train")
+    val_set = _build_split(args, "val") if args.eval_every_epoch else None
+    config = TrainConfig(
+        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, coef_lr=args.coef_lr, wd=args.wd,
+        wd_exclude=args.wd_exclude, warmup_proportion=args.warmup_proportion,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, clip_grad_norm=args.clip_grad_norm,
+        seed=args.seed, num_workers=args.num_thread_reader, n_display=args.n_display,
+        save_steps=args.save_steps, stop_after_steps=args.stop_after_steps,
+        find_unused_parameters=args.ddp_find_unused_parameters)
+    trainer = Trainer(model, train_set, ctx, config, precision, pretrained, str(args.output_dir), metrics_log,
+                      args=dict(vars(args)))
+    log.info(f"training: {len(train_set)} pairs, global batch {args.batch_size} x {ctx.world_size} processes x "
+             f"{args.gradient_accumulation_steps} accumulation, {trainer.steps_per_epoch} steps per epoch, "
+             f"{trainer.total_steps} steps")
+    if args.resume:
+        payload = load_checkpoint(args.resume, "--resume")
+        if not is_our_checkpoint(payload):
+            raise SystemExit(f"error: --resume {args.resume}: not a checkpoint written by this code")
+        load_learned_state(model, payload["model"], pretrained, f"--resume {args.resume}")
+        trainer.load_training_state(payload, args.resume)
+        log.info(f"resumed at step {trainer.progress.global_step} (epoch {trainer.progress.epoch + 1}, "
+                 f"step {trainer.progress.step_in_epoch} of it)")
+    start = time.time()
+    status = trainer.train(evaluate=(lambda: eval_on(val_set, "val")) if val_set is not None else None)
+    results["train_seconds"] = time.time() - start
+    if status == "finished" and trainer.progress.best_epoch is not None:
+        best = load_checkpoint(Path(args.output_dir) / "ckpt_best.pt", "ckpt_best.pt")
+        load_learned_state(model, best["model"], pretrained, "ckpt_best.pt")
+        log.info(f"best val t2v R@1 {trainer.progress.best_value:.2f} at epoch {trainer.progress.best_epoch}")
+        results.update(best_epoch=trainer.progress.best_epoch, best_val_t2v_R1=trainer.progress.best_value)
+    elif status == "finished":
+        log.info("no per-epoch evaluation (--no-eval_every_epoch): the last epoch's weights are evaluated")
+    return val_set, status == "stopped"
+
+
+def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str, Any]:
+    output_dir = Path(args.output_dir)
+    if ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+    log = setup_logging(output_dir, ctx.is_main)
+    log.info("arguments: " + " ".join(argv))
+    log.info(f"{ctx.world_size} process(es), device {ctx.device}")
+    model, pretrained = _build_model(args, ctx, log)
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "total": sum(p.numel() for p in model.parameters())}
     log.info(f"parameters: {counts['trainable']:,} trainable of {counts['total']:,}")
@@ -203,42 +248,11 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
     results: dict[str, Any] = {}
     val_set = None
     if args.do_train:
-        train_set = _build_split(args, "train")
-        val_set = _build_split(args, "val") if args.eval_every_epoch else None
-        config = TrainConfig(
-            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, coef_lr=args.coef_lr, wd=args.wd,
-            wd_exclude=args.wd_exclude, warmup_proportion=args.warmup_proportion,
-            gradient_accumulation_steps=args.gradient_accumulation_steps, clip_grad_norm=args.clip_grad_norm,
-            seed=args.seed, num_workers=args.num_thread_reader, n_display=args.n_display,
-            save_steps=args.save_steps, stop_after_steps=args.stop_after_steps,
-            find_unused_parameters=args.ddp_find_unused_parameters)
-        trainer = Trainer(model, train_set, ctx, config, precision, pretrained, str(output_dir), metrics_log,
-                          args={k: v for k, v in vars(args).items()})
-        log.info(f"training: {len(train_set)} pairs, global batch {args.batch_size} x {ctx.world_size} "
-                 f"processes x {args.gradient_accumulation_steps} accumulation, {trainer.steps_per_epoch} steps "
-                 f"per epoch, {trainer.total_steps} steps")
-        if args.resume:
-            payload = load_checkpoint(args.resume, "--resume")
-            if not is_our_checkpoint(payload):
-                raise SystemExit(f"error: --resume {args.resume}: not a checkpoint written by this code")
-            load_learned_state(model, payload["model"], pretrained, f"--resume {args.resume}")
-            trainer.load_training_state(payload, args.resume)
-            log.info(f"resumed at step {trainer.progress.global_step} (epoch {trainer.progress.epoch + 1}, "
-                     f"step {trainer.progress.step_in_epoch} of it)")
-        start = time.time()
-        status = trainer.train(evaluate=(lambda: eval_on(val_set, "val")) if val_set is not None else None)
-        results["train_seconds"] = time.time() - start
-        if status == "stopped":
+        val_set, stopped = _train(args, ctx, model, pretrained, precision, metrics_log, eval_on, results, log)
+        if stopped:
             return results
-        if trainer.progress.best_epoch is not None:
-            best = load_checkpoint(output_dir / "ckpt_best.pt", "ckpt_best.pt")
-            load_learned_state(model, best["model"], pretrained, "ckpt_best.pt")
-            log.info(f"best val t2v R@1 {trainer.progress.best_value:.2f} at epoch {trainer.progress.best_epoch}")
-            results.update(best_epoch=trainer.progress.best_epoch, best_val_t2v_R1=trainer.progress.best_value)
     if args.do_eval:
         test_set = _build_split(args, "test")
-        if args.do_train and not args.init_model and not args.eval_every_epoch:
-            log.info("evaluating the weights of the last epoch (--no-eval_every_epoch)")
         test = eval_on(test_set, "test", args.save_similarity)
         results["test"] = test
         if val_set is not None:
