@@ -11,7 +11,8 @@ interleaved in every repeat so that all see the same machine load, medians after
 * train_step: one STOP training step on B (caption, video) pairs: forward (loss), backward, AdamW step (its own
   copy of the trainable modules on the same frozen CLIP, so the optimizer never touches the evaluation model's
   weights and their cached FFT spectra).
-Reported per workload: videos/s, the ratio to clip_image's videos/s, FLOPs per call counted by
+Reported per workload: videos/s, the ratio to clip_image's videos/s (the median over repeats of the ratio within
+each repeat), FLOPs per call counted by
 `torch.utils.flop_counter.FlopCounterMode` - as executed (counted in untimed warm-up calls; it does not count
 FFTs, so an FFT convolution shows only its per-bin complex matrix products) and as the same function computed with
 direct convolutions (`--conv_impl direct`, counted on the meta device: the effective work) - the FLOP/s both
@@ -165,8 +166,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_workloads(runs: dict[str, Callable[[], None]], args: argparse.Namespace, device: torch.device
-                   ) -> tuple[dict[str, float], dict[str, int]]:
-    """(median seconds, peak CUDA bytes) per workload; the workloads alternate within every repeat."""
+                   ) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """(seconds of every timed repeat, peak CUDA bytes) per workload; the workloads alternate within every
+    repeat."""
     times = {name: [] for name in runs}
     peak = {}
     for repeat in tqdm(range(args.warmup + args.repeats), desc="repeats"):
@@ -181,7 +183,7 @@ def time_workloads(runs: dict[str, Callable[[], None]], args: argparse.Namespace
                 times[name].append(time.perf_counter() - start)
             if device.type == "cuda":
                 peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated(device))
-    return {name: statistics.median(t) for name, t in times.items()}, peak
+    return times, peak
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -205,15 +207,17 @@ def main(argv: list[str] | None = None) -> dict:
     runs = workload_runs(clip, eval_model, train_model, inputs, precision, args.compile)
     runs = {name: runs[name] for name in args.workloads}
     runs["matmul_2048"] = matmul_run(device, precision.dtype or torch.float32)
-    times, peak = time_workloads(runs, args, device)
+    repeats, peak = time_workloads(runs, args, device)
+    times = {name: statistics.median(t) for name, t in repeats.items()}
     results["matmul_peak_flops"] = 2 * 2048 ** 3 / times.pop("matmul_2048")
 
-    baseline = args.batch / times["clip_image"]
     rows = {}
     for name in args.workloads:
         videos_per_s = args.batch / times[name]
-        rows[name] = {"seconds": times[name], "videos_per_s": videos_per_s,
-                      "ratio_to_clip_image": videos_per_s / baseline,
+        # the load on a shared machine drifts: the ratio to CLIP is taken within each repeat, then the median
+        ratios = [clip_s / s for clip_s, s in zip(repeats["clip_image"], repeats[name])]
+        rows[name] = {"seconds": times[name], "seconds_per_repeat": repeats[name], "videos_per_s": videos_per_s,
+                      "ratio_to_clip_image": statistics.median(ratios),
                       "counted_gflop": flops[name] / 1e9, "direct_gflop": direct[name] / 1e9,
                       "counted_flops_per_s": flops[name] / times[name],
                       "effective_flops_per_s": direct[name] / times[name],
