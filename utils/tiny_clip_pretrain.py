@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     save_clip_torchscript(model, output)
     report.update(config=config.__dict__, output=str(output))
     output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"tiny CLIP: held-out colour+shape accuracy {100 * report['heldout_accuracy']:.1f}% "
+    print(f"tiny CLIP: held-out accuracy over the {len(CLASS_CAPTIONS)} captions (colour, shape, side) "
+          f"{100 * report['heldout_accuracy']:.1f}% "
           f"({report['train_seconds']:.0f}s); saved to {output}")
     return report
 
