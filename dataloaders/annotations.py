@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
+import pickle
 from collections.abc import Iterable
 
 import pandas as pd
@@ -46,6 +48,42 @@ def read_json(path: str):
     except json.JSONDecodeError as error:
         raise DataFileError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") \
             from None
+
+
+class _CaptionUnpickler(pickle.Unpickler):
+    """Unpickles plain containers, numbers and strings only: any class or function a pickle names (the way a
+    crafted pickle runs code, e.g. os.system through __reduce__) is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refused to load the global {module}.{name}")
+
+
+def read_caption_pickle(path: str):
+    """The content of a caption pickle (e.g. MSVD's raw-captions.pkl, {video_id: [[word, ...], ...]}), read
+    without running code: a pickle that names any class or function is a DataFileError saying what was
+    refused (plain dicts, lists, tuples, strings and numbers need none)."""
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        return _CaptionUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError as error:
+        if str(error).startswith("refused"):
+            raise DataFileError(
+                f"{path}: {error}: a caption pickle holds only dicts, lists and strings, and loading the objects "
+                f"a pickle names can run arbitrary code, so none are loaded. Convert a file you trust to JSON "
+                f"({{video_id: [caption, ...]}}, e.g. raw-captions.json next to it).") from None
+        raise DataFileError(f"{path}: not a readable pickle ({error})") from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, ImportError,
+            MemoryError, OverflowError) as error:
+        raise DataFileError(f"{path}: not a readable pickle ({type(error).__name__}: {error})") from None
+
+
+def check_caption(text, path: str, where: str) -> str:
+    """`text` if it is a non-empty string (after stripping whitespace), else a DataFileError naming `path` and
+    the entry `where` (the one rule for captions of every format; read_csv applies it to CSV cells)."""
+    expect(isinstance(text, str), path, where, f"caption {text!r} is not text")
+    expect(bool(text.strip()), path, where, "empty caption (remove it or give it a text)")
+    return text
 
 
 def read_lines(path: str) -> list[str]:
@@ -118,9 +156,8 @@ def multi_caption_annotations(list_path: str, captions: dict, captions_path: str
         texts = captions.get(video_id)
         expect(isinstance(texts, list) and bool(texts), captions_path, video_id,
                f"no caption list for this video (line {row + 1} of {list_path})")
-        for text in texts:
+        for index, text in enumerate(texts):
             if isinstance(text, list):
                 text = " ".join(map(str, text))
-            expect(isinstance(text, str), captions_path, video_id, f"caption {text!r} is not text")
-            pairs.append((video_id, text))
+            pairs.append((video_id, check_caption(text, captions_path, f"{video_id}: caption {index}")))
     return Annotations.from_pairs(pairs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .annotations import Annotations, data_file, expect, read_csv, read_json
+from .annotations import Annotations, check_caption, data_file, expect, read_csv, read_json
 
 
 def _train_captions(json_path: str, video_ids: list[str]) -> dict[str, list[str]]:
@@ -14,8 +14,10 @@ def _train_captions(json_path: str, video_ids: list[str]) -> dict[str, list[str]
         expect(isinstance(sentence, dict) and isinstance(sentence.get("video_id"), str)
                and isinstance(sentence.get("caption"), str), json_path, f"sentences[{row}]",
                "needs string 'video_id' and 'caption'")
-        if sentence["video_id"] in captions:
-            captions[sentence["video_id"]].append(sentence["caption"])
+        video_id = sentence["video_id"]
+        if video_id in captions:
+            where = f"sentences[{row}] (caption {len(captions[video_id])} of video {video_id})"
+            captions[video_id].append(check_caption(sentence["caption"], json_path, where))
     return captions
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import pickle
 
-from .annotations import Annotations, DataFileError, multi_caption_annotations, read_json, split_list_file
+from .annotations import (Annotations, DataFileError, multi_caption_annotations, read_caption_pickle, read_json,
+                          split_list_file)
 
 CAPTION_FILES = ("raw-captions.json", "raw-captions.pkl")
 
@@ -20,11 +20,6 @@ def load_annotations(args, split: str) -> Annotations:
         raise DataFileError(f"no MSVD caption file: expected one of {paths} (set --data_path)")
     if captions_path.endswith(".json"):
         captions = read_json(captions_path)
-    else:
-        # The released caption file is a pickle; only load pickles you trust.
-        with open(captions_path, "rb") as file:
-            try:
-                captions = pickle.load(file)
-            except (pickle.UnpicklingError, EOFError) as error:
-                raise DataFileError(f"{captions_path}: not a readable pickle ({error})") from None
+    else:  # CLIP4Clip's release: a pickle, read without admitting any class (no code can run)
+        captions = read_caption_pickle(captions_path)
     return multi_caption_annotations(list_path, captions, captions_path)

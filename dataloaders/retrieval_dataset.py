@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from models.tokenizer import tokenize
 
 from .annotations import Annotations
+from .sampling import DEFAULT_FRAME_SAMPLING, check_sampling
 from .video_reader import VideoReadError, load_clip
 
 MAX_RESAMPLE_ATTEMPTS = 100
@@ -26,23 +27,25 @@ class BadVideoError(RuntimeError):
 class RetrievalDataset(Dataset):
     """Captions and videos of one split.
 
-    Items (training and evaluation alike; training samples frames at random, evaluation takes segment
-    centres): {"text": int64 [max_words], "video": float32 [max_frames, 3, R, R], "video_mask": int64
+    Items (training and evaluation alike; training samples frames at random, evaluation deterministically, with
+    the `frame_sampling` rule of dataloaders/sampling.py, "release" by default): {"text": int64 [max_words], "video": float32 [max_frames, 3, R, R], "video_mask": int64
     [max_frames] (1 = real frame), "video_index": int, "caption_index": int}. One item per caption, or with
     `train_unit == "video"` in training one per video with a random caption of it.
 
     For evaluation: `video_ids`, `captions`, `caption_to_video` (int64 [num_captions]) and the views
     `text_view()` (every caption once) and `video_view()` (every video once, with "valid").
 
-    Bad videos (missing, empty, undecodable) never become tensors of zeros in items: `__getitem__` warns
-    (BadVideoWarning, naming the file), marks the video bad in a flag tensor shared with DataLoader workers
+    Bad videos (missing, empty, undecodable, truncated) never become tensors of zeros in items: `__getitem__`
+    warns (BadVideoWarning, naming the file), marks the video bad in a flag tensor shared with DataLoader workers
     and draws another item; in `video_view()` the item has valid=False. When the bad videos exceed
     `max_bad_fraction` of the split, BadVideoError stops the run.
     """
 
     def __init__(self, annotations: Annotations, source, *, max_frames: int, max_words: int, resolution: int,
-                 train: bool, max_bad_fraction: float = 0.05, name: str = "dataset"):
+                 train: bool, max_bad_fraction: float = 0.05, name: str = "dataset",
+                 frame_sampling: str = DEFAULT_FRAME_SAMPLING):
         self.name = name
+        self.frame_sampling = check_sampling(frame_sampling)
         self.video_ids = list(annotations.video_ids)
         self.captions = list(annotations.captions)
         self.caption_to_video = torch.tensor(annotations.caption_to_video, dtype=torch.long)
@@ -87,7 +90,8 @@ class RetrievalDataset(Dataset):
             return None
         key = self.video_keys[video_index]
         try:
-            return load_clip(self.source.read(key), self.max_frames, self.resolution, train)
+            return load_clip(self.source.read(key), self.max_frames, self.resolution, train,
+                             sampling=self.frame_sampling)
         except VideoReadError as error:
             self._bad[video_index] = True
             warnings.warn(f"{self.name}: skipping video {self.source.describe(key)}: {error.reason} "
@@ -137,7 +141,7 @@ class TextView(Dataset):
 
 
 class VideoView(Dataset):
-    """Every video once, frames at segment centres: {"video": float32 [T, 3, R, R], "video_mask": int64 [T],
+    """Every video once, frames sampled for evaluation: {"video": float32 [T, 3, R, R], "video_mask": int64 [T],
     "video_index": int, "valid": bool}. A bad video gives valid=False, a zero video and an all-ones mask (finite
     features the evaluator must drop, with the video's captions)."""
 

@@ -7,7 +7,11 @@
 With --folder every video file under the folder is decoded; with --datatype/--split (and the usual data flags)
 every video the split's annotations name is looked up in --features_path or --lmdb_dataset and decoded.
 The report has one row per problem (every video with --all): video, path, status (ok, missing, empty,
-unreadable, too_short), frames (that decode), detail. The exit status is 1 when there is a problem.
+unreadable, truncated, too_short), frames (that decode), stated_frames (the count the container states, from
+its header or duration x frame rate; 0 if it states none), detail. A video is truncated when decoding stops with
+an error before the stated count, or ends far short of it (dataloaders.video_reader.truncation_reason): the
+training reader skips the same videos (as bad videos) when it meets the error. The exit status is 1 when there
+is a problem.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ if __package__ in (None, ""):  # run as `python preprocess/<script>.py`: import 
 
 from dataloaders import DataFileError, add_data_args, load_annotations, video_source  # noqa: E402
 from dataloaders.sources import FolderSource, list_video_files  # noqa: E402
-from dataloaders.video_reader import VideoReadError, count_frames  # noqa: E402
+from dataloaders.video_reader import VideoReadError, inspect_video  # noqa: E402
 
-COLUMNS = ("video", "path", "status", "frames", "detail")
+COLUMNS = ("video", "path", "status", "frames", "stated_frames", "detail")
 _source = None  # the video source of a worker process
 
 
@@ -41,16 +45,22 @@ def _init_worker(source) -> None:
 def check_one(job: tuple[str, str | None, int]) -> dict:
     """The report row of one video: (video id, key in the source or None, minimum frame count)."""
     video_id, key, min_frames = job
-    row = {"video": video_id, "path": "", "status": "ok", "frames": 0, "detail": ""}
+    row = {"video": video_id, "path": "", "status": "ok", "frames": 0, "stated_frames": 0, "detail": ""}
     if key is None:
         return {**row, "status": "missing", "detail": f"not found in {_source.location}"}
     row["path"] = _source.describe(key)
     try:
-        row["frames"] = count_frames(_source.read(key))
+        info = inspect_video(_source.read(key))
     except VideoReadError as error:
         return {**row, "status": error.kind, "detail": error.reason}
+    row["frames"], row["stated_frames"] = info.decoded, info.stated
     if row["frames"] == 0:
-        return {**row, "status": "unreadable", "detail": "no frame could be decoded"}
+        return {**row, "status": "unreadable", "detail": "no frame could be decoded"
+                + (f" ({info.error})" if info.error else "")}
+    if info.truncated is not None:
+        return {**row, "status": "truncated", "detail": info.truncated}
+    if info.error is not None:  # every stated frame decoded; junk after them
+        row["detail"] = f"decoding error after the last stated frame ({info.error})"
     if row["frames"] < min_frames:
         return {**row, "status": "too_short", "detail": f"{row['frames']} frames < --min_frames {min_frames}"}
     return row

@@ -25,23 +25,30 @@ def videos(tmp_path_factory):
 
 
 def test_segment_centres_by_hand():
-    assert segment_indices(24, 12, train=False) == list(range(1, 24, 2))
-    assert segment_indices(36, 12, train=False) == list(range(1, 36, 3))
-    # N=10, T=4: segments [0,2) [2,5) [5,7) [7,10) -> centres (s+e)//2
+    for sampling in ("release", "uniform"):
+        assert segment_indices(24, 12, train=False, sampling=sampling) == list(range(1, 24, 2))
+        assert segment_indices(36, 12, train=False, sampling=sampling) == list(range(1, 36, 3))
+        assert segment_indices(12, 12, train=False, sampling=sampling) == list(range(12))
+    # N=10, T=4, uniform: segments [0,2) [2,5) [5,7) [7,10) -> centres (s+e)//2
+    assert segment_indices(10, 4, train=False, sampling="uniform") == [1, 3, 6, 8]
+    # release: tick 2.5 -> int(1.25), int(3.75), int(6.25), int(8.75)
     assert segment_indices(10, 4, train=False) == [1, 3, 6, 8]
-    assert segment_indices(12, 12, train=False) == list(range(12))
+    # N=13, T=12: the release takes frame 7 where the uniform rule takes 6
+    assert segment_indices(13, 12, train=False) == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+    assert segment_indices(13, 12, train=False, sampling="uniform") == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12]
 
 
 def test_short_video_gives_all_frames():
-    assert segment_indices(5, 12, train=False) == [0, 1, 2, 3, 4]
-    assert segment_indices(5, 12, train=True) == [0, 1, 2, 3, 4]
+    for sampling in ("release", "uniform"):
+        assert segment_indices(5, 12, train=False, sampling=sampling) == [0, 1, 2, 3, 4]
+        assert segment_indices(5, 12, train=True, sampling=sampling) == [0, 1, 2, 3, 4]
 
 
-def test_training_draws_cover_each_segment_and_stay_inside():
+def test_uniform_training_draws_cover_each_segment_and_stay_inside():
     generator = torch.Generator().manual_seed(0)
     seen = [set() for _ in range(4)]
     for _ in range(300):
-        indices = segment_indices(10, 4, train=True, generator=generator)
+        indices = segment_indices(10, 4, train=True, generator=generator, sampling="uniform")
         for segment, index in enumerate(indices):
             seen[segment].add(index)
     assert seen == [{0, 1}, {2, 3, 4}, {5, 6}, {7, 8, 9}]
@@ -71,15 +78,17 @@ def test_container_without_frame_count_is_counted(videos):
     assert count_frames(str(videos["mkv"])) == 12
 
 
-def test_truncated_video_is_resampled_over_the_frames_that_decode(videos, tmp_path):
-    """Header (at the front) says 20 frames, the data is cut: sample over what decodes instead of failing."""
+def test_truncated_video_is_a_truncated_read_error_not_fewer_frames(videos, tmp_path):
+    """Header (at the front) says 20 frames, the data is cut and decoding fails part way: the clip needs frames
+    past the cut, so the read fails as a bad video (kind "truncated") instead of resampling silently."""
     data = videos["faststart"].read_bytes()
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[: int(len(data) * 0.6)])
     decodable = count_frames(str(truncated))
     assert 4 <= decodable < 20
-    frames = read_frames(str(truncated), 4)
-    assert [frame_index(f) for f in frames] == segment_indices(decodable, 4, False)
+    with pytest.raises(VideoReadError, match=rf"after {decodable} of the 20 frames") as error:
+        read_frames(str(truncated), 4)
+    assert error.value.kind == "truncated"
 
 
 def test_bytes_input_equals_file_input(videos):
