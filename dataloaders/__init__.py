@@ -49,6 +49,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--test_csv", default=None, help="MSR-VTT and csv: the test split if not --val_csv")
     group.add_argument("--max_words", type=int, default=32, help="caption length in tokens, SOT and EOT included")
     group.add_argument("--max_frames", type=int, default=12, help="frames sampled per video")
+    group.add_argument("--frame_sampling", default="release", choices=("release", "uniform"),
+                       help="release: the released multi_segments_sampling (segments of N // T frames; "
+                            "evaluation at int(tick / 2 + tick * x), tick = N / T); uniform: segments that cover "
+                            "every frame, centre / random frame of each (see docs/DATA.md)")
     group.add_argument("--expand_msrvtt_sentences", action=argparse.BooleanOptionalAction, default=False,
                        help="MSR-VTT training: one item per (video, caption) pair instead of per video")
     group.add_argument("--max_bad_video_fraction", type=float, default=0.05,
@@ -92,4 +96,5 @@ def build_dataset(args, split: str) -> RetrievalDataset:
                             max_words=args.max_words,
                             resolution=getattr(args, "image_resolution", None) or DEFAULT_IMAGE_RESOLUTION,
                             train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
-                            name=f"{args.datatype} {split}")
+                            name=f"{args.datatype} {split}",
+                            frame_sampling=getattr(args, "frame_sampling", "release"))
