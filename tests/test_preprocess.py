@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
 
 import av
 import lmdb
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from dataloaders.synthetic import write_video
+from dataloaders.video_reader import read_frames
 from preprocess import check_videos, compress_video, folder_to_lmdb
 from tests.data_fixtures import msrvtt_args, synthetic_root
 
@@ -69,6 +71,27 @@ def test_compress_mirror_and_clean_run(raw_videos, tmp_path):
     output = tmp_path / "out"
     assert compress_video.main(["--input_root", str(source), "--output_root", str(output), "--mirror"]) == 0
     assert (output / "sub" / "portrait.mp4").is_file() and not (output / compress_video.FAILURES_FILE).exists()
+
+
+def test_compressed_rotated_video_reads_like_the_raw_one(tmp_path):
+    """A phone video (landscape coded frames, display rotation 90): compress_video turns it upright (ffmpeg
+    autorotates), and the frame reader turns the raw file upright too, so both give the same portrait frames."""
+    coded = np.zeros((6, 64, 96, 3), np.uint8)
+    coded[:, :32, :48] = 255  # bright top-left quadrant of the coded frame: bottom-left once upright
+    coded[:, 32:, 48:, 1] = 160
+    (tmp_path / "in").mkdir()
+    plain = tmp_path / "plain.mp4"
+    write_video(str(plain), coded, fps=3)
+    subprocess.run([compress_video.find_ffmpeg(), "-nostdin", "-y", "-loglevel", "error", "-display_rotation",
+                    "90", "-i", str(plain), "-c", "copy", str(tmp_path / "in" / "phone.mp4")], check=True)
+    assert compress_video.main(["--input_root", str(tmp_path / "in"), "--output_root", str(tmp_path / "out"),
+                                "--size", "32", "--num_workers", "1"]) == 0
+    raw = read_frames(str(tmp_path / "in" / "phone.mp4"), 1)[0].astype(float)
+    compressed = read_frames(str(tmp_path / "out" / "phone.mp4"), 1)[0].astype(float)
+    assert raw.shape == (96, 64, 3) and compressed.shape == (48, 32, 3)
+    halved = raw.reshape(48, 2, 32, 2, 3).mean(axis=(1, 3))
+    assert np.abs(halved - compressed).mean() < 12
+    assert compressed[40, 8].mean() > 200 and compressed[8, 8].mean() < 60  # bright bottom-left
 
 
 def test_compress_flat_name_clash_is_a_failure(tmp_path):

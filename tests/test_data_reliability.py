@@ -1,0 +1,321 @@
+"""Issue 11: the release's frame sampling, display rotation, safe caption pickles, empty captions and
+truncated videos (check_videos and the training reader agree)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from dataloaders import BadVideoWarning, DataFileError, build_dataset, load_annotations
+from dataloaders.sampling import segment_indices
+from dataloaders.video_reader import VideoReadError, inspect_video, load_clip, read_frames
+from preprocess import check_videos
+from tests.data_fixtures import (coded_frames, data_args, frame_index, msrvtt_args, synthetic_root,
+                                 write_lossless_video)
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Frame sampling: the release's multi_segments_sampling by default.
+
+def release_eval(clip_length: int, num_frames: int) -> list[int]:
+    """A literal transcription of the release's multi_segments_sampling(random_shift=False, data_length=1)."""
+    data_length = 1
+    if num_frames > clip_length + data_length - 1:
+        tick = (num_frames - data_length + 1) / float(clip_length)
+        offsets = [int(tick / 2.0 + tick * x) for x in range(clip_length)]
+        offsets = np.array(offsets)
+    else:
+        offsets = np.clip(np.arange(0, clip_length * data_length, data_length), 0, num_frames - data_length)
+    return offsets.tolist()
+
+
+def padded(indices: list[int], length: int) -> list[int]:
+    """What load_clip makes of the indices: the last frame repeated up to `length`."""
+    return indices + [indices[-1]] * (length - len(indices))
+
+
+def test_release_evaluation_indices_equal_the_release_for_every_length():
+    differ_from_uniform = 0
+    for clip_length in (12, 64):
+        for num_frames in range(1, 401):
+            indices = segment_indices(num_frames, clip_length, train=False)
+            assert padded(indices, clip_length) == release_eval(clip_length, num_frames), (clip_length, num_frames)
+            assert indices == sorted(set(indices))  # ascending, the repeats are load_clip's padding
+            uniform = segment_indices(num_frames, clip_length, train=False, sampling="uniform")
+            differ_from_uniform += padded(uniform, clip_length) != release_eval(clip_length, num_frames)
+    assert differ_from_uniform == 492  # the evenly covering rule stays available, and is a different rule
+
+
+def test_release_training_draws_stay_inside_the_release_segments():
+    generator = torch.Generator().manual_seed(0)
+    for clip_length in (12, 64):
+        for num_frames in range(1, 401):
+            average = num_frames // clip_length
+            for _ in range(3):
+                indices = segment_indices(num_frames, clip_length, train=True, generator=generator)
+                if average == 0:
+                    assert padded(indices, clip_length) == release_eval(clip_length, num_frames)
+                elif num_frames < 2 * clip_length:
+                    assert indices == list(range(clip_length))
+                else:
+                    assert len(indices) == clip_length
+                    for x, index in enumerate(indices):
+                        assert x * average <= index < (x + 1) * average, (clip_length, num_frames, x, index)
+
+
+def test_release_training_draws_cover_each_segment_but_never_the_remainder():
+    generator = torch.Generator().manual_seed(1)
+    seen = [set() for _ in range(4)]
+    for _ in range(400):
+        for segment, index in enumerate(segment_indices(30, 4, train=True, generator=generator)):
+            seen[segment].add(index)
+    assert seen == [set(range(0, 7)), set(range(7, 14)), set(range(14, 21)), set(range(21, 28))]  # 28, 29 never
+
+
+@pytest.mark.parametrize("sampling", ["release", "uniform"])
+def test_training_draws_are_a_function_of_the_generator(sampling):
+    draws = [[segment_indices(100, 12, True, torch.Generator().manual_seed(seed), sampling) for _ in range(2)]
+             for seed in (5, 5, 6)]
+    assert draws[0] == draws[1] and draws[0] != draws[2]
+    torch.manual_seed(7)
+    first = segment_indices(100, 12, True, sampling=sampling)
+    torch.manual_seed(7)
+    assert segment_indices(100, 12, True, sampling=sampling) == first  # None: torch's global generator
+
+
+def test_unknown_sampling_is_refused():
+    with pytest.raises(ValueError, match="frame sampling must be one of"):
+        segment_indices(10, 4, False, sampling="centre")
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    return synthetic_root(tmp_path_factory.getbasetemp())
+
+
+def test_frame_sampling_flag_reaches_the_dataset(synthetic):
+    """8-frame videos, 3 frames: release [1, 4, 6], uniform [1, 3, 6]."""
+    video = str(synthetic / "videos" / "video12.mp4")
+    clips = {}
+    for sampling in ("release", "uniform"):
+        flags = ("--max_frames", "3") + (("--frame_sampling", sampling) if sampling != "release" else ())
+        dataset = build_dataset(msrvtt_args(synthetic, *flags), "test")
+        assert dataset.frame_sampling == sampling
+        item = dataset.video_view()[dataset.video_ids.index("video12")]
+        expected, _ = load_clip(video, 3, 32, sampling=sampling)
+        torch.testing.assert_close(item["video"], expected, rtol=0, atol=0)
+        clips[sampling] = item["video"]
+    assert segment_indices(8, 3, False) == [1, 4, 6] and segment_indices(8, 3, False, sampling="uniform") == [1, 3, 6]
+    torch.testing.assert_close(clips["release"][0], clips["uniform"][0], rtol=0, atol=0)
+    assert not torch.equal(clips["release"][1], clips["uniform"][1])
+
+
+def test_decoded_clip_follows_the_release_indices(tmp_path):
+    path = write_lossless_video(tmp_path / "v13.mp4", coded_frames(13))
+    assert [frame_index(f) for f in read_frames(str(path), 12)] == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+    frames = read_frames(str(path), 12, train=True, generator=torch.Generator().manual_seed(0))
+    assert [frame_index(f) for f in frames] == list(range(12))  # T <= N < 2T: always frames 0..T-1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Display rotation.
+
+def with_display_matrix(source, target, *flags) -> str:
+    subprocess.run([FFMPEG, "-nostdin", "-y", "-loglevel", "error", *flags, "-i", str(source), "-c", "copy",
+                    str(target)], check=True)
+    return str(target)
+
+
+@pytest.fixture(scope="module")
+def upright(tmp_path_factory):
+    """Coded frames whose blue channel also codes the row, so every 90-degree turn and flip is distinguishable."""
+    folder = tmp_path_factory.mktemp("rotation")
+    frames = coded_frames(6)
+    frames[..., 2] = (7 * np.arange(16))[None, :, None]
+    return folder, frames, write_lossless_video(folder / "upright.mp4", frames)
+
+
+@pytest.mark.parametrize("degrees, turns", [(90, 1), (-90, 3), (180, 2), (270, 3)])
+def test_rotated_video_decodes_upright(upright, degrees, turns):
+    """`-display_rotation D` (counter-clockwise) on a stream copy: the coded frames are the original ones, the
+    player shows them turned by D; the reader must give the turned frames, like ffmpeg's autorotate."""
+    folder, frames, source = upright
+    path = with_display_matrix(source, folder / f"rot{degrees}.mp4", "-display_rotation", str(degrees))
+    expected = np.rot90(frames, turns, axes=(1, 2))
+    decoded = read_frames(path, 6)
+    assert decoded.shape == expected.shape == ((6, 24, 16, 3) if turns % 2 else (6, 16, 24, 3))
+    np.testing.assert_array_equal(decoded, expected)
+    with open(path, "rb") as file:  # LMDB bytes: the same
+        np.testing.assert_array_equal(read_frames(file.read(), 6), expected)
+    clip, _ = load_clip(path, 6, 16)
+    assert clip.shape == (6, 3, 16, 16)
+
+
+@pytest.mark.parametrize("flags", [["-display_rotation", "0", "-display_hflip"],
+                                   ["-display_rotation", "90", "-display_hflip"],
+                                   ["-display_rotation", "-90", "-display_vflip"]])
+def test_flipped_display_matrix_matches_ffmpeg_autorotate(upright, tmp_path, flags):
+    folder, frames, source = upright
+    path = with_display_matrix(source, tmp_path / "flipped.mp4", *flags)
+    reference = tmp_path / "reference.mkv"  # ffmpeg applies the display matrix when it transcodes
+    subprocess.run([FFMPEG, "-nostdin", "-y", "-loglevel", "error", "-i", path, "-c:v", "libx264rgb", "-qp", "0",
+                    str(reference)], check=True)
+    expected = read_frames(str(reference), 6)
+    assert expected.shape[1:3] in ((16, 24), (24, 16)) and not np.array_equal(expected[0], frames[0])
+    np.testing.assert_array_equal(read_frames(path, 6), expected)
+
+
+def test_unrotated_video_is_unchanged(upright):
+    _, frames, source = upright
+    np.testing.assert_array_equal(read_frames(str(source), 6), frames)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Caption pickles cannot run code.
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def msvd_folder(root, captions, as_pickle: bool):
+    root.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        (root / f"{split}_list.txt").write_text("vid_a\nvid_b\n")
+    if as_pickle:
+        with open(root / "raw-captions.pkl", "wb") as file:
+            pickle.dump(captions, file)
+    else:
+        (root / "raw-captions.json").write_text(json.dumps(captions))
+    return root
+
+
+def msvd_args(root):
+    return data_args("--datatype", "msvd", "--data_path", str(root), "--features_path", str(root))
+
+
+def test_caption_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    root = msvd_folder(tmp_path / "msvd", {"vid_a": [["a", "dog"]], "vid_b": RunsCode(marker)}, as_pickle=True)
+    with pytest.raises(DataFileError, match=r"raw-captions\.pkl: refused to load the global (posix|os|nt)\.system"):
+        load_annotations(msvd_args(root), "train")
+    assert not marker.exists()
+    # preprocess/check_videos.py reads the annotations through the same reader
+    status = check_videos.main(["--datatype", "msvd", "--split", "test", "--data_path", str(root),
+                                "--features_path", str(root), "--output", str(tmp_path / "r.csv"),
+                                "--num_workers", "1"])
+    assert status == 2 and not marker.exists()
+
+
+def test_plain_caption_pickle_loads(tmp_path):
+    captions = {"vid_a": [["a", "dog", "runs"], "a dog is running"], "vid_b": [["a", "cat"]], "other": [["x"]]}
+    root = msvd_folder(tmp_path / "msvd", captions, as_pickle=True)
+    annotations = load_annotations(msvd_args(root), "train")
+    assert annotations.video_ids == ["vid_a", "vid_b"]
+    assert annotations.captions == ["a dog runs", "a dog is running", "a cat"]
+    assert annotations.caption_to_video == [0, 0, 1]
+
+
+def test_garbage_caption_pickle_is_a_data_file_error(tmp_path):
+    root = msvd_folder(tmp_path / "msvd", {}, as_pickle=True)
+    (root / "raw-captions.pkl").write_bytes(b"\x80\x04not a pickle at all")
+    with pytest.raises(DataFileError, match="raw-captions.pkl: not a readable pickle"):
+        load_annotations(msvd_args(root), "train")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Empty captions are errors in every format.
+
+def test_empty_msrvtt_json_caption_is_named(synthetic, tmp_path):
+    data = json.loads((synthetic / "MSRVTT_data.json").read_text())
+    rows = [i for i, s in enumerate(data["sentences"]) if s["video_id"] == "video3"]
+    data["sentences"][rows[1]]["caption"] = "   "
+    path = tmp_path / "MSRVTT_data.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataFileError, match=rf"MSRVTT_data\.json: sentences\[{rows[1]}\] \(caption 1 of video "
+                                            r"video3\): empty caption"):
+        build_dataset(msrvtt_args(synthetic, data_path=str(path)), "train")
+
+
+@pytest.mark.parametrize("as_pickle", [False, True])
+def test_empty_multi_caption_caption_is_named(tmp_path, as_pickle):
+    captions = {"vid_a": ["a dog", "a running dog"], "vid_b": ["a cat", ""]}
+    if as_pickle:
+        captions = {video: [text.split() for text in texts] for video, texts in captions.items()}
+    root = msvd_folder(tmp_path / "msvd", captions, as_pickle=as_pickle)
+    with pytest.raises(DataFileError, match=r"raw-captions\.(json|pkl): vid_b: caption 1: empty caption"):
+        load_annotations(msvd_args(root), "test")
+
+
+def test_empty_vatex_caption_is_named(tmp_path):
+    (tmp_path / "test_list.txt").write_text("v1\n")
+    (tmp_path / "ref_captions.json").write_text(json.dumps({"v1": [" \t"]}))
+    args = data_args("--datatype", "vatex", "--data_path", str(tmp_path), "--features_path", str(tmp_path))
+    with pytest.raises(DataFileError, match=r"ref_captions\.json: v1: caption 0: empty caption"):
+        load_annotations(args, "test")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. Truncated videos: check_videos reports them, the training reader skips them as bad videos.
+
+@pytest.fixture()
+def truncated_folder(tmp_path):
+    """good.mp4 (20 frames), cut.mp4 (faststart mp4 cut to 60%: decoding fails part way), cut.mkv (mkv cut to
+    60%: decoding ends cleanly, half of the stated duration missing)."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_lossless_video(folder / "good.mp4", coded_frames(20))
+    for name, options in (("cut.mp4", {"movflags": "faststart"}), ("cut.mkv", None)):
+        whole = write_lossless_video(tmp_path / name, coded_frames(20), options=options).read_bytes()
+        (folder / name).write_bytes(whole[: int(len(whole) * 0.6)])
+    return folder
+
+
+def test_check_videos_reports_a_half_decodable_file_as_truncated(truncated_folder, tmp_path):
+    report = tmp_path / "report.csv"
+    assert check_videos.main(["--folder", str(truncated_folder), "--output", str(report), "--all",
+                              "--min_frames", "4", "--num_workers", "1"]) == 1
+    with open(report, newline="") as file:
+        rows = {row["video"]: row for row in csv.DictReader(file)}
+    assert rows["good.mp4"]["status"] == "ok" and rows["good.mp4"]["frames"] == "20"
+    for name in ("cut.mp4", "cut.mkv"):
+        decoded = inspect_video(str(truncated_folder / name)).decoded
+        assert 4 <= decoded < 20
+        assert (rows[name]["status"], rows[name]["frames"], rows[name]["stated_frames"]) == ("truncated",
+                                                                                           str(decoded), "20")
+    assert f"decoding stopped with an error after {rows['cut.mp4']['frames']} of the 20 frames" \
+        in rows["cut.mp4"]["detail"]
+    assert f"only {rows['cut.mkv']['frames']} of the 20 frames the container states decode" \
+        in rows["cut.mkv"]["detail"]
+
+
+def test_training_reader_skips_truncated_files_as_bad_videos(truncated_folder, tmp_path):
+    for name in ("cut.mp4", "cut.mkv"):
+        with pytest.raises(VideoReadError) as error:
+            read_frames(str(truncated_folder / name), 4)
+        assert error.value.kind == "truncated" and "of the 20 frames" in error.value.reason
+    table = tmp_path / "pairs.csv"
+    table.write_text("video_path,caption\ncut.mp4,a cut video\ngood.mp4,a good video\ncut.mkv,another cut one\n")
+    args = data_args("--datatype", "csv", "--train_csv", str(table), "--features_path", str(truncated_folder),
+                     "--max_frames", "4", "--max_bad_video_fraction", "0.9", image_resolution=16)
+    dataset = build_dataset(args, "train")
+    torch.manual_seed(0)
+    with pytest.warns(BadVideoWarning, match="truncated"):
+        items = [dataset[index] for index in range(3)]
+    assert [item["video_index"] for item in items] == [1, 1, 1]
+    assert all(item["video_mask"].tolist() == [1, 1, 1, 1] for item in items)
+    assert sorted(dataset.bad_video_ids) == ["cut.mkv", "cut.mp4"]
