@@ -22,18 +22,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dataloaders.video_reader import VideoReadError, load_clip
-from utils.embedding_store import FORMAT, EmbeddingStore, Failure
-from utils.prompt_visualization import denormalise, save_prompt_figure
-from utils.trained_model import TrainedModel, add_trained_model_args, load_trained_model
-from utils.video_files import VideoFileDataset, collate_videos, videos_in_csv, videos_in_folder
+from dataloaders.video_files import Failure, VideoFileDataset, collate_videos, videos_in_csv, videos_in_folder
+from dataloaders.video_reader import VideoReadError, read_video_tensor
+from models import cosine_similarity
+from utils.inference.embedding_store import FORMAT, EmbeddingStore
+from utils.inference.inference_model import InferenceModel, add_inference_model_args, load_inference_model
+from utils.inference.prompt_visualization import denormalise, save_prompt_figure
 
 log = logging.getLogger("infer")
+# What the library raises for bad input (messages written for the user); main turns them into one line.
+USER_ERRORS = (FileNotFoundError, ValueError)
 BATCH_SIZE = {"cpu": 8, "cuda": 64}  # videos per forward when --batch_size is not given
 
 
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DataLoader worker processes decoding videos")
     index.add_argument("--chunk_size", type=int, default=512,
                        help="videos per part written to the store (an interruption loses at most one part)")
-    add_trained_model_args(index)
+    add_inference_model_args(index)
 
     store_model = ("The model is the one that wrote the store (its metadata.json); model flags given here override "
                    "it, and a model whose embeddings would not be comparable is refused.")
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--queries", default=None, help="file of queries, one per line")
     search.add_argument("--top_k", type=int, default=10, help="results per query")
     search.add_argument("--json", action="store_true", help="print JSON instead of text")
-    add_trained_model_args(search)
+    add_inference_model_args(search)
 
     embed = commands.add_parser("embed-text", help="text embeddings to a .npy file",
                                 description="With --store: " + store_model)
@@ -77,18 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--queries", default=None, help="file of texts, one per line")
     embed.add_argument("--output", required=True, help=".npy file: float32 [N, E] raw features, in input order")
     embed.add_argument("--store", default=None, help="use the model that wrote this store (else --checkpoint)")
-    add_trained_model_args(embed)
+    add_inference_model_args(embed)
 
     visualize = commands.add_parser("visualize", help="PNG of STOP's spatial region mask and frame weights")
     visualize.add_argument("--video", required=True, help="video file")
     visualize.add_argument("--output", required=True, help="PNG file (the numbers go to the same name .json)")
     visualize.add_argument("--frame_px", type=int, default=160, help="side of one frame panel in pixels")
-    add_trained_model_args(visualize)
+    add_inference_model_args(visualize)
     return parser
 
 
 # ------------------------------------------------------------------------------------------------ index
-def _open_store_for_writing(path: str, trained: TrainedModel, source: dict[str, Any]) -> EmbeddingStore:
+def _open_store_for_writing(path: str, trained: InferenceModel, source: dict[str, Any]) -> EmbeddingStore:
     """The store at `path`, new or written by the same model from the same source; SystemExit otherwise."""
     root = Path(path)
     if root.is_file() or (root.is_dir() and any(root.iterdir()) and not (root / "metadata.json").is_file()):
@@ -112,7 +114,7 @@ def _open_store_for_writing(path: str, trained: TrainedModel, source: dict[str, 
     return store
 
 
-def _encode_pending(store: EmbeddingStore, trained: TrainedModel, videos, args: argparse.Namespace) -> int:
+def _encode_pending(store: EmbeddingStore, trained: InferenceModel, videos, args: argparse.Namespace) -> int:
     """Encode `videos` into parts of the store; returns how many failed. Work done before an interruption is
     committed."""
     batch_size = args.batch_size or BATCH_SIZE.get(trained.device.type, BATCH_SIZE["cpu"])
@@ -167,7 +169,7 @@ def run_index(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("batch_size", "chunk_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag} must be >= 1")
-    trained = load_trained_model(args)
+    trained = load_inference_model(args)
     store = _open_store_for_writing(args.output, trained, source)
     done = set(store.load()[0])
     pending = [video for video in videos if video.id not in done]
@@ -206,7 +208,7 @@ def _open_store(path: str) -> tuple[EmbeddingStore, dict[str, Any]]:
     return store, metadata
 
 
-def _model_of_store(args: argparse.Namespace, metadata: dict[str, Any]) -> TrainedModel:
+def _model_of_store(args: argparse.Namespace, metadata: dict[str, Any]) -> InferenceModel:
     """The model that wrote the store: flags not given take the store's values; SystemExit if it differs."""
     written_by = metadata["model"]
     defaults = {"checkpoint": written_by["checkpoint"], "pretrained_clip_name": written_by["clip"],
@@ -214,7 +216,7 @@ def _model_of_store(args: argparse.Namespace, metadata: dict[str, Any]) -> Train
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    trained = load_trained_model(args)
+    trained = load_inference_model(args)
     differences = trained.differences_from(written_by)
     if differences:
         raise SystemExit(f"error: the model differs from the one that wrote {args.store} (in "
@@ -232,8 +234,7 @@ def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
     if embeddings is None:
         raise SystemExit(f"error: --store {args.store} holds no embeddings (see its failed.csv)")
     trained = _model_of_store(args, metadata)
-    videos = F.normalize(torch.from_numpy(embeddings).float(), dim=-1)
-    similarity = F.normalize(trained.encode_texts(queries), dim=-1) @ videos.t()  # [queries, videos]
+    similarity = cosine_similarity(trained.encode_texts(queries), torch.from_numpy(embeddings))  # [queries, videos]
     scores, rows = similarity.topk(min(args.top_k, len(ids)), dim=1)
     results = [{"query": query, "results": [{"rank": rank + 1, "id": ids[row], "score": round(score, 6)}
                                             for rank, (score, row) in enumerate(zip(s.tolist(), r.tolist()))]}
@@ -251,7 +252,7 @@ def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
 def run_embed_text(args: argparse.Namespace) -> np.ndarray:
     """Write float32 [N, E] raw text features to --output; returns them."""
     texts = _read_texts(args.texts, args.queries)
-    trained = _model_of_store(args, _open_store(args.store)[1]) if args.store else load_trained_model(args)
+    trained = _model_of_store(args, _open_store(args.store)[1]) if args.store else load_inference_model(args)
     features = trained.encode_texts(texts).numpy()
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -266,12 +267,12 @@ def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
     video_path = Path(args.video)
     if not video_path.is_file():
         raise SystemExit(f"error: --video: file not found: {video_path}")
-    trained = load_trained_model(args)
+    trained = load_inference_model(args)
     if not trained.model.config.uses_stop:
         raise SystemExit("error: visualize shows STOP's prompts; this model has none (it needs --prompt dgl "
                          "--temporal_prompt stop)")
     try:
-        video, mask = load_clip(str(video_path), trained.max_frames, trained.resolution)
+        video, mask = read_video_tensor(str(video_path), trained.max_frames, trained.resolution)
     except VideoReadError as error:
         raise SystemExit(f"error: --video: {error}") from None
     _, details = trained.encode_videos(video[None], mask[None], return_details=True)
@@ -301,7 +302,10 @@ def main(argv: list[str] | None = None) -> Any:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as error:
+        raise SystemExit("error: " + " ".join(str(error).split())) from None
 
 
 if __name__ == "__main__":

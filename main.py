@@ -20,19 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataloaders import DataFileError, add_data_args, build_dataset
-from models import add_model_args, build_model
+from dataloaders import BadVideoError, add_data_args, build_dataset
+from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
 from models.clip import load_clip
-from utils.checkpoint import is_our_checkpoint, load_checkpoint, load_learned_state
-from utils.distributed import DistContext, barrier, cleanup_distributed, init_distributed
-from utils.evaluation import evaluate
-from utils.precision import resolve_precision
-from utils.run_log import JsonLines, setup_logging, write_json
-from utils.training import TrainConfig, Trainer
+from utils.engine.checkpoint import read_checkpoint_file, read_resumable_checkpoint
+from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
+from utils.engine.evaluation import evaluate
+from utils.engine.precision import PRECISIONS, resolve_precision
+from utils.engine.run_log import JsonLines, setup_logging, write_json
+from utils.engine.training import TrainConfig, Trainer, TrainingError
 
-# Key fragments that only the released implementation's checkpoints have (MODEL.md section 7).
-RELEASED_KEY_MARKERS = ("module.clip.", "TemporalPrompt", "unified_prompt_embedding", "PromptTransformer",
-                        ".LoRA.", "prompt_embeddings", "visual_prompt_embedding", "text_prompt_proj_layer")
+# What the library raises for bad input (messages written for the user); main turns them into one line.
+USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,12 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pretrained_clip_name", default="ViT-B/32",
                      help="ViT-B/32, ViT-B/16 (looked up in --pretrained_dir) or a path to CLIP weights")
     run.add_argument("--init_model", default=None,
-                     help="start from these trained weights: a checkpoint of ours (ckpt_best.pt / ckpt_last.pt), "
-                          "a state dict, or a checkpoint of the released implementation")
+                     help="start from these trained weights: a run folder, a checkpoint of ours (ckpt_best.pt / "
+                          "ckpt_last.pt), a state dict, or a checkpoint of the released implementation")
     run.add_argument("--resume", default=None,
                      help="continue an interrupted run from this ckpt_last.pt (or its folder), at the exact step")
     run.add_argument("--seed", type=int, default=42)
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--device", default="auto", help=DEVICE_HELP + " (under torchrun: each process's own GPU)")
     run.add_argument("--num_thread_reader", type=int, default=4, help="DataLoader worker processes per process")
     run.add_argument("--n_display", type=int, default=50, help="log the training state every this many steps")
     run.add_argument("--save_steps", type=int, default=0,
@@ -82,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="micro-steps per optimizer step (each micro-step's contrastive loss uses only its own "
                             "batch_size x processes pairs as negatives)")
     optim.add_argument("--clip_grad_norm", type=float, default=1.0, help="gradient norm clipping (0: off)")
-    optim.add_argument("--precision", choices=("amp", "bf16", "fp32"), default="amp",
-                       help="amp: float16 autocast + loss scaling on CUDA (bfloat16 on the CPU); bf16; fp32")
+    optim.add_argument("--precision", choices=PRECISIONS, default="amp",
+                       help="amp: float16 autocast + loss scaling on CUDA (bfloat16 on the CPU); fp16; bf16; fp32 "
+                            "(utils/engine/precision.py)")
     optim.add_argument("--freeze_clip", action=argparse.BooleanOptionalAction, default=True,
                        help="keep the CLIP backbone frozen (--no-freeze_clip trains it at lr * coef_lr)")
     optim.add_argument("--ddp_find_unused_parameters", action=argparse.BooleanOptionalAction, default=True,
@@ -110,12 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Fail before any slow work when a named input does not exist."""
-    if args.init_model and not Path(args.init_model).is_file():
-        raise SystemExit(f"error: --init_model: checkpoint not found: {args.init_model}")
+    if args.init_model and not Path(args.init_model).exists():
+        raise FileNotFoundError(f"--init_model: checkpoint not found: {args.init_model}")
     if args.resume and not (Path(args.resume).is_file() or (Path(args.resume) / "ckpt_last.pt").is_file()):
-        raise SystemExit(f"error: --resume: checkpoint not found: {args.resume}")
+        raise FileNotFoundError(f"--resume: checkpoint not found: {args.resume}")
     if args.features_path and not args.lmdb_dataset and not Path(args.features_path).is_dir():
-        raise SystemExit(f"error: --features_path: video folder not found: {args.features_path}")
+        raise FileNotFoundError(f"--features_path: video folder not found: {args.features_path}")
 
 
 def _seed_everything(seed: int) -> None:
@@ -124,70 +124,35 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load_clip(args: argparse.Namespace):
-    try:
-        return load_clip(args.pretrained_clip_name, args.pretrained_dir)
-    except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
-    except ValueError as error:
-        raise SystemExit(f"error: cannot load CLIP weights: {error}") from None
-
-
-def _build_split(args: argparse.Namespace, split: str):
-    try:
-        return build_dataset(args, split)
-    except (DataFileError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {split} data: {error}") from None
-
-
-def _load_weights(model: torch.nn.Module, path: str, pretrained: list[torch.Tensor]) -> str:
-    """--init_model: our checkpoint, a plain state dict of our names, or a released checkpoint. Returns its kind."""
-    payload = load_checkpoint(path, "--init_model")
-    if is_our_checkpoint(payload):
-        load_learned_state(model, payload["model"], pretrained, f"--init_model {path}")
-        return "checkpoint"
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SystemExit(f"error: --init_model {path}: not a checkpoint or state dict")
-    if any(marker in key for key in state for marker in RELEASED_KEY_MARKERS):
-        from utils.convert_released_checkpoint import load_released_checkpoint
-        try:
-            load_released_checkpoint(model, state)
-        except ValueError as error:
-            raise SystemExit(f"error: --init_model {path}: {error}") from None
-        return "released checkpoint"
-    load_learned_state(model, state, pretrained, f"--init_model {path}")
-    return "state dict"
-
-
 def _same_data(a, b) -> bool:
     return list(a.video_ids) == list(b.video_ids) and list(a.captions) == list(b.captions)
 
 
-def _build_model(args: argparse.Namespace, ctx: DistContext, log) -> tuple[torch.nn.Module, list[torch.Tensor]]:
-    """The model on its device, with --init_model loaded; also CLIP's own tensors (not saved in checkpoints)."""
+def _build_model(args: argparse.Namespace, ctx: DistContext, log) -> VideoTextModel:
+    """The model of the flags on its device, with --init_model loaded and CLIP unlocked with --no-freeze_clip."""
     _seed_everything(args.seed)  # identical model initialisation on every rank
-    clip = _load_clip(args)
-    args.image_resolution = clip.visual.input_resolution
-    pretrained = list(clip.parameters()) + list(clip.buffers())
-    model = build_model(args, clip)
-    if not args.freeze_clip:
-        for p in clip.parameters():
-            p.requires_grad_(True)
-    model.to(ctx.device)
+    config = ModelConfig.from_args(args)
+    clip = load_clip(args.pretrained_clip_name, args.pretrained_dir)
     if args.init_model:
-        log.info(f"loaded {_load_weights(model, args.init_model, pretrained)} {args.init_model}")
-    elif not args.do_train and any(p.requires_grad for p in model.parameters()):
-        log.warning("evaluating without --init_model: the prompt modules are at their random initialisation")
-    return model, pretrained
+        trained = load_trained(args.init_model, config=config, clip=clip)
+        model = trained.model
+        log.info(f"loaded {trained.kind} {trained.checkpoint}")
+    else:
+        model = create_model(config, clip)
+        if not args.do_train and config.uses_prompts:
+            log.warning("evaluating without --init_model: the prompt modules are at their random initialisation")
+    if not args.freeze_clip:
+        model.unlock_clip()
+    return model.to(ctx.device)
 
 
-def _train(args: argparse.Namespace, ctx: DistContext, model, pretrained, precision, metrics_log, eval_on,
+def _train(args: argparse.Namespace, ctx: DistContext, model, precision, metrics_log, eval_on,
            results: dict[str, Any], log):
     """--do_train (and --resume). Returns the val split (None without per-epoch evaluation) and whether the run
     was stopped early; on completion the model holds the best epoch's weights if there was a selection."""
-    train_set = _build_split(args, "train")
-    val_set = _build_split(args, "val") if args.eval_every_epoch else None
+    resolution = model.clip.visual.input_resolution
+    train_set = build_dataset(args, "train", resolution)
+    val_set = build_dataset(args, "val", resolution) if args.eval_every_epoch else None
     config = TrainConfig(
         batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, coef_lr=args.coef_lr, wd=args.wd,
         wd_exclude=args.wd_exclude, warmup_proportion=args.warmup_proportion,
@@ -195,16 +160,14 @@ def _train(args: argparse.Namespace, ctx: DistContext, model, pretrained, precis
         seed=args.seed, num_workers=args.num_thread_reader, n_display=args.n_display,
         save_steps=args.save_steps, stop_after_steps=args.stop_after_steps,
         find_unused_parameters=args.ddp_find_unused_parameters)
-    trainer = Trainer(model, train_set, ctx, config, precision, pretrained, str(args.output_dir), metrics_log,
+    trainer = Trainer(model, train_set, ctx, config, precision, str(args.output_dir), metrics_log,
                       args=dict(vars(args)))
     log.info(f"training: {len(train_set)} pairs, global batch {args.batch_size} x {ctx.world_size} processes x "
              f"{args.gradient_accumulation_steps} accumulation, {trainer.steps_per_epoch} steps per epoch, "
              f"{trainer.total_steps} steps")
     if args.resume:
-        payload = load_checkpoint(args.resume, "--resume")
-        if not is_our_checkpoint(payload):
-            raise SystemExit(f"error: --resume {args.resume}: not a checkpoint written by this code")
-        load_learned_state(model, payload["model"], pretrained, f"--resume {args.resume}")
+        payload = read_resumable_checkpoint(args.resume)
+        model.load_learned_state_dict(payload["model"], f"--resume {args.resume}")
         trainer.load_training_state(payload, args.resume)
         log.info(f"resumed at step {trainer.progress.global_step} (epoch {trainer.progress.epoch + 1}, "
                  f"step {trainer.progress.step_in_epoch} of it)")
@@ -212,8 +175,8 @@ def _train(args: argparse.Namespace, ctx: DistContext, model, pretrained, precis
     status = trainer.train(evaluate=(lambda: eval_on(val_set, "val")) if val_set is not None else None)
     results["train_seconds"] = time.time() - start
     if status == "finished" and trainer.progress.best_epoch is not None:
-        best = load_checkpoint(Path(args.output_dir) / "ckpt_best.pt", "ckpt_best.pt")
-        load_learned_state(model, best["model"], pretrained, "ckpt_best.pt")
+        best = read_checkpoint_file(Path(args.output_dir) / "ckpt_best.pt")
+        model.load_learned_state_dict(best["model"], "ckpt_best.pt")
         log.info(f"best val t2v R@1 {trainer.progress.best_value:.2f} at epoch {trainer.progress.best_epoch}")
         results.update(best_epoch=trainer.progress.best_epoch, best_val_t2v_R1=trainer.progress.best_value)
     elif status == "finished":
@@ -229,16 +192,18 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
     log = setup_logging(output_dir, ctx.is_main)
     log.info("arguments: " + " ".join(argv))
     log.info(f"{ctx.world_size} process(es), device {ctx.device}")
-    model, pretrained = _build_model(args, ctx, log)
+    model = _build_model(args, ctx, log)
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "total": sum(p.numel() for p in model.parameters())}
-    log.info(f"parameters: {counts['trainable']:,} trainable of {counts['total']:,}")
+              "total": sum(p.numel() for p in model.parameters()), "trainable_by_module": model.trainable_parameter_counts()}
+    log.info(f"parameters: {counts['trainable']:,} trainable of {counts['total']:,} "
+             f"({', '.join(f'{k} {v:,}' for k, v in counts['trainable_by_module'].items())})")
     precision = resolve_precision(args.precision, ctx.device)
     _seed_everything(args.seed + ctx.rank)  # per-rank random streams (dropout) from here on
     if ctx.is_main:
         write_json(output_dir / "hparams.json",
-                   {**vars(args), "world_size": ctx.world_size, "device": str(ctx.device),
-                    "parameters": counts, "torch": torch.__version__})
+                   {**vars(args), "model_config": model.config.to_dict(),
+                    "image_resolution": model.clip.visual.input_resolution, "world_size": ctx.world_size,
+                    "device": str(ctx.device), "parameters": counts, "torch": torch.__version__})
     metrics_log = JsonLines(output_dir / "metrics.jsonl", enabled=ctx.is_main)
 
     def eval_on(dataset, split, save_similarity=False):
@@ -248,11 +213,11 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
     results: dict[str, Any] = {}
     val_set = None
     if args.do_train:
-        val_set, stopped = _train(args, ctx, model, pretrained, precision, metrics_log, eval_on, results, log)
+        val_set, stopped = _train(args, ctx, model, precision, metrics_log, eval_on, results, log)
         if stopped:
             return results
     if args.do_eval:
-        test_set = _build_split(args, "test")
+        test_set = build_dataset(args, "test", model.clip.visual.input_resolution)
         test = eval_on(test_set, "test", args.save_similarity)
         results["test"] = test
         if val_set is not None:
@@ -270,12 +235,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (sys.argv when None), run, and return the results dict (also in eval_results.json)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    _check_paths(args)
-    ctx = init_distributed(args.device)
     try:
-        return run(args, ctx, argv)
-    finally:
-        cleanup_distributed()
+        _check_paths(args)
+        ctx = init_distributed(args.device)
+        try:
+            return run(args, ctx, argv)
+        finally:
+            cleanup_distributed()
+    except USER_ERRORS as error:
+        raise SystemExit(f"error: {one_line(error)}") from None
+
+
+def one_line(error: BaseException) -> str:
+    """The message of a library error on one line; an error re-raised by a DataLoader worker keeps only the
+    original message (its last line), not the worker's traceback."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

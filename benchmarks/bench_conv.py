@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models.fast_conv import ConvGeometry, conv3d, fft_is_cheaper  # noqa: E402
+from models.fast_conv import ConvGeometry, fft_is_cheaper, functional_conv3d  # noqa: E402
+from models.model_config import ModelConfig  # noqa: E402
 from models.spatial_prompt import SpatialPrompt  # noqa: E402
 from models.temporal_prompt import TemporalPrompt  # noqa: E402
 
@@ -68,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def model_layers(args: argparse.Namespace) -> tuple[SpatialPrompt, TemporalPrompt, list[Layer]]:
     grid = args.image_resolution // args.patch_size
-    spatial = SpatialPrompt(patch_size=args.patch_size, grid_size=grid)
-    temporal = TemporalPrompt(width=args.width, num_patches=grid * grid, prompt_length=4)
+    spatial = SpatialPrompt(args.patch_size, grid, ModelConfig())
+    temporal = TemporalPrompt(args.width, grid * grid, ModelConfig())
     b, t, size = args.batch, args.frames, args.image_resolution
     pixels, hidden = (b, 3, t, size, size), (b, spatial.conv1.out_channels, t, size, size)
     tokens, token_hidden = (b, 1, t, grid * grid, args.width), (b, temporal.conv1.out_channels, t, grid * grid,
@@ -86,7 +87,7 @@ def model_layers(args: argparse.Namespace) -> tuple[SpatialPrompt, TemporalPromp
 
 
 def apply(conv: nn.Conv3d, x: torch.Tensor, method: str) -> torch.Tensor:
-    return conv3d(x, conv.weight, conv.bias, conv.padding, method)
+    return functional_conv3d(x, conv.weight, conv.bias, conv.padding, method)
 
 
 def spatial_chain(spatial: SpatialPrompt, pixels: torch.Tensor, method: str) -> torch.Tensor:

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataloaders import add_data_args, build_dataset  # noqa: E402
 from dataloaders.synthetic import render_frame, write_video  # noqa: E402
+from models import add_model_args  # noqa: E402
 
 
 def textured_frames(rng: np.random.Generator, num_frames: int, height: int, width: int) -> np.ndarray:
@@ -98,11 +99,10 @@ def main(argv=None) -> int:
         root = args.video_root or scratch
         if not os.path.exists(os.path.join(root, "MSRVTT_data.json")):
             write_msrvtt_videos(root, args.num_videos, num_frames=30, height=224, width=398, fps=3)
-        data_args = add_data_args(argparse.ArgumentParser()).parse_args([
+        data_args = add_data_args(add_model_args(argparse.ArgumentParser())).parse_args([
             "--data_path", os.path.join(root, "MSRVTT_data.json"), "--features_path", os.path.join(root, "videos"),
             "--train_csv", os.path.join(root, "MSRVTT_train.9k.csv"), "--max_frames", str(args.max_frames)])
-        data_args.image_resolution = 224
-        dataset = build_dataset(data_args, "train")
+        dataset = build_dataset(data_args, "train", 224)
         mean_kb = np.mean([os.path.getsize(os.path.join(root, "videos", f)) for f in os.listdir(
             os.path.join(root, "videos"))]) / 1024
         rows = [time_loader(dataset, workers, args.batch_size, args.epochs) for workers in args.workers]

@@ -39,11 +39,11 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_conv import load_average, machine  # noqa: E402
+from models import ContrastiveLoss, ModelConfig, VideoTextModel, create_model  # noqa: E402
 from models.clip import CLIP, CLIPConfig  # noqa: E402
 from models.conv3d import CONV_IMPLS  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
-from models.video_text_model import VideoTextModel  # noqa: E402
-from utils.precision import Precision, resolve_precision  # noqa: E402
+from utils.engine.distributed import DEVICE_HELP, resolve_device  # noqa: E402
+from utils.engine.precision import PRECISIONS, Precision, resolve_precision  # noqa: E402
 
 CLIP_SIZES = {"vit_b_32": CLIPConfig.vit_b_32, "vit_b_16": CLIPConfig.vit_b_16, "tiny": CLIPConfig.tiny}
 WORKLOADS = ("clip_image", "stop_video", "stop_text", "train_step")
@@ -55,9 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="videos per call (default: 2 on CPU, 32 on CUDA)")
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--words", type=int, default=32, help="caption length in tokens")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "amp"), default=None,
-                        help="as in training (utils/precision.py); default fp32 on CPU, bf16 on CUDA")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="as in training (utils/engine/precision.py); default fp32 on CPU, bf16 on CUDA")
     parser.add_argument("--conv_impl", choices=CONV_IMPLS, default="auto", help="the model flag --conv_impl")
     parser.add_argument("--checkpoint_activations", action="store_true",
                         help="the model flag: recompute the visual blocks in the backward pass (training memory)")
@@ -69,7 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
-    args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as error:
+        parser.error(str(error))
     cuda = torch.device(args.device).type == "cuda"
     args.batch = args.batch or (32 if cuda else 2)
     args.precision = args.precision or ("bf16" if cuda else "fp32")
@@ -83,10 +86,9 @@ def build_models(config: CLIPConfig, frames: int, conv_impl: str, device: torch.
     """(CLIP, evaluation model, training model): both STOP models on the one frozen CLIP, same initial weights. The
     evaluation model is frozen too (FlopCounterMode's module tracker fails on no-grad views of trainable leaves)."""
     clip = CLIP(config).to(device)
-    options = ModelConfig.from_args(None, max_frames=frames, conv_impl=conv_impl,
-                                    checkpoint_activations=checkpoint_activations)
-    eval_model = VideoTextModel(clip, options).to(device).eval()
-    train_model = VideoTextModel(clip, options).to(device)
+    options = ModelConfig(max_frames=frames, conv_impl=conv_impl, checkpoint_activations=checkpoint_activations)
+    eval_model = create_model(options, clip).to(device).eval()
+    train_model = create_model(options, clip).to(device)
     train_model.load_state_dict(eval_model.state_dict())
     eval_model.requires_grad_(False)
     return clip, eval_model, train_model
@@ -110,7 +112,8 @@ def workload_runs(clip: CLIP, eval_model: VideoTextModel, train_model: VideoText
     if compile_models:
         encode_image, encode_video, encode_text, train_forward = (
             torch.compile(f) for f in (encode_image, encode_video, encode_text, train_model))
-    optimizer = torch.optim.AdamW([p for _, p in train_model.trainable_parameters()], lr=1e-4)
+    optimizer = torch.optim.AdamW([p for _, p in train_model.named_trainable_parameters()], lr=1e-4)
+    loss_fn = ContrastiveLoss()
 
     def evaluation(fn):
         def run():
@@ -121,8 +124,8 @@ def workload_runs(clip: CLIP, eval_model: VideoTextModel, train_model: VideoText
     def train_step():
         train_model.train()
         with precision.autocast():
-            loss = train_forward(ids, video, video_mask)
-        loss.backward()
+            text_features, video_features, logit_scale = train_forward(ids, video, video_mask)
+        loss_fn(text_features, video_features, logit_scale).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         eval_model.eval()

@@ -14,7 +14,7 @@ from . import activitynet, custom_csv, didemo, lsmdc, msrvtt, msvd, vatex
 from .annotations import Annotations, DataFileError
 from .retrieval_dataset import BadVideoError, BadVideoWarning, RetrievalDataset
 from .sources import FolderSource, LMDBSource
-from .video_reader import VideoReadError, load_clip, read_frames
+from .video_reader import VideoReadError, read_video_tensor, read_frames
 
 # --datatype -> function (args, split) -> Annotations
 DATASETS = {
@@ -27,12 +27,11 @@ DATASETS = {
     "csv": custom_csv.load_annotations,
 }
 SPLITS = ("train", "val", "test")
-DEFAULT_IMAGE_RESOLUTION = 224
 HOLDOUT_SEED = 0
 
 __all__ = ["DATASETS", "SPLITS", "Annotations", "BadVideoError", "BadVideoWarning", "DataFileError",
            "FolderSource", "LMDBSource", "RetrievalDataset", "VideoReadError", "add_data_args", "build_dataset",
-           "load_annotations", "load_clip", "read_frames", "video_source"]
+           "load_annotations", "read_frames", "read_video_tensor", "video_source"]
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -47,8 +46,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--train_csv", default=None, help="MSR-VTT: MSRVTT_train.9k.csv or .7k.csv; csv: training pairs")
     group.add_argument("--val_csv", default=None, help="MSR-VTT: MSRVTT_JSFUSION_test.csv; csv: validation pairs")
     group.add_argument("--test_csv", default=None, help="MSR-VTT and csv: the test split if not --val_csv")
-    group.add_argument("--max_words", type=int, default=32, help="caption length in tokens, SOT and EOT included")
-    group.add_argument("--max_frames", type=int, default=12, help="frames sampled per video")
     group.add_argument("--frame_sampling", default="release", choices=("release", "uniform"),
                        help="release: the released multi_segments_sampling (segments of N // T frames; "
                             "evaluation at int(tick / 2 + tick * x), tick = N / T); uniform: segments that cover "
@@ -89,12 +86,12 @@ def video_source(args) -> FolderSource | LMDBSource:
     return FolderSource(args.features_path)
 
 
-def build_dataset(args, split: str) -> RetrievalDataset:
-    """The `split` ("train", "val" or "test") of --datatype as a RetrievalDataset; training samples frames at
-    random, val and test at segment centres. Frame size: args.image_resolution (224 if unset)."""
+def build_dataset(args, split: str, resolution: int) -> RetrievalDataset:
+    """The `split` ("train", "val" or "test") of --datatype as a RetrievalDataset of frames of `resolution` px
+    (the model's input size); training samples frames at random, val and test at segment centres. Besides the
+    data flags, `args` carries the model's input flags --max_frames and --max_words (models.add_model_args)."""
     return RetrievalDataset(load_annotations(args, split), video_source(args), max_frames=args.max_frames,
-                            max_words=args.max_words,
-                            resolution=getattr(args, "image_resolution", None) or DEFAULT_IMAGE_RESOLUTION,
+                            max_words=args.max_words, resolution=resolution,
                             train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
                             name=f"{args.datatype} {split}",
                             frame_sampling=getattr(args, "frame_sampling", "release"))

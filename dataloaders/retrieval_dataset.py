@@ -11,7 +11,7 @@ from models.tokenizer import tokenize
 
 from .annotations import Annotations
 from .sampling import DEFAULT_FRAME_SAMPLING, check_sampling
-from .video_reader import VideoReadError, load_clip
+from .video_reader import VideoReadError, read_video_tensor
 
 MAX_RESAMPLE_ATTEMPTS = 100
 
@@ -90,7 +90,7 @@ class RetrievalDataset(Dataset):
             return None
         key = self.video_keys[video_index]
         try:
-            return load_clip(self.source.read(key), self.max_frames, self.resolution, train,
+            return read_video_tensor(self.source.read(key), self.max_frames, self.resolution, train,
                              sampling=self.frame_sampling)
         except VideoReadError as error:
             self._bad[video_index] = True

@@ -129,23 +129,6 @@ def synthetic_videos(num_train: int, num_test: int, seed: int = 0) -> list[Video
     return videos
 
 
-def random_stills(num_images: int, seed: int = 0, image_size: int | Sequence[int] = 64
-                  ) -> tuple[np.ndarray, list[str]]:
-    """(uint8 images [N, H, W, 3], captions such as "a red circle"): single frames of random colour, shape,
-    size, position and background, for teaching a tiny CLIP colours and shapes (not motion)."""
-    rng = random.Random(seed)
-    height, width = image_shape(image_size)
-    images, captions = [], []
-    for _ in range(num_images):
-        colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
-        size, _, background = _random_look(rng)
-        half = size * min(height, width)
-        position = (rng.uniform(half, width - 1 - half), rng.uniform(half, height - 1 - half))
-        images.append(render_frame(colour, shape, position, half, (height, width), background))
-        captions.append(f"a {colour} {shape}")
-    return np.stack(images), captions
-
-
 def write_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264") -> None:
     """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to a yuv420p video file with PyAV."""
     with av.open(path, "w") as container:

@@ -1,5 +1,5 @@
 """Videos given by the user (every video file under a folder, or the entries of a CSV) and a Dataset that reads
-them for the video encoder with the evaluation frame sampler (dataloaders.video_reader.load_clip)."""
+them for the video encoder with the evaluation frame sampler (dataloaders.video_reader.read_video_tensor)."""
 from __future__ import annotations
 
 import os
@@ -11,66 +11,74 @@ import torch
 from torch.utils.data import Dataset
 
 from dataloaders.sources import VIDEO_EXTENSIONS, FolderSource, list_video_files
-from dataloaders.video_reader import VideoReadError, load_clip
-from utils.embedding_store import Failure
+from dataloaders.annotations import DataFileError
+from dataloaders.video_reader import VideoReadError, read_video_tensor
 
 CSV_COLUMNS = ("video_path", "path", "video", "video_id")  # looked up in this order when --csv_column is not given
 
 
-class VideoFile(NamedTuple):
+class UserVideo(NamedTuple):
     """A video to embed: `id` (as stored) and its file `path`, None when it could not be found."""
 
     id: str
     path: str | None
 
 
-def videos_in_folder(root: str | os.PathLike) -> list[VideoFile]:
+class Failure(NamedTuple):
+    """A video that could not be embedded: `kind` is "missing", "empty", "unreadable" or "non-finite"."""
+
+    id: str
+    kind: str
+    reason: str
+
+
+def videos_in_folder(root: str | os.PathLike) -> list[UserVideo]:
     """Every file with a video extension under `root` (recursively), id = path relative to `root` (POSIX)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise SystemExit(f"error: video folder not found: {root}")
+        raise DataFileError(f"video folder not found: {root}")
     files = list_video_files(str(root))
     if not files:
-        raise SystemExit(f"error: no video files under {root} (looked for {', '.join(VIDEO_EXTENSIONS)})")
-    return [VideoFile(Path(f).relative_to(root).as_posix(), f) for f in files]
+        raise DataFileError(f"no video files under {root} (looked for {', '.join(VIDEO_EXTENSIONS)})")
+    return [UserVideo(Path(f).relative_to(root).as_posix(), f) for f in files]
 
 
 def videos_in_csv(csv_path: str | os.PathLike, column: str | None = None,
-                  video_dir: str | os.PathLike | None = None) -> list[VideoFile]:
+                  video_dir: str | os.PathLike | None = None) -> list[UserVideo]:
     """The entries of `column` of a CSV, id = the entry as written. With `video_dir` an entry is found as the
     data loaders find dataset videos (relative path, file name, or name without extension anywhere under it);
     without, it is a path relative to the CSV's folder (or absolute)."""
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
-        raise SystemExit(f"error: --csv: file not found: {csv_path}")
+        raise DataFileError(f"--csv: file not found: {csv_path}")
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise SystemExit(f"error: --csv {csv_path}: not a readable CSV ({' '.join(str(error).split())})") from None
+        raise DataFileError(f"--csv {csv_path}: not a readable CSV ({' '.join(str(error).split())})") from None
     if column is None:
         column = next((c for c in CSV_COLUMNS if c in table.columns), None)
         if column is None:
-            raise SystemExit(f"error: {csv_path}: no column named {' / '.join(CSV_COLUMNS)} (columns: "
+            raise DataFileError(f"{csv_path}: no column named {' / '.join(CSV_COLUMNS)} (columns: "
                              f"{list(table.columns)}); name the column of video paths with --csv_column")
     elif column not in table.columns:
-        raise SystemExit(f"error: {csv_path}: no column {column!r} (columns: {list(table.columns)})")
+        raise DataFileError(f"{csv_path}: no column {column!r} (columns: {list(table.columns)})")
     entries = list(dict.fromkeys(e.strip() for e in table[column] if e.strip()))
     if not entries:
-        raise SystemExit(f"error: {csv_path}: column {column!r} lists no video")
+        raise DataFileError(f"{csv_path}: column {column!r} lists no video")
     if video_dir is not None:
         if not Path(video_dir).expanduser().is_dir():
-            raise SystemExit(f"error: --video_dir: video folder not found: {video_dir}")
+            raise DataFileError(f"--video_dir: video folder not found: {video_dir}")
         source = FolderSource(str(Path(video_dir).expanduser()))
-        return [VideoFile(e, source.locate(e)) for e in entries]
+        return [UserVideo(e, source.locate(e)) for e in entries]
     paths = [csv_path.parent / Path(e).expanduser() for e in entries]
-    return [VideoFile(e, str(p) if p.is_file() else None) for e, p in zip(entries, paths)]
+    return [UserVideo(e, str(p) if p.is_file() else None) for e, p in zip(entries, paths)]
 
 
 class VideoFileDataset(Dataset):
     """Items {"id", "video" float32 [T, 3, R, R], "video_mask" int64 [T]} or, for a video that cannot be read,
     {"id", "failure": Failure}. Frames at segment centres (the evaluation sampler), T = `max_frames`."""
 
-    def __init__(self, videos: list[VideoFile], max_frames: int, resolution: int):
+    def __init__(self, videos: list[UserVideo], max_frames: int, resolution: int):
         self.videos, self.max_frames, self.resolution = videos, max_frames, resolution
 
     def __len__(self) -> int:
@@ -81,7 +89,7 @@ class VideoFileDataset(Dataset):
         if video.path is None:
             return {"id": video.id, "failure": Failure(video.id, "missing", "file not found")}
         try:
-            frames, mask = load_clip(video.path, self.max_frames, self.resolution)
+            frames, mask = read_video_tensor(video.path, self.max_frames, self.resolution)
         except VideoReadError as error:
             return {"id": video.id, "failure": Failure(video.id, error.kind, error.reason)}
         except Exception as error:  # any other decoding failure is a bad video too, never fatal

@@ -15,7 +15,7 @@ from .sampling import DEFAULT_FRAME_SAMPLING, check_sampling, segment_indices
 from .transforms import frames_to_tensor
 
 # A video to read: a file path, or the bytes of a whole file (from an LMDB).
-VideoFile = Union[str, os.PathLike, bytes]
+VideoInput = Union[str, os.PathLike, bytes]
 
 # A clean end of decoding this many frames (or 5% of them) short of the container's stated count is tolerated
 # (edit lists, rounded durations); more counts as a truncated file.
@@ -33,11 +33,11 @@ class VideoReadError(Exception):
         self.kind = kind
 
 
-def describe(video: VideoFile) -> str:
+def describe(video: VideoInput) -> str:
     return f"<{len(video)} bytes>" if isinstance(video, bytes) else os.fspath(video)
 
 
-def _open(video: VideoFile) -> av.container.InputContainer:
+def _open(video: VideoInput) -> av.container.InputContainer:
     name = describe(video)
     if isinstance(video, bytes):
         if not video:
@@ -195,18 +195,12 @@ class VideoInfo(NamedTuple):
     truncated: str | None
 
 
-def inspect_video(video: VideoFile) -> VideoInfo:
+def inspect_video(video: VideoInput) -> VideoInfo:
     """Decode every frame (for checking files); raises VideoReadError when the video cannot be opened."""
     with _open(video) as container:
         stated = stated_frame_count(container)
         result = _decode(container, [np.iinfo(np.int64).max], convert=False)
     return VideoInfo(result.decoded, stated, result.error, truncation_reason(result.decoded, stated, result.error))
-
-
-def count_frames(video: VideoFile) -> int:
-    """Number of frames that decode without error, counted by decoding the whole video (for checking files);
-    raises VideoReadError when the video cannot be opened."""
-    return inspect_video(video).decoded
 
 
 def _count_packets(container: av.container.InputContainer) -> tuple[int, str | None]:
@@ -219,7 +213,7 @@ def _count_packets(container: av.container.InputContainer) -> tuple[int, str | N
     return count, None
 
 
-def read_frames(video: VideoFile, num_segments: int, train: bool = False,
+def read_frames(video: VideoInput, num_segments: int, train: bool = False,
                 generator: torch.Generator | None = None, sampling: str = DEFAULT_FRAME_SAMPLING) -> np.ndarray:
     """uint8 RGB frames [K, H, W, 3], upright (display rotation applied), chosen by the `sampling` frame
     sampler (dataloaders.sampling), K = min(T, number of frames).
@@ -267,9 +261,9 @@ def read_frames(video: VideoFile, num_segments: int, train: bool = False,
     raise VideoReadError(name, "no frame could be decoded")
 
 
-def load_clip(video: VideoFile, max_frames: int, resolution: int, train: bool = False,
-              generator: torch.Generator | None = None,
-              sampling: str = DEFAULT_FRAME_SAMPLING) -> tuple[torch.Tensor, torch.Tensor]:
+def read_video_tensor(video: VideoInput, max_frames: int, resolution: int, train: bool = False,
+                      generator: torch.Generator | None = None,
+                      sampling: str = DEFAULT_FRAME_SAMPLING) -> tuple[torch.Tensor, torch.Tensor]:
     """A video as model input: (clip float32 [max_frames, 3, resolution, resolution], mask int64 [max_frames]).
 
     Videos with fewer than `max_frames` frames repeat their last frame (the release's clip(0..T-1, 0, N-1));

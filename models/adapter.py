@@ -11,7 +11,7 @@ from models.clip import ResidualAttentionBlock
 class Adapter(nn.Module):
     """scale * up(PReLU(down(x))): x [..., width] -> [..., width]."""
 
-    def __init__(self, width: int, hidden: int = 32, scale: float = 0.1):
+    def __init__(self, width: int, hidden: int, scale: float):
         super().__init__()
         self.down = nn.Linear(width, hidden)
         self.act = nn.PReLU()

@@ -270,13 +270,19 @@ def _is_torchscript_archive(path: Path) -> bool:
 
 
 def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of an OpenAI TorchScript archive, a torch.save state dict or a .safetensors file (as stored)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    if _is_torchscript_archive(path):
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    """Tensors of an OpenAI TorchScript archive, a torch.save state dict or a .safetensors file (as stored).
+    ValueError for a file that is none of these (truncated, another format, code-carrying pickle)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        if _is_torchscript_archive(path):
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated archives, foreign files and refused pickles raise many types
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"not a readable CLIP weights file (a TorchScript archive, a torch.save state dict or "
+                         f".safetensors; {type(error).__name__}: {first_line}); is it complete?") from None
     if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict):

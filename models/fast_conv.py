@@ -1,6 +1,6 @@
 """Exact 3-D convolution through 2-D FFTs, for the large "same"-padded kernels of STOP's prompts.
 
-`conv3d(x, weight, bias, padding, method)` computes exactly what `F.conv3d(x, weight, bias, padding=padding)`
+`functional_conv3d(x, weight, bias, padding, impl)` computes exactly what `F.conv3d(x, weight, bias, padding=padding)`
 computes (stride 1, dilation 1, groups 1, zero padding), to float32 rounding, in one of two ways:
 
 * `direct`: `F.conv3d` itself.
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-METHODS = ("auto", "direct", "fft")
+IMPLS = ("auto", "direct", "fft")
 FFT_RADICES = (2, 3, 5, 7)
 # Direct convolution runs this many times more FLOP/s than the FFT path runs its cost-model FLOPs (measured on a
 # 2-core AVX-512 CPU, torch 2.13 / MKL, STOP's shapes, docs/BENCHMARKS.md: 13-21 with several output channels,
@@ -114,21 +114,21 @@ def fft_is_cheaper(geometry: ConvGeometry, weight_cached: bool = False) -> bool:
     return geometry.direct_flops() > efficiency * geometry.fft_flops(weight_cached)
 
 
-def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           padding: int | tuple[int, int, int] = 0, method: str = "auto") -> torch.Tensor:
+def functional_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                      padding: int | tuple[int, int, int] = 0, impl: str = "auto") -> torch.Tensor:
     """x [B, C_in, D, H, W], weight [C_out, C_in, kd, kh, kw], bias [C_out] or None, zero padding (pd, ph, pw)
     -> [B, C_out, D + 2 pd - kd + 1, H + 2 ph - kh + 1, W + 2 pw - kw + 1], equal to F.conv3d (stride 1).
 
-    method: `direct` (F.conv3d), `fft`, or `auto` (`fft_is_cheaper`). The result is contiguous like F.conv3d's
+    impl: `direct` (F.conv3d), `fft`, or `auto` (`fft_is_cheaper`). The result is contiguous like F.conv3d's
     (downstream random ops such as dropout draw different numbers for differently laid out tensors)."""
-    if method not in METHODS:
-        raise ValueError(f"conv3d method {method!r} is not one of {list(METHODS)}")
+    if impl not in IMPLS:
+        raise ValueError(f"--conv_impl {impl!r} is not one of {list(IMPLS)}")
     padding = _check_padding(padding)
-    if method == "direct":
+    if impl == "direct":
         return F.conv3d(x, weight, bias, padding=padding)
     geometry = _geometry(x, weight, bias, padding)
     cached = _cache_allowed(x, weight, bias)
-    if method == "auto" and not fft_is_cheaper(geometry, weight_cached=cached):
+    if impl == "auto" and not fft_is_cheaper(geometry, weight_cached=cached):
         return F.conv3d(x, weight, bias, padding=padding)
     return _fft_conv3d(x, weight, bias, geometry, cached)
 

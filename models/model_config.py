@@ -1,19 +1,18 @@
-"""The model's command-line flags (the one source of their defaults) and the configuration resolved from them.
+"""The model's configuration: every option and hyperparameter with its default, and the flags generated from it.
 
-Flag names are the released implementation's. Three methods share one code base:
+Flag names are the released implementation's where it has them. Three methods share one code base:
 STOP (the defaults), DGL (`--temporal_prompt none`) and CLIP4Clip meanP on a frozen CLIP (`--prompt none`).
+`ModelConfig` is the one source of these defaults: `add_model_args` registers one flag per field, checkpoints
+save `dataclasses.asdict(config)`, and `ModelConfig.from_args` / `ModelConfig.from_dict` rebuild it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 from models.conv3d import CONV_IMPLS
-
-# Registered by the data helper's add_data_args; the model only reads it (transformer latent space: one set of
-# local prompts per frame).
-DEFAULT_MAX_FRAMES = 12
 
 PROMPTS = ("dgl", "none")
 TEMPORAL_PROMPTS = ("stop", "none")
@@ -36,98 +35,133 @@ def str_to_bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Register the model flags on `parser` and return it."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--prompt", choices=PROMPTS, default="dgl",
-                       help="dgl: DGL prompts (shared latent space, global prompts, adapters), optionally with STOP's "
-                            "spatial-temporal prompting (--temporal_prompt); none: no prompts, frozen CLIP with "
-                            "CLIP4Clip's meanP pooling (a zero-shot baseline)")
-    group.add_argument("--temporal_prompt", choices=TEMPORAL_PROMPTS + tuple(TEMPORAL_PROMPT_ALIASES), default="stop",
-                       help="stop (alias group2-2): intra-frame spatial + inter-frame temporal prompts (STOP); "
-                            "none: plain DGL")
-    group.add_argument("--shared_latent_space", choices=SHARED_LATENT_SPACES, default="transformer",
-                       help="how the layer prompts are generated: one transformer block over an embedding table "
-                            "(DGL-Transformer) or linear projections of shared visual prompts (DGL-Linear)")
-    group.add_argument("--text_prompt_length", type=int, default=8,
-                       help="text prompts per layer: the first half after SOT, the rest after the words")
-    group.add_argument("--local_each_frame_prompt_length", type=int, default=4,
-                       help="local visual prompts per frame and layer")
-    group.add_argument("--global_visual_prompt_length", type=int, default=4,
-                       help="global visual prompts (inserted at layer 0, attended by every frame)")
-    group.add_argument("--unified_transformer_layers", type=int, default=None,
-                       help="layers that receive fresh prompts (default: every layer of the CLIP, 12 for ViT-B)")
-    group.add_argument("--visual_output_type", choices=VISUAL_OUTPUT_TYPES, default="global_prompt0",
-                       help="video feature: global prompt 0, mean of the global prompts, mean of the frame CLS "
-                            "tokens, or mean of both")
-    group.add_argument("--lora", type=str_to_bool, default=True, metavar="{true,false}",
-                       help="adapters (named LoRA in the released code) in every visual and text block")
-    group.add_argument("--spatial_mask_grid", choices=SPATIAL_MASK_GRIDS, default="patch",
-                       help="cells of the spatial region mask: patch = the ViT patches; lattice = the released "
-                            "code's layout, pixel (r, c) in cell (r mod g, c mod g) (for its checkpoints)")
-    group.add_argument("--conv_impl", choices=CONV_IMPLS, default="auto",
-                       help="algorithm of STOP's prompt Conv3d layers, the same function to float32 rounding: "
-                            "direct = nn.Conv3d; fft = exact FFT convolution (models/fast_conv.py); auto = FFT where "
-                            "its cost model says it is cheaper")
-    group.add_argument("--checkpoint_activations", type=str_to_bool, default=False, metavar="{true,false}",
-                       help="recompute each visual block's activations in the backward pass instead of storing "
-                            "them (less memory, about one more forward of the blocks; the same gradients)")
-    return parser
+def kernel_size(value: str | tuple) -> tuple[int, int, int]:
+    """'3,11,11' (or a 3-sequence) -> (3, 11, 11): an odd Conv3d kernel (depth, height, width)."""
+    try:
+        sizes = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected three odd integers like 3,11,11, got {value!r}") from None
+    if len(sizes) != 3 or any(s < 1 or s % 2 == 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected three odd positive integers like 3,11,11, got {value!r}")
+    return sizes
 
 
-def model_defaults() -> dict:
-    """The defaults registered by add_model_args."""
-    return vars(add_model_args(argparse.ArgumentParser(add_help=False)).parse_args([]))
+def option(default, help: str, choices: tuple | None = None, group: str = "model", **extra):
+    """A ModelConfig field with the help text (and choices) of its flag."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "group": group, **extra})
+
+
+HYPER = "model hyperparameters (the released values; saved in checkpoints)"
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Resolved model options (build one with `ModelConfig.from_args`)."""
+    """Resolved model options; `ModelConfig()` is the released STOP."""
 
-    prompt: str
-    temporal_prompt: str
-    shared_latent_space: str
-    text_prompt_length: int
-    local_each_frame_prompt_length: int
-    global_visual_prompt_length: int
-    unified_transformer_layers: int | None
-    visual_output_type: str
-    lora: bool
-    spatial_mask_grid: str
-    max_frames: int
-    conv_impl: str
-    checkpoint_activations: bool
+    prompt: str = option("dgl", "dgl: DGL prompts (shared latent space, global prompts, adapters), optionally with "
+                                "STOP's spatial-temporal prompting (--temporal_prompt); none: no prompts, frozen CLIP "
+                                "with CLIP4Clip's meanP pooling (a zero-shot baseline)", PROMPTS)
+    temporal_prompt: str = option("stop", "stop (alias group2-2): intra-frame spatial + inter-frame temporal prompts "
+                                          "(STOP); none: plain DGL", TEMPORAL_PROMPTS + tuple(TEMPORAL_PROMPT_ALIASES))
+    shared_latent_space: str = option(
+        "transformer", "how the layer prompts are generated: one transformer block over an embedding table "
+                       "(DGL-Transformer) or linear projections of shared visual prompts (DGL-Linear)",
+        SHARED_LATENT_SPACES)
+    text_prompt_length: int = option(8, "text prompts per layer: the first half after SOT, the rest after the words")
+    local_each_frame_prompt_length: int = option(4, "local visual prompts per frame and layer")
+    global_visual_prompt_length: int = option(4, "global visual prompts (inserted at layer 0, attended by every "
+                                                 "frame)")
+    unified_transformer_layers: int | None = option(
+        None, "layers that receive fresh prompts (default: every layer of the CLIP, 12 for ViT-B)", type=int)
+    visual_output_type: str = option("global_prompt0", "video feature: global prompt 0, mean of the global prompts, "
+                                                       "mean of the frame CLS tokens, or mean of both",
+                                     VISUAL_OUTPUT_TYPES)
+    lora: bool = option(True, "adapters (named LoRA in the released code) in every visual and text block")
+    spatial_mask_grid: str = option("patch", "cells of the spatial region mask: patch = the ViT patches; lattice = "
+                                             "the released code's layout, pixel (r, c) in cell (r mod g, c mod g) "
+                                             "(for its checkpoints)", SPATIAL_MASK_GRIDS)
+    max_frames: int = option(12, "frames sampled per video (the transformer latent space holds local prompts for "
+                                 "exactly this many)", group="model inputs")
+    max_words: int = option(32, "text length in tokens, SOT and EOT included", group="model inputs")
+    conv_impl: str = option("auto", "algorithm of STOP's prompt Conv3d layers, the same function to float32 "
+                                    "rounding: direct = nn.Conv3d; fft = exact FFT convolution (models/fast_conv.py); "
+                                    "auto = FFT where its cost model says it is cheaper", CONV_IMPLS,
+                            group="computation (same function, saved but free to change)")
+    checkpoint_activations: bool = option(False, "recompute each visual block's activations in the backward pass "
+                                                 "instead of storing them (less memory, about one more forward of "
+                                                 "the blocks; the same gradients)",
+                                          group="computation (same function, saved but free to change)")
+    spatial_top_k: int = option(6, "cells per frame the spatial region mask keeps", group=HYPER)
+    spatial_scale: float = option(0.05, "scale of the spatial (pixel) prompt", group=HYPER)
+    spatial_hidden_channels: int = option(9, "channels of the spatial prompt's hidden Conv3d layers", group=HYPER)
+    spatial_prompt_channels: int = option(16, "channels of the spatial prompt's last Conv3d", group=HYPER)
+    spatial_mlp_hidden: int = option(16, "hidden width of the spatial prompt's per-pixel MLP", group=HYPER)
+    spatial_kernel: tuple[int, int, int] = option((3, 11, 11), "Conv3d kernel (T, H, W) of the spatial prompt",
+                                                  group=HYPER)
+    spatial_score_kernel: tuple[int, int, int] = option((5, 11, 11), "Conv3d kernel of the region score",
+                                                        group=HYPER)
+    spatial_dropout: float = option(0.5, "dropout of the spatial prompt (applied three times, as released)",
+                                    group=HYPER)
+    temporal_scale: float = option(0.05, "scale of the inter-frame prompt", group=HYPER)
+    temporal_hidden_channels: int = option(9, "channels of the inter-frame prompt's hidden Conv3d", group=HYPER)
+    temporal_mlp_hidden: int = option(16, "hidden width of the inter-frame prompt's patch MLP", group=HYPER)
+    temporal_kernel: tuple[int, int, int] = option((3, 15, 25), "Conv3d kernel (T, N, W) of the inter-frame prompt",
+                                                   group=HYPER)
+    temporal_weight_kernel: tuple[int, int, int] = option((5, 11, 11), "Conv3d kernel of the frame weights",
+                                                          group=HYPER)
+    adapter_width: int = option(32, "bottleneck width of the adapters", group=HYPER)
+    adapter_scale: float = option(0.1, "scale of the adapters' output", group=HYPER)
 
     @classmethod
     def from_args(cls, args=None, **overrides) -> ModelConfig:
-        """Options from an argparse-style namespace (or None); attributes it lacks take add_model_args' defaults,
-        `max_frames` defaults to DEFAULT_MAX_FRAMES. Keyword overrides win over both."""
-        values = model_defaults()
-        values["max_frames"] = DEFAULT_MAX_FRAMES
-        values.update({name: getattr(args, name) for name in values if getattr(args, name, None) is not None})
-        values.update(overrides)
+        """Options from an argparse-style namespace (or None): attributes it lacks or sets to None take the
+        defaults; keyword overrides win over both."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+        return cls.from_dict({**values, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """A config from saved values (e.g. a checkpoint's); unknown names raise TypeError."""
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise TypeError(f"unknown model options: {unknown}")
         return cls(**values)
 
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (kernels as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
     def __post_init__(self):
         alias = TEMPORAL_PROMPT_ALIASES.get(self.temporal_prompt)
         if alias:
             object.__setattr__(self, "temporal_prompt", alias)
-        object.__setattr__(self, "lora", str_to_bool(self.lora))
-        object.__setattr__(self, "checkpoint_activations", str_to_bool(self.checkpoint_activations))
-        for name, allowed in (("prompt", PROMPTS), ("temporal_prompt", TEMPORAL_PROMPTS),
-                              ("shared_latent_space", SHARED_LATENT_SPACES),
-                              ("visual_output_type", VISUAL_OUTPUT_TYPES),
-                              ("spatial_mask_grid", SPATIAL_MASK_GRIDS), ("conv_impl", CONV_IMPLS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name} {getattr(self, name)!r} is not one of {list(allowed)}")
-        for name in ("text_prompt_length", "local_each_frame_prompt_length", "global_visual_prompt_length"):
+        for f in dataclasses.fields(self):
+            if isinstance(f.default, bool):
+                object.__setattr__(self, f.name, str_to_bool(getattr(self, f.name)))
+            elif isinstance(f.default, tuple):
+                try:
+                    object.__setattr__(self, f.name, kernel_size(getattr(self, f.name)))
+                except argparse.ArgumentTypeError as error:
+                    raise ValueError(f"--{f.name}: {error}") from None
+            choices = f.metadata["choices"]
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"--{f.name} {getattr(self, f.name)!r} is not one of {list(choices)}")
+        for name in ("text_prompt_length", "local_each_frame_prompt_length", "global_visual_prompt_length",
+                     "spatial_top_k"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_frames < 1:
-            raise ValueError(f"--max_frames must be >= 1, got {self.max_frames}")
+        for name in ("max_frames", "spatial_hidden_channels", "spatial_prompt_channels", "spatial_mlp_hidden",
+                     "temporal_hidden_channels", "temporal_mlp_hidden", "adapter_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_words < 2:
+            raise ValueError(f"--max_words must be >= 2 (SOT and EOT), got {self.max_words}")
+        if not 0 <= self.spatial_dropout < 1:
+            raise ValueError(f"--spatial_dropout must lie in [0, 1), got {self.spatial_dropout}")
         if self.unified_transformer_layers is not None and self.unified_transformer_layers < 1:
             raise ValueError(f"--unified_transformer_layers must be >= 1, got {self.unified_transformer_layers}")
         if self.visual_output_type in ("global_prompt0", "average_global_prompt") \
@@ -146,3 +180,29 @@ class ModelConfig:
     @property
     def uses_stop(self) -> bool:
         return self.uses_prompts and self.temporal_prompt == "stop"
+
+
+def _flag_type(field: dataclasses.Field):
+    if "type" in field.metadata:
+        return field.metadata["type"]
+    if isinstance(field.default, bool):
+        return str_to_bool
+    if isinstance(field.default, tuple):
+        return kernel_size
+    return type(field.default)
+
+
+def add_model_args(parser: argparse.ArgumentParser, defaults_from_config: bool = True) -> argparse.ArgumentParser:
+    """Register one flag per ModelConfig field on `parser` and return it. With defaults_from_config False every
+    flag defaults to None (= not given: the caller fills it in, e.g. from a checkpoint)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(ModelConfig):
+        meta = field.metadata
+        group = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        kind = _flag_type(field)
+        default = field.default if defaults_from_config else None
+        shown = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+        metavar = {str_to_bool: "{true,false}", kernel_size: "T,H,W"}.get(kind)
+        group.add_argument(f"--{field.name}", type=kind, default=default, choices=meta["choices"], metavar=metavar,
+                           help=f"{meta['help']} (default: {shown})")
+    return parser

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.clip import ResidualAttentionBlock, attention
-from models.conv3d import conv3d
+from models.conv3d import apply_conv3d
 
 
 def _is_int(value) -> bool:
@@ -159,7 +159,7 @@ class PaperSpatialPrompt(nn.Module):
 
     def score(self, volume: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """volume [B, W, T, g, g], A [B, T, N] -> score [B, T, N]."""
-        energy = from_volume(conv3d(self.score_conv, volume, self.conv_impl)).square().mean(dim=-1)  # M
+        energy = from_volume(apply_conv3d(self.score_conv, volume, self.conv_impl)).square().mean(dim=-1)  # M
         alpha = self.config.alpha
         return alpha * minmax_normalise(attention) + (1 - alpha) * minmax_normalise(energy)
 
@@ -168,7 +168,7 @@ class PaperSpatialPrompt(nn.Module):
         volume = to_volume(patches, self.grid_size)
         score = self.score(volume, attention)
         selected = top_k_mask(score.detach(), self.config.top_k)
-        prompt = self.mlp(self.act(from_volume(conv3d(self.conv, volume, self.conv_impl))))  # [B, T, N, W]
+        prompt = self.mlp(self.act(from_volume(apply_conv3d(self.conv, volume, self.conv_impl))))  # [B, T, N, W]
         prompt = prompt * self.config.spatial_scale * straight_through_one(score)[..., None]
         prompted = torch.where(selected[..., None], patches + prompt, patches)
         return torch.cat([tokens[:, :, :1], prompted], dim=2), selected
@@ -201,14 +201,14 @@ class PaperTemporalPrompt(nn.Module):
 
     def strength(self, diff: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
         """dh [B, T-1, N, W], selected [B, T, N] -> W^t [B, T-1] (>= 0)."""
-        response = from_volume(conv3d(self.score_conv, to_volume(diff, self.grid_size), self.conv_impl))
+        response = from_volume(apply_conv3d(self.score_conv, to_volume(diff, self.grid_size), self.conv_impl))
         weight = 1 + self.config.beta * selected[:, 1:].to(response.dtype)
         return (response.square().mean(dim=-1) * weight).mean(dim=-1)
 
     def prompts(self, diff: torch.Tensor) -> torch.Tensor:
         """dh [B, T-1, N, W] -> candidate tokens [B, T-1, K, W]; attention over the (T-1)*N tokens of a video."""
         mixed = attention(self.attention, diff.flatten(1, 2)).view_as(diff)
-        hidden = self.act(from_volume(conv3d(self.conv, to_volume(mixed, self.grid_size), self.conv_impl)))
+        hidden = self.act(from_volume(apply_conv3d(self.conv, to_volume(mixed, self.grid_size), self.conv_impl)))
         slots = self.to_slots(hidden.transpose(2, 3)).transpose(2, 3)  # [B, T-1, K, C]
         return self.to_width(slots) * self.config.temporal_scale
 

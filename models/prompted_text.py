@@ -14,15 +14,19 @@ from torch import nn
 
 from models.adapter import Adapter, mlp_with_adapter
 from models.clip import CLIP, attention
+from models.model_config import ModelConfig
 
 
 class PromptedTextEncoder(nn.Module):
-    """ids [B, Lw] + text prompts [Lp, Pt, Wt] -> [B, E]. Holds only the adapters; the frozen CLIP is passed in."""
+    """ids [B, Lw] + text prompts [Lp, Pt, Wt] -> [B, E]. Holds only the adapters (config.lora); the frozen CLIP is
+    passed in. Pt = config.text_prompt_length."""
 
-    def __init__(self, width: int, layers: int, prompt_length: int, use_adapters: bool):
+    def __init__(self, width: int, layers: int, config: ModelConfig):
         super().__init__()
-        self.prompt_length, self.prefix_length = prompt_length, prompt_length // 2
-        self.adapters = nn.ModuleList([Adapter(width) for _ in range(layers)] if use_adapters else [])
+        self.prompt_length = config.text_prompt_length
+        self.prefix_length = self.prompt_length // 2
+        self.adapters = nn.ModuleList([Adapter(width, config.adapter_width, config.adapter_scale)
+                                       for _ in range(layers)] if config.lora else [])
 
     def forward(self, clip: CLIP, ids: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         if prompts.shape[1] != self.prompt_length:

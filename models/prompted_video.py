@@ -17,12 +17,10 @@ from torch.utils.checkpoint import checkpoint
 
 from models.adapter import Adapter, mlp_with_adapter
 from models.clip import ResidualAttentionBlock, VisionTransformer
+from models.model_config import ModelConfig
 from models.prompt_generator import uniform_prompt_init_
 from models.spatial_prompt import SpatialPrompt
 from models.temporal_prompt import TemporalPrompt
-
-OUTPUT_TYPES = ("global_prompt0", "average_global_prompt", "average_frame_cls_token",
-                "average_global_prompt_and_frame_cls_token")
 
 
 class VideoDetails(NamedTuple):
@@ -69,28 +67,26 @@ def prompted_block(block: ResidualAttentionBlock, adapter: Adapter | None, x: to
 class PromptedVideoEncoder(nn.Module):
     """video [B, T, 3, H, W] + local prompts [Lp, T*Pl, W] -> [B, E].
 
-    Holds the global prompts, STOP's spatial and temporal prompts (when `use_stop`, their convolutions computed by
-    `conv_impl`) and the adapters; the frozen CLIP image encoder is passed in. Frames are used as given: padding
-    frames (video_mask 0) take part like the released implementation's, which ignores the mask.
-    checkpoint_blocks: when gradients are on, each visual block's activations are recomputed in the backward pass
-    instead of stored (`torch.utils.checkpoint`; the same gradients, less memory, one more block forward).
+    Holds the global prompts (config.global_visual_prompt_length), STOP's spatial and temporal prompts (when
+    config.uses_stop) and the adapters (config.lora); the frozen CLIP image encoder is passed in. Frames are used
+    as given: padding frames (video_mask 0) take part like the released implementation's, which ignores the mask.
+    config.checkpoint_activations: when gradients are on, each visual block's activations are recomputed in the
+    backward pass instead of stored (`torch.utils.checkpoint`; the same gradients, less memory, one more block
+    forward).
     """
 
-    def __init__(self, visual: VisionTransformer, local_length: int, global_length: int, output_type: str,
-                 use_stop: bool, use_adapters: bool, cell_layout: str = "patch", conv_impl: str = "direct",
-                 checkpoint_blocks: bool = False):
+    def __init__(self, visual: VisionTransformer, config: ModelConfig):
         super().__init__()
-        self.checkpoint_blocks = checkpoint_blocks
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"visual output type {output_type!r} is not one of {list(OUTPUT_TYPES)}")
-        self.local_length, self.global_length, self.output_type = local_length, global_length, output_type
-        self.global_prompts = nn.Parameter(torch.empty(global_length, visual.width))
+        self.checkpoint_blocks = config.checkpoint_activations
+        self.local_length, self.global_length = config.local_each_frame_prompt_length, config.global_visual_prompt_length
+        self.output_type = config.visual_output_type
+        self.global_prompts = nn.Parameter(torch.empty(self.global_length, visual.width))
         uniform_prompt_init_(self.global_prompts, visual.patch_size, visual.width)
-        self.spatial_prompt = (SpatialPrompt(visual.patch_size, visual.grid_size, cell_layout, conv_impl=conv_impl)
-                               if use_stop else None)
-        self.temporal_prompt = (TemporalPrompt(visual.width, visual.grid_size ** 2, local_length, conv_impl=conv_impl)
-                                if use_stop else None)
-        self.adapters = nn.ModuleList([Adapter(visual.width) for _ in range(visual.layers)] if use_adapters else [])
+        use_stop = config.uses_stop
+        self.spatial_prompt = SpatialPrompt(visual.patch_size, visual.grid_size, config) if use_stop else None
+        self.temporal_prompt = TemporalPrompt(visual.width, visual.grid_size ** 2, config) if use_stop else None
+        self.adapters = nn.ModuleList([Adapter(visual.width, config.adapter_width, config.adapter_scale)
+                                       for _ in range(visual.layers)] if config.lora else [])
 
     def forward(self, visual: VisionTransformer, video: torch.Tensor, local_prompts: torch.Tensor,
                 return_details: bool = False) -> torch.Tensor | tuple[torch.Tensor, VideoDetails]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.conv3d import conv3d
-
-CELL_LAYOUTS = ("patch", "lattice")
+from models.conv3d import apply_conv3d
+from models.model_config import ModelConfig
 
 
 def same_conv3d(in_channels: int, out_channels: int, kernel: tuple[int, int, int]) -> nn.Conv3d:
@@ -23,32 +22,29 @@ def same_conv3d(in_channels: int, out_channels: int, kernel: tuple[int, int, int
 class SpatialPrompt(nn.Module):
     """video [B, T, 3, H, W] (H = W = grid * patch) -> (prompted video [B, T, 3, H, W], cell mask [B, T, g, g]).
 
-    cell_layout: `patch` = cell (i, j) is the ViT patch of rows i*p .. i*p+p-1 and columns j*p .. j*p+p-1;
-    `lattice` = the released code's cells, pixel (r, c) in cell (r mod g, c mod g).
-    conv_impl: the convolution algorithm (models.conv3d.CONV_IMPLS), the same function either way.
+    From `config`: the spatial_* hyperparameters, conv_impl (the convolution algorithm, the same function either
+    way) and spatial_mask_grid, the cell layout: `patch` = cell (i, j) is the ViT patch of rows i*p .. i*p+p-1
+    and columns j*p .. j*p+p-1; `lattice` = the released code's cells, pixel (r, c) in cell (r mod g, c mod g).
     """
 
-    def __init__(self, patch_size: int, grid_size: int, cell_layout: str = "patch", top_k: int = 6,
-                 hidden_channels: int = 9, prompt_channels: int = 16, mlp_hidden: int = 16,
-                 kernel: tuple[int, int, int] = (3, 11, 11), score_kernel: tuple[int, int, int] = (5, 11, 11),
-                 dropout: float = 0.5, scale: float = 0.05, conv_impl: str = "direct"):
+    def __init__(self, patch_size: int, grid_size: int, config: ModelConfig):
         super().__init__()
-        if cell_layout not in CELL_LAYOUTS:
-            raise ValueError(f"cell layout {cell_layout!r} is not one of {list(CELL_LAYOUTS)}")
-        if not 0 <= top_k < grid_size * grid_size:
-            raise ValueError(f"the spatial mask keeps the top {top_k} cells per frame, so it needs a grid of more "
-                             f"than {top_k} cells; this CLIP has {grid_size} x {grid_size}")
-        self.patch_size, self.grid_size, self.cell_layout = patch_size, grid_size, cell_layout
-        self.top_k, self.scale, self.conv_impl = top_k, scale, conv_impl
-        self.conv1 = same_conv3d(3, hidden_channels, kernel)
-        self.conv2 = same_conv3d(hidden_channels, hidden_channels, kernel)
+        top_k, hidden, kernel = config.spatial_top_k, config.spatial_hidden_channels, config.spatial_kernel
+        if not top_k < grid_size * grid_size:
+            raise ValueError(f"the spatial mask keeps the top {top_k} cells per frame (--spatial_top_k), so it "
+                             f"needs a grid of more than {top_k} cells; this CLIP has {grid_size} x {grid_size}")
+        self.patch_size, self.grid_size, self.cell_layout = patch_size, grid_size, config.spatial_mask_grid
+        self.top_k, self.scale, self.conv_impl = top_k, config.spatial_scale, config.conv_impl
+        channels, mlp_hidden = config.spatial_prompt_channels, config.spatial_mlp_hidden
+        self.conv1 = same_conv3d(3, hidden, kernel)
+        self.conv2 = same_conv3d(hidden, hidden, kernel)
         self.act2 = nn.PReLU()
-        self.conv3 = same_conv3d(hidden_channels, hidden_channels, kernel)
+        self.conv3 = same_conv3d(hidden, hidden, kernel)
         self.act3 = nn.PReLU()
-        self.conv4 = same_conv3d(hidden_channels, prompt_channels, kernel)
-        self.mlp = nn.Sequential(nn.Linear(prompt_channels, mlp_hidden), nn.PReLU(), nn.Linear(mlp_hidden, 3))
-        self.dropout = nn.Dropout(dropout)
-        self.score_conv = same_conv3d(3, 1, score_kernel)
+        self.conv4 = same_conv3d(hidden, channels, kernel)
+        self.mlp = nn.Sequential(nn.Linear(channels, mlp_hidden), nn.PReLU(), nn.Linear(mlp_hidden, 3))
+        self.dropout = nn.Dropout(config.spatial_dropout)
+        self.score_conv = same_conv3d(3, 1, config.spatial_score_kernel)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.grid_size * self.patch_size
@@ -64,9 +60,9 @@ class SpatialPrompt(nn.Module):
     def prompt(self, volume: torch.Tensor) -> torch.Tensor:
         """volume [B, 3, T, H, W] -> P [B, T, 3, H, W]. The released code applies its last dropout twice."""
         impl = self.conv_impl
-        x = conv3d(self.conv2, conv3d(self.conv1, volume, impl), impl)
-        x = conv3d(self.conv3, self.act2(x), impl)
-        x = conv3d(self.conv4, self.act3(x), impl)
+        x = apply_conv3d(self.conv2, apply_conv3d(self.conv1, volume, impl), impl)
+        x = apply_conv3d(self.conv3, self.act2(x), impl)
+        x = apply_conv3d(self.conv4, self.act3(x), impl)
         x = self.dropout(x).permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]
         x = self.dropout(self.mlp(x)).permute(0, 1, 4, 2, 3)
         return self.dropout(x)
@@ -75,7 +71,7 @@ class SpatialPrompt(nn.Module):
         """volume [B, 3, T, H, W] -> bool [B, T, g, g]: per frame, the cells whose mean score is strictly greater
         than the (k+1)-th largest. A hard threshold: no gradient reaches score_conv (computed without a graph)."""
         with torch.no_grad():
-            score = conv3d(self.score_conv, volume, self.conv_impl).squeeze(1)  # [B, T, H, W]
+            score = apply_conv3d(self.score_conv, volume, self.conv_impl).squeeze(1)  # [B, T, H, W]
             b, t = score.shape[:2]
             g, p = self.grid_size, self.patch_size
             if self.cell_layout == "patch":

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from models.clip import attention
-from models.conv3d import conv3d
+from models.conv3d import apply_conv3d
+from models.model_config import ModelConfig
 from models.spatial_prompt import same_conv3d
 
 
@@ -27,19 +28,21 @@ def normalise_per_video(weights: torch.Tensor) -> torch.Tensor:
 
 class TemporalPrompt(nn.Module):
     """(tokens [B, T, 1 + N, W], cell mask [B, T, g, g]) -> (prompt [B, T * Pl, W], frame weights [B, T]).
-    conv_impl: the convolution algorithm (models.conv3d.CONV_IMPLS), the same function either way."""
+    From `config`: Pl (local_each_frame_prompt_length), the temporal_* hyperparameters and conv_impl (the
+    convolution algorithm, the same function either way)."""
 
-    def __init__(self, width: int, num_patches: int, prompt_length: int, hidden_channels: int = 9,
-                 mlp_hidden: int = 16, kernel: tuple[int, int, int] = (3, 15, 25),
-                 weight_kernel: tuple[int, int, int] = (5, 11, 11), scale: float = 0.05, conv_impl: str = "direct"):
+    def __init__(self, width: int, num_patches: int, config: ModelConfig):
         super().__init__()
-        self.prompt_length, self.scale, self.conv_impl = prompt_length, scale, conv_impl
+        self.prompt_length, self.scale = config.local_each_frame_prompt_length, config.temporal_scale
+        self.conv_impl = config.conv_impl
+        hidden, kernel = config.temporal_hidden_channels, config.temporal_kernel
         self.attention = nn.MultiheadAttention(width, width // 64)
-        self.weight_conv = same_conv3d(1, 1, weight_kernel)
-        self.conv1 = same_conv3d(1, hidden_channels, kernel)
+        self.weight_conv = same_conv3d(1, 1, config.temporal_weight_kernel)
+        self.conv1 = same_conv3d(1, hidden, kernel)
         self.act1 = nn.PReLU()
-        self.conv2 = same_conv3d(hidden_channels, 1, kernel)
-        self.mlp = nn.Sequential(nn.Linear(num_patches, mlp_hidden), nn.PReLU(), nn.Linear(mlp_hidden, prompt_length))
+        self.conv2 = same_conv3d(hidden, 1, kernel)
+        self.mlp = nn.Sequential(nn.Linear(num_patches, config.temporal_mlp_hidden), nn.PReLU(),
+                                 nn.Linear(config.temporal_mlp_hidden, self.prompt_length))
 
     def forward(self, tokens: torch.Tensor, cell_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, _, width = tokens.shape
@@ -47,13 +50,13 @@ class TemporalPrompt(nn.Module):
         volume = attention(self.attention, patches).view(b, 1, t, -1, width)  # [B, 1, T, N, W]
         weights = self.frame_weights(volume, cell_mask)
         impl = self.conv_impl
-        prompt = conv3d(self.conv2, self.act1(conv3d(self.conv1, volume, impl)), impl).squeeze(1)  # [B, T, N, W]
+        prompt = apply_conv3d(self.conv2, self.act1(apply_conv3d(self.conv1, volume, impl)), impl).squeeze(1)  # [B, T, N, W]
         prompt = self.mlp(prompt.transpose(2, 3)).transpose(2, 3)  # [B, T, Pl, W]
         prompt = prompt + prompt * weights[:, :, None, None]
         return prompt.reshape(b, t * self.prompt_length, width) * self.scale, weights
 
     def frame_weights(self, volume: torch.Tensor, cell_mask: torch.Tensor) -> torch.Tensor:
         """volume [B, 1, T, N, W], cell mask [B, T, g, g] -> w [B, T] in [0, 1]."""
-        response = conv3d(self.weight_conv, volume, self.conv_impl).squeeze(1)  # [B, T, N, W]
+        response = apply_conv3d(self.weight_conv, volume, self.conv_impl).squeeze(1)  # [B, T, N, W]
         response = response + response * cell_mask.flatten(2).unsqueeze(-1)
         return normalise_per_video(response.mean(dim=(2, 3)))

@@ -1,5 +1,6 @@
-"""The text-video retrieval model: a frozen CLIP, the trainable prompt modules, similarity and loss
-(MODEL.md section 6).
+"""The text-video retrieval model: a frozen CLIP and the trainable prompt modules; the model also owns what it
+learns (its learned state, CLIP locked or not) and how that is optimised (parameter groups). MODEL.md section 6.
+Build it through models.factory (create_model, load_trained).
 
 State-dict layout: `clip.*` (OpenAI's names, frozen), `prompt_generator.*`, `text_encoder.adapters.*`,
 `video_encoder.{global_prompts, spatial_prompt.*, temporal_prompt.*, adapters.*}`.
@@ -10,14 +11,16 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from models.checkpoints import CheckpointError
 from models.clip import CLIP
 from models.model_config import ModelConfig
 from models.prompt_generator import LayerPrompts, LinearPromptGenerator, TransformerPromptGenerator
 from models.prompted_text import PromptedTextEncoder
 from models.prompted_video import PromptedVideoEncoder, VideoDetails
+
+WD_EXCLUDES = ("bias", "bias_and_1d")
 
 
 class VideoTextModel(nn.Module):
@@ -45,12 +48,8 @@ class VideoTextModel(nn.Module):
         else:
             self.prompt_generator = LinearPromptGenerator(
                 visual.width, text_width, layers, config.local_each_frame_prompt_length, visual.patch_size)
-        self.text_encoder = PromptedTextEncoder(text_width, clip.transformer.layers, config.text_prompt_length,
-                                                config.lora)
-        self.video_encoder = PromptedVideoEncoder(
-            visual, config.local_each_frame_prompt_length, config.global_visual_prompt_length,
-            config.visual_output_type, config.uses_stop, config.lora, config.spatial_mask_grid, config.conv_impl,
-            config.checkpoint_activations)
+        self.text_encoder = PromptedTextEncoder(text_width, clip.transformer.layers, config)
+        self.video_encoder = PromptedVideoEncoder(visual, config)
 
     def prompts(self, num_frames: int) -> LayerPrompts:
         """The layer prompts (input independent): text [Lp, Pt, Wt], visual local [Lp, num_frames * Pl, W].
@@ -101,40 +100,76 @@ class VideoTextModel(nn.Module):
         mask = video_mask.to(frames.dtype).unsqueeze(-1)
         return (frames * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
-    def forward(self, ids: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE loss of a batch of matching (text, video) pairs; the prompts are generated once."""
+    def forward(self, ids: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(text features [B, E], video features [B, E], logit scale exp(clip.logit_scale)) of a batch, the prompts
+        generated once for both encoders; the loss is models.loss.ContrastiveLoss."""
         prompts = self.prompts(video.shape[1]) if self.prompt_generator is not None else None
-        return self.loss_from_features(self.encode_text(ids, prompts), self.encode_video(video, video_mask,
-                                                                                         prompts=prompts))
+        return (self.encode_text(ids, prompts), self.encode_video(video, video_mask, prompts=prompts),
+                self.clip.logit_scale.exp())
 
-    @staticmethod
-    def similarity(text_features: torch.Tensor, video_features: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity [Nt, Nv] of raw features [Nt, E] and [Nv, E]."""
-        return F.normalize(text_features, dim=-1) @ F.normalize(video_features, dim=-1).t()
+    # ------------------------------------------------------------------------------ what is learned
+    def unlock_clip(self) -> None:
+        """Train CLIP's own parameters too (`--no-freeze_clip`): they join the learned state and the clip_*
+        parameter groups."""
+        for parameter in self.clip.parameters():
+            parameter.requires_grad_(True)
 
-    def loss_from_features(self, text_features: torch.Tensor, video_features: torch.Tensor) -> torch.Tensor:
-        """Mean of the text->video and video->text cross-entropies of exp(logit_scale) * cosine, pair i matching
-        pair i. Pass all-gathered features to train on the global batch."""
-        if text_features.shape[0] != video_features.shape[0]:
-            raise ValueError(f"{text_features.shape[0]} texts and {video_features.shape[0]} videos: the loss needs "
-                             "matching pairs")
-        logits = self.clip.logit_scale.exp() * self.similarity(text_features, video_features)
-        targets = torch.arange(logits.shape[0], device=logits.device)
-        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
-
-    def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) of everything trained: all but the frozen CLIP."""
         return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
 
     def trainable_parameter_counts(self) -> dict[str, int]:
         """Trained parameter count per module (first two levels of the name, e.g. `video_encoder.adapters`)."""
         counts = Counter()
-        for name, parameter in self.trainable_parameters():
+        for name, parameter in self.named_trainable_parameters():
             counts[".".join(name.split(".")[:2])] += parameter.numel()
         return dict(counts)
 
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint must hold to rebuild this model on the same CLIP: every state_dict entry outside
+        `clip.` (trained tensors, and randomly initialised ones that receive no gradient), plus CLIP's parameters
+        when they are trained; detached CPU copies."""
+        state = self.state_dict(keep_vars=True)
+        return {name: value.detach().cpu().clone() for name, value in state.items()
+                if not name.startswith("clip.") or value.requires_grad}
 
-def build_model(args, clip: CLIP) -> VideoTextModel:
-    """The model described by `args` (argparse-style, or None; missing attributes take add_model_args' defaults)
-    on a loaded `clip` (models.clip.load_clip)."""
-    return VideoTextModel(clip, ModelConfig.from_args(args))
+    def load_learned_state_dict(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load `state` (our names; CLIP tensors in it overwrite the CLIP's). Every entry of learned_state_dict
+        must be present with this model's shape; `source` names the file in the CheckpointError otherwise."""
+        own = self.state_dict()
+        missing = sorted(set(self.learned_state_dict()) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{source} does not match the model built from these flags: {len(missing)} missing tensors "
+                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Use the model flags "
+                "of the run that wrote it (--temporal_prompt, --shared_latent_space, --max_frames, the prompt "
+                "lengths, --lora, the CLIP).")
+        wrong = [k for k, v in state.items() if v.shape != own[k].shape]
+        if wrong:
+            raise CheckpointError(f"{source}: shape mismatch for {wrong[:3]} (checkpoint {list(state[wrong[0]].shape)}"
+                                  f", model {list(own[wrong[0]].shape)}); use the same model flags and CLIP as "
+                                  "that run.")
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+
+    def param_groups(self, lr: float, coef_lr: float, weight_decay: float, wd_exclude: str = "bias") -> list[dict]:
+        """AdamW parameter groups over the trainable parameters, each with a "name" (empty groups dropped):
+        new_decay / new_no_decay (what STOP adds: lr), clip_decay / clip_no_decay (CLIP's own, trained only after
+        unlock_clip: lr * coef_lr). Weight decay (`wd_exclude`): "bias" (as released) exempts biases only, which
+        also decays prompt embeddings, PReLU slopes and LayerNorm weights (the released exclusion list names
+        `LayerNorm.weight`, which CLIP's `ln_*` never match); "bias_and_1d" also exempts every 1-D tensor."""
+        if wd_exclude not in WD_EXCLUDES:
+            raise ValueError(f"--wd_exclude {wd_exclude!r} is not one of {list(WD_EXCLUDES)}")
+        groups: dict[str, dict] = {}
+        for name, param in self.named_trainable_parameters():
+            origin = "clip" if name.startswith("clip.") else "new"
+            decay = not name.endswith("bias") and not (wd_exclude == "bias_and_1d" and param.ndim <= 1)
+            key = f"{origin}_{'decay' if decay else 'no_decay'}"
+            group = groups.setdefault(key, {"name": key, "params": [], "param_names": [],
+                                            "lr": lr * (coef_lr if origin == "clip" else 1.0),
+                                            "weight_decay": weight_decay if decay else 0.0})
+            group["params"].append(param)
+            group["param_names"].append(name)
+        return [groups[k] for k in ("new_decay", "new_no_decay", "clip_decay", "clip_no_decay") if k in groups]
+

@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as `python preprocess/<script>.py`: import 
 from dataloaders import DataFileError, add_data_args, load_annotations, video_source  # noqa: E402
 from dataloaders.sources import FolderSource, list_video_files  # noqa: E402
 from dataloaders.video_reader import VideoReadError, inspect_video  # noqa: E402
+from models import ModelConfig  # noqa: E402
 
 COLUMNS = ("video", "path", "status", "frames", "stated_frames", "detail")
 _source = None  # the video source of a worker process
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default="video_report.csv", help="CSV report to write")
     parser.add_argument("--all", action="store_true", help="report every video, not only the problems")
     parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max_frames", type=int, default=ModelConfig().max_frames,
+                        help="frames per clip of the model (the default of --min_frames)")
     add_data_args(parser)
     args = parser.parse_args(argv)
     if (args.folder is None) == (args.split is None):

@@ -29,7 +29,7 @@ rm -rf "$OUT/meanp" "$OUT/dgl" "$OUT/stop"  # the runs start afresh; data and ti
 python -m dataloaders.synthetic --output_root "$DATA" --num_train "${NUM_TRAIN:-240}" --num_test "${NUM_TEST:-48}" \
     --seed "$SEED" --image_size 64 --num_frames 12
 if [ ! -f "$OUT/tiny_clip_seed$SEED.pt" ]; then
-    python -m utils.tiny_clip_pretrain --output "$OUT/tiny_clip_seed$SEED.pt" --seed "$SEED" --steps "${CLIP_STEPS:-1500}"
+    python scripts/demo/tiny_clip_pretrain.py --output "$OUT/tiny_clip_seed$SEED.pt" --seed "$SEED" --steps "${CLIP_STEPS:-1500}"
 fi
 
 common=(--datatype msrvtt --train_csv "$DATA/MSRVTT_train.9k.csv" --data_path "$DATA/MSRVTT_data.json"
@@ -47,7 +47,7 @@ python main.py "${training[@]}" --temporal_prompt none "${common[@]}" --output_d
 echo "== 3/3 STOP: prompts trained, CLIP frozen"
 python main.py "${training[@]}" --temporal_prompt stop "${common[@]}" --output_dir "$OUT/stop"
 
-python -m utils.demo_report --metadata "$DATA/synthetic_metadata.json" --output_dir "$OUT" \
+python scripts/demo/report.py --metadata "$DATA/synthetic_metadata.json" --output_dir "$OUT" \
     --title "Demo on generated videos (seed $SEED)" \
     --runs "meanP (frozen CLIP)=$OUT/meanp" "DGL=$OUT/dgl" "STOP=$OUT/stop"
 summary="demo finished in $(( $(date +%s) - start )) s (load average at start $load_at_start, at end $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a))"

@@ -1,12 +1,131 @@
-"""Shared test helpers: OpenAI's reference CLIP modules (a dev dependency, loaded by file path) as oracles."""
+"""Shared test helpers: OpenAI's reference CLIP modules (a dev dependency, loaded by file path) as oracles; tiny
+models on random tiny CLIPs and their inputs (model tests); a tiny DGL model, an in-memory pair dataset and a
+Trainer factory (training, DDP and checkpoint tests). Test modules import them from here."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from models import ModelConfig, VideoTextModel, create_model
+from models.clip import CLIP, CLIPConfig
+from utils.engine.distributed import DistContext
+from utils.engine.precision import resolve_precision
+from utils.engine.run_log import JsonLines
+from utils.engine.training import TrainConfig, Trainer
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# ----------------------------------------------------------------------------------------- model tests
+TINY = CLIPConfig(embed_dim=32, image_resolution=24, vision_layers=3, vision_width=64, vision_patch_size=8,
+                  context_length=20, vocab_size=300, transformer_width=64, transformer_heads=1, transformer_layers=3)
+FRAMES, WORDS = 3, 10
+SOT, EOT = TINY.vocab_size - 2, TINY.vocab_size - 1
+
+
+def tiny_model(seed: int = 0, config: CLIPConfig = TINY, **options) -> VideoTextModel:
+    """A random tiny CLIP with the model of `options` (ModelConfig fields) on it, in eval mode."""
+    torch.manual_seed(seed)
+    clip = CLIP(config)
+    options.setdefault("max_frames", FRAMES)
+    return create_model(ModelConfig(**options), clip).eval()
+
+
+def video_batch(batch: int = 2, frames: int = FRAMES, seed: int = 1, size: int = TINY.image_resolution):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, frames, 3, size, size, generator=g), torch.ones(batch, frames, dtype=torch.long)
+
+
+def text_batch(lengths=(3, 8), words: int = WORDS, seed: int = 2) -> torch.Tensor:
+    """[SOT, `length` random words, EOT, 0 ...] per row."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(len(lengths), words, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        ids[row, 0], ids[row, length + 1] = SOT, EOT
+        ids[row, 1:length + 1] = torch.randint(1, SOT, (length,), generator=g)
+    return ids
+
+
+# ---------------------------------------------------------------------------- training, DDP, checkpoints
+TRAIN_FRAMES, TRAIN_WORDS = 2, 8
+
+
+def tiny_dgl_model(seed: int = 0, dropout: float = 0.0) -> torch.nn.Module:
+    """A DGL model on a random tiny CLIP, plus one trainable parameter that never gets a gradient (like STOP's
+    region-score conv) so the DDP path with unused parameters is exercised. ``dropout`` > 0 adds dropout on the
+    text features (DGL itself has none) so that tests see the model's random stream."""
+    torch.manual_seed(seed)
+    clip = CLIP(CLIPConfig.tiny())
+    model = create_model(ModelConfig(max_frames=TRAIN_FRAMES, temporal_prompt="none"), clip)
+    model.register_parameter("never_used", torch.nn.Parameter(torch.ones(3)))
+    if dropout:
+        clip.ln_final.register_forward_hook(lambda module, _, out: F.dropout(out, dropout, module.training))
+    return model
+
+
+class PairDataset(Dataset):
+    """``n`` random (caption ids, video) pairs with the item format and evaluation views of dataloaders."""
+
+    def __init__(self, n: int, seed: int = 0, resolution: int = 32):
+        gen = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1, 1000, (n, TRAIN_WORDS), generator=gen)
+        self.ids[:, 0] = 49406
+        self.ids[:, -1] = 49407
+        self.videos = torch.randn(n, TRAIN_FRAMES, 3, resolution, resolution, generator=gen)
+        self.video_ids = [f"video{i}" for i in range(n)]
+        self.captions = [f"caption {i}" for i in range(n)]
+        self.caption_to_video = torch.arange(n)
+        self.valid = torch.ones(n, dtype=torch.bool)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        # A random draw per item, like the training frame sampler: must be reproducible under resume.
+        jitter = 1 + 0.01 * torch.rand(())
+        return {"text": self.ids[i], "video": self.videos[i] * jitter,
+                "video_mask": torch.ones(TRAIN_FRAMES, dtype=torch.long), "video_index": i}
+
+    def text_view(self):
+        return [{"text": self.ids[i], "caption_index": i} for i in range(len(self))]
+
+    def video_view(self):
+        return [{"video": self.videos[i], "video_mask": torch.ones(TRAIN_FRAMES, dtype=torch.long), "video_index": i,
+                 "valid": bool(self.valid[i])} for i in range(len(self))]
+
+
+def train_config(**overrides) -> TrainConfig:
+    values = dict(batch_size=4, epochs=2, lr=1e-2, coef_lr=1e-3, wd=0.2, wd_exclude="bias", warmup_proportion=0.25,
+                  gradient_accumulation_steps=1, clip_grad_norm=1.0, seed=7, num_workers=0, n_display=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def make_trainer(out_dir: Path, ctx: DistContext | None = None, n: int = 12, dropout: float = 0.0,
+                 **overrides) -> Trainer:
+    ctx = ctx or DistContext()
+    model = tiny_dgl_model(dropout=dropout).to(ctx.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(1000 + ctx.rank)  # the per-rank random stream main.py sets up after building the model
+    return Trainer(model, PairDataset(n), ctx, train_config(**overrides), resolve_precision("fp32", ctx.device),
+                   output_dir=str(out_dir), metrics=JsonLines(out_dir / "metrics.jsonl", enabled=ctx.is_main))
+
+
+def step_logs(out_dir: Path, key: str = "loss") -> list[float]:
+    """``key`` ("loss", "grad_norm", "lr", ...) of every logged training step."""
+    lines = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r[key] for r in lines if r["kind"] == "train"]
+
+
+def learned(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in trainer.checkpoint(with_training_state=False)["model"].items()}
+
+
+# ------------------------------------------------------------------------------------ reference oracles
 
 
 def load_reference_module(name: str):

@@ -10,7 +10,9 @@ import numpy as np
 
 from dataloaders import add_data_args
 from dataloaders.synthetic import write_dataset
+from models import add_model_args
 
+RESOLUTION = 32  # the frame size the data tests ask for (main.py passes the model's input resolution)
 SYNTHETIC = {"num_train": 12, "num_test": 6, "seed": 0, "image_size": 32, "num_frames": 8, "fps": 4}
 
 
@@ -23,10 +25,9 @@ def synthetic_root(base: Path) -> Path:
     return root
 
 
-def data_args(*argv: str, image_resolution: int = 32, **overrides) -> argparse.Namespace:
-    """The parsed data flags, with image_resolution (main.py's job) set."""
-    args = add_data_args(argparse.ArgumentParser()).parse_args(list(argv))
-    args.image_resolution = image_resolution
+def data_args(*argv: str, **overrides) -> argparse.Namespace:
+    """The parsed data flags and the model's input flags (--max_frames, --max_words), as main.py parses them."""
+    args = add_data_args(add_model_args(argparse.ArgumentParser())).parse_args(list(argv))
     for name, value in overrides.items():
         setattr(args, name, value)
     return args

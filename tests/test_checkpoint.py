@@ -1,5 +1,5 @@
-"""Checkpoint files (atomic writes, RNG round trip, loading checks, released checkpoints through main's loader)
-and the resumable data order."""
+"""Checkpoint files (atomic writes, RNG round trip, learned state and its loading checks) and the resumable data
+order. Reading every weights layout through the factory: tests/test_factory.py."""
 from __future__ import annotations
 
 import random
@@ -9,19 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from main import _load_weights
-from tests.test_train import PairDataset, tiny_model
-from utils.checkpoint import (
-    FORMAT,
-    capture_rng_state,
-    learned_state,
-    load_checkpoint,
-    load_learned_state,
-    restore_rng_state,
-    save_atomic,
-)
-from utils.convert_released_checkpoint import to_released_state_dict
-from utils.data_order import ResumableEpochSampler, SeededItems
+from models.checkpoints import FORMAT, CheckpointError
+from tests.conftest import PairDataset, tiny_dgl_model
+from utils.engine.checkpoint import capture_rng_state, read_resumable_checkpoint, restore_rng_state, save_atomic
+from utils.engine.data_order import ResumableEpochSampler, SeededItems
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -52,46 +43,39 @@ def test_rng_state_round_trip_survives_weights_only_load(tmp_path):
 
 
 def test_learned_state_excludes_frozen_clip_and_loading_checks_names_and_shapes():
-    model = tiny_model()
-    pretrained = list(model.clip.parameters())
-    state = learned_state(model, pretrained)
+    model = tiny_dgl_model()
+    state = model.learned_state_dict()
     assert state and not any(k.startswith("clip.") for k in state)
     assert set(state) == {n for n, p in model.named_parameters() if p.requires_grad}
-    other = tiny_model(seed=1)
-    load_learned_state(other, state, list(other.clip.parameters()), "test")
+    other = tiny_dgl_model(seed=1)
+    other.load_learned_state_dict(state, "test")
     assert all(torch.equal(other.state_dict()[k], v) for k, v in state.items())
 
     missing = dict(state)
     missing.pop("never_used")
-    with pytest.raises(SystemExit, match=r"test does not match .* 1 missing tensors \(e.g. \['never_used'\]\)"):
-        load_learned_state(other, missing, list(other.clip.parameters()), "test")
+    with pytest.raises(CheckpointError, match=r"test does not match .* 1 missing tensors \(e.g. \['never_used'\]\)"):
+        other.load_learned_state_dict(missing, "test")
     wrong = dict(state, never_used=torch.ones(4))
-    with pytest.raises(SystemExit, match=r"shape mismatch for \['never_used'\]"):
-        load_learned_state(other, wrong, list(other.clip.parameters()), "test")
+    with pytest.raises(CheckpointError, match=r"shape mismatch for \['never_used'\]"):
+        other.load_learned_state_dict(wrong, "test")
 
 
-def test_load_checkpoint_messages(tmp_path):
-    with pytest.raises(SystemExit, match="--resume: checkpoint not found: .*ckpt_last.pt"):
-        load_checkpoint(tmp_path, "--resume")
+def test_unlocked_clip_joins_the_learned_state():
+    model = tiny_dgl_model()
+    model.unlock_clip()
+    state = model.learned_state_dict()
+    assert {k for k in state if k.startswith("clip.")} == {n for n, _ in model.clip.named_parameters(prefix="clip")}
+
+
+def test_resumable_checkpoint_messages(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no ckpt_last.pt in folder"):
+        read_resumable_checkpoint(tmp_path)
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="--init_model: cannot read .*broken.pt as a checkpoint"):
-        load_checkpoint(tmp_path / "broken.pt", "--init_model")
-
-
-def test_init_model_accepts_ours_plain_and_released(tmp_path):
-    source = tiny_model(seed=3)
-    del source.never_used  # the released format has no such tensor
-    trained = learned_state(source, list(source.clip.parameters()))
-    ours = {"format": FORMAT, "model": trained}
-    released = {"state_dict": {"module." + k: v for k, v in to_released_state_dict(source.state_dict()).items()}}
-    for name, payload, kind in (("ours.pt", ours, "checkpoint"), ("plain.pt", trained, "state dict"),
-                                ("released.pth.tar", released, "released checkpoint")):
-        save_atomic(payload, tmp_path / name)
-        target = tiny_model(seed=4)
-        del target.never_used
-        assert _load_weights(target, str(tmp_path / name), list(target.clip.parameters())) == kind
-        for key, value in trained.items():
-            assert torch.equal(target.state_dict()[key], value), (name, key)
+    with pytest.raises(CheckpointError, match="cannot read .*broken.pt as a checkpoint"):
+        read_resumable_checkpoint(tmp_path / "broken.pt")
+    save_atomic({"format": FORMAT, "model": {}}, tmp_path / "ckpt_best.pt")
+    with pytest.raises(CheckpointError, match="not a resumable checkpoint .*use ckpt_last.pt"):
+        read_resumable_checkpoint(tmp_path / "ckpt_best.pt")
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])

@@ -1,5 +1,6 @@
-"""The released-checkpoint converter on synthetic state dicts written from MODEL.md section 7 (key names and
-shapes of the released implementation), for the tiny CLIP of the model tests."""
+"""Released checkpoints on synthetic state dicts written from MODEL.md section 7 (key names and shapes of the
+released implementation), for the tiny CLIP of the model tests: read through the model factory (load_trained)
+and converted by the command-line converter."""
 
 import logging
 import subprocess
@@ -9,13 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_model_reference import FRAMES, TINY, tiny_model, video_batch
-from utils.convert_released_checkpoint import (
-    convert_released_state_dict,
-    load_released_checkpoint,
-    main,
-    to_released_state_dict,
-)
+from models import CheckpointError, ModelConfig, load_trained
+from models.checkpoints import convert_released_state_dict, to_released_state_dict
+from tests.conftest import FRAMES, TINY, tiny_model, video_batch
+from utils.convert_released_checkpoint import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,12 +73,21 @@ def released_state_dict(latent: str, ddp: bool = True, seed: int = 5) -> dict[st
     return {("module." if ddp else "") + k: v for k, v in state.items()}
 
 
+def load_released(folder: Path, released: dict, **options) -> torch.nn.Module:
+    """The model of `options` on a random tiny CLIP (seed 1), built by load_trained from `released` saved as the
+    released code saves it."""
+    path = folder / "released.pth.tar"
+    torch.save({"epoch": 5, "state_dict": released}, path)
+    trained = load_trained(path, config=ModelConfig(**{"max_frames": FRAMES, **options}), clip=tiny_model(seed=1).clip)
+    assert trained.kind == "released checkpoint"
+    return trained.model
+
+
 @pytest.mark.parametrize("latent", ["transformer", "linear"])
 @pytest.mark.parametrize("ddp", [True, False])
-def test_round_trip_through_the_model(latent, ddp):
+def test_round_trip_through_the_model(latent, ddp, tmp_path):
     released = released_state_dict(latent, ddp)
-    model = tiny_model(seed=1, shared_latent_space=latent, spatial_mask_grid="lattice")
-    load_released_checkpoint(model, released)
+    model = load_released(tmp_path, released, shared_latent_space=latent, spatial_mask_grid="lattice")
     prefix = "module." if ddp else ""
     p = {k[len(prefix):]: v for k, v in released.items()}
     pairs = [(model.video_encoder.global_prompts, p["clip.visual.prompt_embeddings"][0]),
@@ -113,21 +120,21 @@ def test_round_trip_through_the_model(latent, ddp):
     assert torch.isfinite(model.encode_video(*video_batch())).all()
 
 
-def test_checkpoint_that_does_not_fit_the_model_is_refused():
+def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
     released = released_state_dict("linear")
-    with pytest.raises(ValueError, match=r"missing in the checkpoint: \['prompt_generator.block"):
-        load_released_checkpoint(tiny_model(), released)
-    with pytest.raises(ValueError, match=r"shape mismatches: \['prompt_generator.embedding.weight"):
-        load_released_checkpoint(tiny_model(max_frames=4), released_state_dict("transformer"))
-    with pytest.raises(ValueError, match=r"not in this model: \[.*'video_encoder.spatial_prompt"):
-        load_released_checkpoint(tiny_model(temporal_prompt="none", shared_latent_space="linear"), released)
+    with pytest.raises(CheckpointError, match=r"missing tensors \(e.g. \['prompt_generator.block"):
+        load_released(tmp_path, released)
+    with pytest.raises(CheckpointError, match=r"shape mismatch for \['prompt_generator.embedding.weight'"):
+        load_released(tmp_path, released_state_dict("transformer"), max_frames=4)
+    with pytest.raises(CheckpointError, match=r"unexpected \(e.g. \[.*'video_encoder.spatial_prompt"):
+        load_released(tmp_path, released, temporal_prompt="none", shared_latent_space="linear")
     with pytest.raises(KeyError, match="'optimizer.step' is not a key of the released"):
         convert_released_state_dict({"optimizer.step": torch.zeros(1)})
 
 
-def test_patch_layout_model_gets_a_warning(caplog):
+def test_patch_layout_model_gets_a_warning(caplog, tmp_path):
     with caplog.at_level(logging.WARNING):
-        load_released_checkpoint(tiny_model(), released_state_dict("transformer"))
+        load_released(tmp_path, released_state_dict("transformer"))
     assert "--spatial_mask_grid lattice" in caplog.text
 
 
@@ -140,7 +147,8 @@ def test_command_line_converts_a_saved_checkpoint(tmp_path):
     converted = torch.load(tmp_path / "out" / "converted.pt", weights_only=True)
     expected = convert_released_state_dict(released)
     assert converted.keys() == expected.keys() and all(torch.equal(converted[k], expected[k]) for k in expected)
-    model = load_released_checkpoint(tiny_model(seed=1, spatial_mask_grid="lattice"), source)
+    model = load_trained(source, config=ModelConfig(max_frames=FRAMES, spatial_mask_grid="lattice"),
+                         clip=tiny_model(seed=1).clip).model
     assert torch.equal(model.state_dict()["prompt_generator.embedding.weight"],
                        released["module.clip.unified_prompt_embedding.weight"])
 

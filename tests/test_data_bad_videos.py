@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dataloaders import BadVideoError, BadVideoWarning, build_dataset
-from tests.data_fixtures import msrvtt_args, synthetic_root
+from tests.data_fixtures import RESOLUTION, msrvtt_args, synthetic_root
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +29,14 @@ def damaged(synthetic, tmp_path):
 
 def test_missing_videos_reported_when_built(damaged):
     with pytest.warns(BadVideoWarning, match=r"1 of 12 videos not found in .*videos \(e.g. video1\)"):
-        dataset = build_dataset(msrvtt_args(damaged, "--max_bad_video_fraction", "0.5"), "train")
+        dataset = build_dataset(msrvtt_args(damaged, "--max_bad_video_fraction", "0.5"), "train", RESOLUTION)
     assert dataset.bad_video_ids == ["video1"]
 
 
 def test_training_resamples_bad_videos_with_named_warnings(damaged):
     with pytest.warns(BadVideoWarning):
         dataset = build_dataset(msrvtt_args(damaged, "--max_bad_video_fraction", "0.5", "--max_frames", "4"),
-                                "train")
+                                "train", RESOLUTION)
     torch.manual_seed(0)
     with pytest.warns(BadVideoWarning) as caught:
         items = {index: dataset[index] for index in (1, 2, 3, 4)}
@@ -52,19 +52,19 @@ def test_training_resamples_bad_videos_with_named_warnings(damaged):
 
 def test_too_many_bad_videos_stop_with_a_clear_error(damaged):
     with pytest.warns(BadVideoWarning):
-        dataset = build_dataset(msrvtt_args(damaged, "--max_bad_video_fraction", "0.2"), "train")
+        dataset = build_dataset(msrvtt_args(damaged, "--max_bad_video_fraction", "0.2"), "train", RESOLUTION)
     with pytest.warns(BadVideoWarning), pytest.raises(BadVideoError, match=r"3 of 12 videos .* more than "
                                                                            r"--max_bad_video_fraction 0.2"):
         for index in range(12):
             dataset[index]
     with pytest.warns(BadVideoWarning), pytest.raises(BadVideoError, match="preprocess.check_videos"):
-        build_dataset(msrvtt_args(damaged, "--max_bad_video_fraction", "0.05"), "train")
+        build_dataset(msrvtt_args(damaged, "--max_bad_video_fraction", "0.05"), "train", RESOLUTION)
 
 
 def test_bad_videos_found_by_workers_are_counted_in_the_main_process(damaged):
     with pytest.warns(BadVideoWarning):
         dataset = build_dataset(msrvtt_args(damaged, "--max_bad_video_fraction", "0.5", "--max_frames", "2"),
-                                "train")
+                                "train", RESOLUTION)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
     indices = torch.cat([batch["video_index"] for batch in loader])
     assert len(indices) == 12 and not set(indices.tolist()) & {1, 2, 3}
@@ -74,7 +74,7 @@ def test_bad_videos_found_by_workers_are_counted_in_the_main_process(damaged):
 def test_video_view_marks_bad_videos_invalid(damaged):
     args = msrvtt_args(damaged, "--max_bad_video_fraction", "0.5", "--max_frames", "3")
     with pytest.warns(BadVideoWarning):
-        dataset = build_dataset(args, "train")
+        dataset = build_dataset(args, "train", RESOLUTION)
     view = dataset.video_view()
     with pytest.warns(BadVideoWarning, match="video3.mp4"):
         bad = view[3]

@@ -13,10 +13,10 @@ import torch
 
 from dataloaders import DATASETS, DataFileError, build_dataset
 from dataloaders.synthetic import write_video
-from dataloaders.video_reader import load_clip
+from dataloaders.video_reader import read_video_tensor
 from models.tokenizer import tokenize
 from preprocess.folder_to_lmdb import folder_to_lmdb
-from tests.data_fixtures import data_args, msrvtt_args, synthetic_root
+from tests.data_fixtures import RESOLUTION, data_args, msrvtt_args, synthetic_root
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +52,7 @@ def test_registry_has_every_dataset():
 
 
 def test_msrvtt_train_one_item_per_video_with_random_caption(synthetic):
-    dataset = build_dataset(msrvtt_args(synthetic, "--max_frames", "4"), "train")
+    dataset = build_dataset(msrvtt_args(synthetic, "--max_frames", "4"), "train", RESOLUTION)
     assert len(dataset) == 12 and len(dataset.captions) == 36 and dataset.video_ids[0] == "video0"
     assert dataset.caption_to_video.tolist() == [v for v in range(12) for _ in range(3)]
     torch.manual_seed(0)
@@ -67,14 +67,14 @@ def test_msrvtt_train_one_item_per_video_with_random_caption(synthetic):
 
 
 def test_msrvtt_expanded_sentences_one_item_per_pair(synthetic):
-    dataset = build_dataset(msrvtt_args(synthetic, "--expand_msrvtt_sentences", "--max_frames", "4"), "train")
+    dataset = build_dataset(msrvtt_args(synthetic, "--expand_msrvtt_sentences", "--max_frames", "4"), "train", RESOLUTION)
     assert len(dataset) == 36
     item = dataset[7]
     assert item["caption_index"] == 7 and item["video_index"] == 2
 
 
 def test_msrvtt_test_split_and_views(synthetic):
-    dataset = build_dataset(msrvtt_args(synthetic, "--max_words", "16", "--max_frames", "8"), "test")
+    dataset = build_dataset(msrvtt_args(synthetic, "--max_words", "16", "--max_frames", "8"), "test", RESOLUTION)
     with open(synthetic / "synthetic_metadata.json") as file:
         test_ids = [v["video_id"] for v in json.load(file) if v["split"] == "test"]
     assert dataset.video_ids == test_ids and len(dataset.captions) == 6
@@ -83,7 +83,7 @@ def test_msrvtt_test_split_and_views(synthetic):
     assert text["caption_index"] == 3 and torch.equal(text["text"], tokenize(dataset.captions[3], 16)[0])
     video = dataset.video_view()[2]
     assert video["valid"] and video["video_index"] == 2
-    expected, mask = load_clip(str(synthetic / "videos" / f"{test_ids[2]}.mp4"), 8, 32, train=False)
+    expected, mask = read_video_tensor(str(synthetic / "videos" / f"{test_ids[2]}.mp4"), 8, 32, train=False)
     torch.testing.assert_close(video["video"], expected, rtol=0, atol=0)
     assert torch.equal(video["video_mask"], mask) and mask.tolist() == [1] * 8
     # evaluation items are deterministic, training items sample frames at random
@@ -91,26 +91,26 @@ def test_msrvtt_test_split_and_views(synthetic):
 
 
 def test_truncated_caption_keeps_eot(synthetic):
-    dataset = build_dataset(msrvtt_args(synthetic, "--max_words", "5"), "test")
+    dataset = build_dataset(msrvtt_args(synthetic, "--max_words", "5"), "test", RESOLUTION)
     text = dataset.text_view()[0]["text"]
     assert text[0] == 49406 and text[-1] == 49407 and (text != 0).all()
 
 
 def test_holdout_validation_split_is_disjoint_from_training(synthetic):
     args = msrvtt_args(synthetic, "--holdout_val_videos", "3")
-    train, val = build_dataset(args, "train"), build_dataset(args, "val")
+    train, val = build_dataset(args, "train", RESOLUTION), build_dataset(args, "val", RESOLUTION)
     assert len(val.video_ids) == 3 and len(train.video_ids) == 9
     assert not set(val.video_ids) & set(train.video_ids)
     assert len(val.captions) == 9 and val.caption_to_video.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert not val.train and val.video_ids == build_dataset(args, "val").video_ids
+    assert not val.train and val.video_ids == build_dataset(args, "val", RESOLUTION).video_ids
 
 
 def test_lmdb_source_gives_the_same_items(synthetic, tmp_path):
     lmdb_path = tmp_path / "videos.lmdb"
     assert folder_to_lmdb(str(synthetic / "videos"), str(lmdb_path), progress=False) == 18
     assert folder_to_lmdb(str(synthetic / "videos"), str(lmdb_path), progress=False) == 0  # resumable
-    from_folder = build_dataset(msrvtt_args(synthetic), "test")
-    from_lmdb = build_dataset(msrvtt_args(synthetic, "--lmdb_dataset", str(lmdb_path)), "test")
+    from_folder = build_dataset(msrvtt_args(synthetic), "test", RESOLUTION)
+    from_lmdb = build_dataset(msrvtt_args(synthetic, "--lmdb_dataset", str(lmdb_path)), "test", RESOLUTION)
     assert torch.equal(from_lmdb.video_view()[4]["video"], from_folder.video_view()[4]["video"])
     loader = torch.utils.data.DataLoader(from_lmdb.video_view(), batch_size=3, num_workers=2)
     assert sum(batch["valid"].sum().item() for batch in loader) == 6
@@ -123,11 +123,11 @@ def test_activitynet_paragraphs_and_v_prefix(tmp_path, clip_file):
     (tmp_path / "val_1.json").write_text(json.dumps({"v_def": entry}))
     args = data_args("--datatype", "activitynet", "--data_path", str(tmp_path), "--features_path", str(videos),
                      "--max_frames", "4")
-    train = build_dataset(args, "train")
+    train = build_dataset(args, "train", RESOLUTION)
     assert train.video_ids == ["v_abc", "v_def"] and train.captions == ["A man runs. He stops.", "x"]
     assert train.video_keys == [str(videos / "abc.mp4"), str(videos / "v_def.mkv")]
     check_item(train[0], max_frames=4)
-    assert build_dataset(args, "test").video_ids == ["v_def"]
+    assert build_dataset(args, "test", RESOLUTION).video_ids == ["v_def"]
 
 
 def test_didemo_moments_grouped_into_paragraphs(tmp_path, clip_file):
@@ -138,7 +138,7 @@ def test_didemo_moments_grouped_into_paragraphs(tmp_path, clip_file):
     for split in ("train", "test"):
         (tmp_path / f"{split}_data.json").write_text(json.dumps(moments))
     args = data_args("--datatype", "didemo", "--data_path", str(tmp_path), "--features_path", str(videos))
-    test = build_dataset(args, "test")
+    test = build_dataset(args, "test", RESOLUTION)
     assert test.video_ids == ["a.mov", "b.mov"] and test.captions == ["first second", "only b"]
     assert test.video_view()[0]["valid"]
 
@@ -155,12 +155,12 @@ def test_multi_caption_datasets(tmp_path, clip_file, datatype):
         with open(tmp_path / "raw-captions.pkl", "wb") as file:
             pickle.dump({k: [c.split() for c in v] for k, v in captions.items()}, file)
     args = data_args("--datatype", datatype, "--data_path", str(tmp_path), "--features_path", str(videos))
-    train = build_dataset(args, "train")
+    train = build_dataset(args, "train", RESOLUTION)
     assert len(train) == 3 and train.captions == ["one a", "one b", "two"]
-    test = build_dataset(args, "test")
+    test = build_dataset(args, "test", RESOLUTION)
     assert test.video_ids == ["x3", "x1"]
     assert test.caption_to_video.tolist() == [0, 0, 0, 1, 1]
-    assert build_dataset(args, "val").video_ids == ["x3", "x1"]  # no val list: the test list
+    assert build_dataset(args, "val", RESOLUTION).video_ids == ["x3", "x1"]  # no val list: the test list
 
 
 def test_lsmdc_tab_separated_clips_in_movie_folders(tmp_path, clip_file):
@@ -170,7 +170,7 @@ def test_lsmdc_tab_separated_clips_in_movie_folders(tmp_path, clip_file):
              "1005_X_00.01\t0\t1\t0\t1\tSomeone sits."]
     (tmp_path / "LSMDC16_challenge_1000_publictect.csv").write_text("\n".join(lines) + "\n")
     args = data_args("--datatype", "lsmdc", "--data_path", str(tmp_path), "--features_path", str(videos))
-    test = build_dataset(args, "test")
+    test = build_dataset(args, "test", RESOLUTION)
     assert test.video_ids == [clip_id, "1005_X_00.01"] and test.captions[0] == "Someone walks in."
     assert test.video_keys[0] == str(videos / "1004_Juno" / f"{clip_id}.avi")
 
@@ -181,11 +181,11 @@ def test_custom_csv_relative_paths_and_shared_videos(tmp_path, clip_file):
                                         "cats/a.mp4,a small cat\n")
     args = data_args("--datatype", "csv", "--val_csv", str(tmp_path / "pairs.csv"), "--features_path",
                      str(videos))
-    test = build_dataset(args, "test")
+    test = build_dataset(args, "test", RESOLUTION)
     assert test.video_ids == ["cats/a.mp4", "dogs/b.mp4"] and test.caption_to_video.tolist() == [0, 1, 0]
     check_item(test[2])
     with pytest.raises(DataFileError, match="--train_csv"):
-        build_dataset(args, "train")
+        build_dataset(args, "train", RESOLUTION)
 
 
 MALFORMED = [  # (flag, split, file content, what the error says after the file name)
@@ -205,18 +205,18 @@ def test_malformed_annotations_name_file_and_row(tmp_path, synthetic, flag, spli
     bad = tmp_path / "annotations"
     bad.write_text(content)
     with pytest.raises(DataFileError, match=re.escape(str(bad)) + ": " + message):
-        build_dataset(msrvtt_args(synthetic, **{flag: str(bad)}), split)
+        build_dataset(msrvtt_args(synthetic, **{flag: str(bad)}), split, RESOLUTION)
 
 
 def test_malformed_lsmdc_line_is_named(tmp_path):
     (tmp_path / "LSMDC16_annos_val.csv").write_text("c1\t0\t1\t0\t1\tok\nc2\t0\t1\tbroken\n")
     args = data_args("--datatype", "lsmdc", "--data_path", str(tmp_path), "--features_path", str(tmp_path))
     with pytest.raises(DataFileError, match=r"LSMDC16_annos_val.csv: line 2: expected 6 tab-separated"):
-        build_dataset(args, "val")
+        build_dataset(args, "val", RESOLUTION)
 
 
 def test_missing_annotation_file_and_folder_name_the_flag(tmp_path, synthetic):
     with pytest.raises(DataFileError, match=r"nothing.csv: file not found \(set --train_csv\)"):
-        build_dataset(msrvtt_args(synthetic, train_csv=str(tmp_path / "nothing.csv")), "train")
+        build_dataset(msrvtt_args(synthetic, train_csv=str(tmp_path / "nothing.csv")), "train", RESOLUTION)
     with pytest.raises(DataFileError, match="set --features_path"):
-        build_dataset(msrvtt_args(synthetic, features_path=str(tmp_path / "none")), "test")
+        build_dataset(msrvtt_args(synthetic, features_path=str(tmp_path / "none")), "test", RESOLUTION)

@@ -17,9 +17,9 @@ import torch
 
 from dataloaders import BadVideoWarning, DataFileError, build_dataset, load_annotations
 from dataloaders.sampling import segment_indices
-from dataloaders.video_reader import VideoReadError, inspect_video, load_clip, read_frames
+from dataloaders.video_reader import VideoReadError, inspect_video, read_video_tensor, read_frames
 from preprocess import check_videos
-from tests.data_fixtures import (coded_frames, data_args, frame_index, msrvtt_args, synthetic_root,
+from tests.data_fixtures import (RESOLUTION, coded_frames, data_args, frame_index, msrvtt_args, synthetic_root,
                                  write_lossless_video)
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -41,7 +41,7 @@ def release_eval(clip_length: int, num_frames: int) -> list[int]:
 
 
 def padded(indices: list[int], length: int) -> list[int]:
-    """What load_clip makes of the indices: the last frame repeated up to `length`."""
+    """What read_video_tensor makes of the indices: the last frame repeated up to `length`."""
     return indices + [indices[-1]] * (length - len(indices))
 
 
@@ -51,7 +51,7 @@ def test_release_evaluation_indices_equal_the_release_for_every_length():
         for num_frames in range(1, 401):
             indices = segment_indices(num_frames, clip_length, train=False)
             assert padded(indices, clip_length) == release_eval(clip_length, num_frames), (clip_length, num_frames)
-            assert indices == sorted(set(indices))  # ascending, the repeats are load_clip's padding
+            assert indices == sorted(set(indices))  # ascending, the repeats are read_video_tensor's padding
             uniform = segment_indices(num_frames, clip_length, train=False, sampling="uniform")
             differ_from_uniform += padded(uniform, clip_length) != release_eval(clip_length, num_frames)
     assert differ_from_uniform == 492  # the evenly covering rule stays available, and is a different rule
@@ -110,10 +110,10 @@ def test_frame_sampling_flag_reaches_the_dataset(synthetic):
     clips = {}
     for sampling in ("release", "uniform"):
         flags = ("--max_frames", "3") + (("--frame_sampling", sampling) if sampling != "release" else ())
-        dataset = build_dataset(msrvtt_args(synthetic, *flags), "test")
+        dataset = build_dataset(msrvtt_args(synthetic, *flags), "test", RESOLUTION)
         assert dataset.frame_sampling == sampling
         item = dataset.video_view()[dataset.video_ids.index("video12")]
-        expected, _ = load_clip(video, 3, 32, sampling=sampling)
+        expected, _ = read_video_tensor(video, 3, 32, sampling=sampling)
         torch.testing.assert_close(item["video"], expected, rtol=0, atol=0)
         clips[sampling] = item["video"]
     assert segment_indices(8, 3, False) == [1, 4, 6] and segment_indices(8, 3, False, sampling="uniform") == [1, 3, 6]
@@ -158,7 +158,7 @@ def test_rotated_video_decodes_upright(upright, degrees, turns):
     np.testing.assert_array_equal(decoded, expected)
     with open(path, "rb") as file:  # LMDB bytes: the same
         np.testing.assert_array_equal(read_frames(file.read(), 6), expected)
-    clip, _ = load_clip(path, 6, 16)
+    clip, _ = read_video_tensor(path, 6, 16)
     assert clip.shape == (6, 3, 16, 16)
 
 
@@ -248,7 +248,7 @@ def test_empty_msrvtt_json_caption_is_named(synthetic, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(DataFileError, match=rf"MSRVTT_data\.json: sentences\[{rows[1]}\] \(caption 1 of video "
                                             r"video3\): empty caption"):
-        build_dataset(msrvtt_args(synthetic, data_path=str(path)), "train")
+        build_dataset(msrvtt_args(synthetic, data_path=str(path)), "train", RESOLUTION)
 
 
 @pytest.mark.parametrize("as_pickle", [False, True])
@@ -312,7 +312,7 @@ def test_training_reader_skips_truncated_files_as_bad_videos(truncated_folder, t
     table.write_text("video_path,caption\ncut.mp4,a cut video\ngood.mp4,a good video\ncut.mkv,another cut one\n")
     args = data_args("--datatype", "csv", "--train_csv", str(table), "--features_path", str(truncated_folder),
                      "--max_frames", "4", "--max_bad_video_fraction", "0.9", image_resolution=16)
-    dataset = build_dataset(args, "train")
+    dataset = build_dataset(args, "train", RESOLUTION)
     torch.manual_seed(0)
     with pytest.warns(BadVideoWarning, match="truncated"):
         items = [dataset[index] for index in range(3)]

@@ -9,7 +9,7 @@ from PIL import Image
 
 from dataloaders.sampling import segment_indices
 from dataloaders.transforms import CLIP_MEAN, CLIP_STD, center_crop_offsets, frames_to_tensor, resized_size
-from dataloaders.video_reader import VideoReadError, count_frames, load_clip, read_frames
+from dataloaders.video_reader import VideoReadError, inspect_video, read_frames, read_video_tensor
 from tests.data_fixtures import coded_frames, frame_index, write_lossless_video
 
 
@@ -75,7 +75,7 @@ def test_training_decode_matches_sampler_with_same_generator(videos):
 def test_container_without_frame_count_is_counted(videos):
     """An .mkv header has no frame count: the frames are counted from the packets first."""
     assert [frame_index(f) for f in read_frames(str(videos["mkv"]), 4)] == segment_indices(12, 4, False)
-    assert count_frames(str(videos["mkv"])) == 12
+    assert inspect_video(str(videos["mkv"])).decoded == 12
 
 
 def test_truncated_video_is_a_truncated_read_error_not_fewer_frames(videos, tmp_path):
@@ -84,7 +84,7 @@ def test_truncated_video_is_a_truncated_read_error_not_fewer_frames(videos, tmp_
     data = videos["faststart"].read_bytes()
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[: int(len(data) * 0.6)])
-    decodable = count_frames(str(truncated))
+    decodable = inspect_video(str(truncated)).decoded
     assert 4 <= decodable < 20
     with pytest.raises(VideoReadError, match=rf"after {decodable} of the 20 frames") as error:
         read_frames(str(truncated), 4)
@@ -96,7 +96,7 @@ def test_bytes_input_equals_file_input(videos):
 
 
 def test_clip_of_short_video_repeats_last_frame_and_masks_padding(videos):
-    clip, mask = load_clip(str(videos["short"]), 8, resolution=16)
+    clip, mask = read_video_tensor(str(videos["short"]), 8, resolution=16)
     assert clip.shape == (8, 3, 16, 16) and clip.dtype == torch.float32
     assert mask.tolist() == [1] * 5 + [0] * 3 and mask.dtype == torch.long
     for padded in range(5, 8):
@@ -106,7 +106,7 @@ def test_clip_of_short_video_repeats_last_frame_and_masks_padding(videos):
 
 def test_transform_without_resize_by_hand(videos):
     """Short side already the resolution: centre crop then (x / 255 - mean) / std, computed by hand."""
-    clip, _ = load_clip(str(videos["mp4"]), 4, resolution=16)
+    clip, _ = read_video_tensor(str(videos["mp4"]), 4, resolution=16)
     raw = coded_frames(20)[segment_indices(20, 4, False)]  # [4, 16, 24, 3]
     left = 4  # (24 - 16) / 2
     for t in range(4):

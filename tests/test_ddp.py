@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.test_train import PairDataset, learned, make_trainer, step_logs
-from utils.distributed import DistContext, cleanup_distributed, gather_uneven, init_distributed, shard_bounds
-from utils.evaluation import evaluate
-from utils.precision import resolve_precision
+from tests.conftest import PairDataset, learned, make_trainer, step_logs
+from utils.engine.distributed import DistContext, cleanup_distributed, gather_uneven, init_distributed, shard_bounds
+from utils.engine.evaluation import evaluate
+from utils.engine.precision import resolve_precision
 
 # (name, per-process batch with 2 processes, accumulation); the 1-process run uses twice the batch.
 CASES = [("plain", 2, 1), ("accumulated", 1, 2)]

@@ -1,4 +1,4 @@
-"""models.fast_conv: the FFT path equals F.conv3d (values and gradients), the method flag, the `auto` rule, the
+"""models.fast_conv: the FFT path equals F.conv3d (values and gradients), the impl flag, the `auto` rule, the
 weight-spectrum cache and its invalidation, half precision, bad input."""
 
 import gc
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from models import fast_conv
-from models.fast_conv import ConvGeometry, conv3d, fft_is_cheaper, fft_size
+from models.fast_conv import ConvGeometry, fft_is_cheaper, fft_size, functional_conv3d
 
 # (x shape [B, C_in, D, H, W], weight shape [C_out, C_in, kd, kh, kw], padding (pd, ph, pw))
 SHAPES = [
@@ -38,10 +38,10 @@ def random_conv(x_shape, w_shape, dtype=torch.float32, seed=0):
 def test_fft_forward_matches_conv3d(x_shape, w_shape, padding):
     x, weight, bias = random_conv(x_shape, w_shape)
     ref = F.conv3d(x, weight, bias, padding=padding)
-    out = conv3d(x, weight, bias, padding, method="fft")
+    out = functional_conv3d(x, weight, bias, padding, impl="fft")
     assert out.shape == ref.shape and out.dtype == torch.float32 and out.is_contiguous()
     assert relative_error(out, ref) < 1e-4
-    out_no_bias = conv3d(x, weight, None, padding, method="fft")
+    out_no_bias = functional_conv3d(x, weight, None, padding, impl="fft")
     assert relative_error(out_no_bias, F.conv3d(x, weight, None, padding=padding)) < 1e-4
 
 
@@ -52,14 +52,14 @@ def test_fft_gradients_match_conv3d(x_shape, w_shape, padding):
     inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
     ref = torch.autograd.grad(F.conv3d(*inputs, padding=padding), inputs, grad_out)
     inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
-    out = torch.autograd.grad(conv3d(*inputs, padding, method="fft"), inputs, grad_out)
+    out = torch.autograd.grad(functional_conv3d(*inputs, padding, impl="fft"), inputs, grad_out)
     for name, o, r in zip(("input", "weight", "bias"), out, ref):
         assert relative_error(o, r) < 1e-4, name
 
 
 def test_float64_is_exact_to_double_rounding():
     x, weight, bias = random_conv(*SHAPES[2][:2], dtype=torch.float64)
-    out = conv3d(x, weight, bias, SHAPES[2][2], method="fft")
+    out = functional_conv3d(x, weight, bias, SHAPES[2][2], impl="fft")
     assert out.dtype == torch.float64
     assert relative_error(out, F.conv3d(x, weight, bias, padding=SHAPES[2][2])) < 1e-12
 
@@ -71,18 +71,18 @@ def test_fft_path_through_an_nn_module_trains_like_direct():
     act = torch.nn.PReLU()
     video = torch.randn(2, 3, 4, 12, 10)
     grads = {}
-    for method in ("direct", "fft"):
-        y = conv3d(video, convs[0].weight, convs[0].bias, convs[0].padding, method)
-        y = conv3d(act(y), convs[1].weight, convs[1].bias, convs[1].padding, method)
+    for impl in ("direct", "fft"):
+        y = functional_conv3d(video, convs[0].weight, convs[0].bias, convs[0].padding, impl)
+        y = functional_conv3d(act(y), convs[1].weight, convs[1].bias, convs[1].padding, impl)
         params = [p for c in convs for p in c.parameters()] + [act.weight]
-        grads[method] = torch.autograd.grad(y.square().mean(), params)
+        grads[impl] = torch.autograd.grad(y.square().mean(), params)
     for g_direct, g_fft in zip(grads["direct"], grads["fft"]):
         assert relative_error(g_fft, g_direct) < 1e-4
 
 
 def test_direct_method_is_exactly_conv3d():
     x, weight, bias = random_conv(*SHAPES[0][:2])
-    assert torch.equal(conv3d(x, weight, bias, SHAPES[0][2], method="direct"),
+    assert torch.equal(functional_conv3d(x, weight, bias, SHAPES[0][2], impl="direct"),
                        F.conv3d(x, weight, bias, padding=SHAPES[0][2]))
 
 
@@ -104,11 +104,11 @@ def test_auto_rule_prefers_fft_for_large_kernels_and_direct_for_small_ones():
 def test_auto_method_follows_the_rule():
     x, weight, bias = random_conv((1, 4, 3, 48, 48), (4, 4, 3, 11, 11))
     assert fft_is_cheaper(ConvGeometry(1, 4, 4, (3, 48, 48), (3, 11, 11), (1, 5, 5)), weight_cached=True)
-    assert torch.equal(conv3d(x, weight, bias, (1, 5, 5), method="auto"),
-                       conv3d(x, weight, bias, (1, 5, 5), method="fft"))
+    assert torch.equal(functional_conv3d(x, weight, bias, (1, 5, 5), impl="auto"),
+                       functional_conv3d(x, weight, bias, (1, 5, 5), impl="fft"))
     x, weight, bias = random_conv((1, 2, 3, 40, 40), (2, 2, 1, 1, 1))
     assert not fft_is_cheaper(ConvGeometry(1, 2, 2, (3, 40, 40), (1, 1, 1), (0, 0, 0)), weight_cached=True)
-    assert torch.equal(conv3d(x, weight, bias, 0, method="auto"), F.conv3d(x, weight, bias))
+    assert torch.equal(functional_conv3d(x, weight, bias, 0, impl="auto"), F.conv3d(x, weight, bias))
 
 
 def test_fft_size_is_the_smallest_smooth_length():
@@ -136,20 +136,20 @@ def test_cache_reused_without_grad_and_invalidated_by_in_place_updates(monkeypat
     conv = torch.nn.Conv3d(3, 4, (3, 7, 7), padding=(1, 3, 3))
     x = torch.randn(1, 3, 4, 16, 16)
     with torch.no_grad():
-        first = conv3d(x, conv.weight, conv.bias, conv.padding, method="fft")
-        second = conv3d(x, conv.weight, conv.bias, conv.padding, method="fft")
+        first = functional_conv3d(x, conv.weight, conv.bias, conv.padding, impl="fft")
+        second = functional_conv3d(x, conv.weight, conv.bias, conv.padding, impl="fft")
         assert len(calls) == 1 and torch.equal(first, second)
         conv.weight.mul_(-2.0)  # in-place update: version counter bumps
-        updated = conv3d(x, conv.weight, conv.bias, conv.padding, method="fft")
+        updated = functional_conv3d(x, conv.weight, conv.bias, conv.padding, impl="fft")
     assert len(calls) == 2
     assert relative_error(updated, F.conv3d(x, conv.weight, conv.bias, padding=conv.padding)) < 1e-4
 
     optimizer = torch.optim.SGD(conv.parameters(), lr=0.5)
-    conv3d(x, conv.weight, conv.bias, conv.padding, method="fft").sum().backward()
+    functional_conv3d(x, conv.weight, conv.bias, conv.padding, impl="fft").sum().backward()
     assert len(calls) == 3  # gradient required: computed afresh, not cached
     optimizer.step()
     with torch.no_grad():
-        stepped = conv3d(x, conv.weight, conv.bias, conv.padding, method="fft")
+        stepped = functional_conv3d(x, conv.weight, conv.bias, conv.padding, impl="fft")
     assert len(calls) == 4
     assert relative_error(stepped, F.conv3d(x, conv.weight, conv.bias, padding=conv.padding)) < 1e-4
 
@@ -160,12 +160,12 @@ def test_cache_not_used_when_grad_is_required(monkeypatch):
     weight = torch.randn(2, 3, 3, 5, 5, requires_grad=True)
     x = torch.randn(1, 3, 3, 9, 9)
     for _ in range(2):
-        conv3d(x, weight, None, (1, 2, 2), method="fft")
+        functional_conv3d(x, weight, None, (1, 2, 2), impl="fft")
     assert len(calls) == 2 and fast_conv.spectrum_cache_size() == 0
     frozen = weight.detach()
     x_grad = x.clone().requires_grad_()
     for _ in range(2):  # frozen weight, but the input needs a gradient: no cache either
-        conv3d(x_grad, frozen, None, (1, 2, 2), method="fft")
+        functional_conv3d(x_grad, frozen, None, (1, 2, 2), impl="fft")
     assert len(calls) == 4 and fast_conv.spectrum_cache_size() == 0
 
 
@@ -173,7 +173,7 @@ def test_cache_entry_dropped_with_its_weight():
     fast_conv.clear_spectrum_cache()
     weight = torch.randn(2, 3, 3, 5, 5)
     with torch.no_grad():
-        conv3d(torch.randn(1, 3, 3, 9, 9), weight, None, (1, 2, 2), method="fft")
+        functional_conv3d(torch.randn(1, 3, 3, 9, 9), weight, None, (1, 2, 2), impl="fft")
     assert fast_conv.spectrum_cache_size() == 1
     del weight
     gc.collect()
@@ -183,7 +183,7 @@ def test_cache_entry_dropped_with_its_weight():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_round_trip(dtype):
     x, weight, bias = (t.to(dtype) for t in random_conv(*SHAPES[0][:2]))
-    out = conv3d(x, weight, bias, SHAPES[0][2], method="fft")
+    out = functional_conv3d(x, weight, bias, SHAPES[0][2], impl="fft")
     ref = F.conv3d(x.float(), weight.float(), bias.float(), padding=SHAPES[0][2])
     assert out.dtype == dtype
     assert relative_error(out, ref) < 1e-2  # the result's own rounding to 8 (bf16) or 11 (fp16) bits
@@ -192,14 +192,14 @@ def test_half_precision_round_trip(dtype):
 def test_autocast_output_dtype_like_conv3d():
     x, weight, bias = random_conv(*SHAPES[0][:2])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = conv3d(x, weight, bias, SHAPES[0][2], method="fft")
+        out = functional_conv3d(x, weight, bias, SHAPES[0][2], impl="fft")
         ref_dtype = F.conv3d(x, weight, bias, padding=SHAPES[0][2]).dtype
     assert out.dtype == ref_dtype == torch.bfloat16
     assert relative_error(out, F.conv3d(x, weight, bias, padding=SHAPES[0][2])) < 1e-2
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"method": "winograd"}, "method"),
+    ({"impl": "winograd"}, "conv_impl"),
     ({"padding": (1, 5)}, "padding"),
     ({"padding": -1}, "padding"),
     ({"weight": torch.randn(4, 2, 3, 3, 3)}, "channels"),
@@ -210,16 +210,16 @@ def test_autocast_output_dtype_like_conv3d():
 ])
 def test_bad_input_gets_a_clear_message(kwargs, message):
     args = {"x": torch.randn(1, 3, 4, 8, 8), "weight": torch.randn(4, 3, 3, 3, 3), "bias": torch.randn(4),
-            "padding": 1, "method": "fft"}
+            "padding": 1, "impl": "fft"}
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=message):
-        conv3d(**args)
+        functional_conv3d(**args)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_conv3d():
     x, weight, bias = (t.cuda() for t in random_conv(*SHAPES[0][:2]))
     ref = F.conv3d(x.double(), weight.double(), bias.double(), padding=SHAPES[0][2])
-    assert relative_error(conv3d(x, weight, bias, SHAPES[0][2], method="fft"), ref) < 1e-4
+    assert relative_error(functional_conv3d(x, weight, bias, SHAPES[0][2], impl="fft"), ref) < 1e-4
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        assert conv3d(x, weight, bias, SHAPES[0][2], method="fft").dtype == torch.bfloat16
+        assert functional_conv3d(x, weight, bias, SHAPES[0][2], impl="fft").dtype == torch.bfloat16

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from models import conv3d as conv3d_module
-from models import fast_conv
-from tests.test_model_reference import text_batch, tiny_model, video_batch
+from models import ContrastiveLoss, fast_conv
+from tests.conftest import text_batch, tiny_model, video_batch
 
 
 def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -50,8 +50,8 @@ def test_training_step_gradients_equal_direct(impl):
         model = models[name].train()
         torch.manual_seed(3)  # the same dropout draws for both
         with mock.patch.object(fast_conv, "_fft_conv3d", wraps=fast_conv._fft_conv3d) as fft_calls:
-            model(ids, video, video_mask).backward()
-        grads[name] = {key: p.grad for key, p in model.trainable_parameters() if p.grad is not None}
+            ContrastiveLoss()(*model(ids, video, video_mask)).backward()
+        grads[name] = {key: p.grad for key, p in model.named_trainable_parameters() if p.grad is not None}
         if name == impl:  # auto: without the cache the tiny shapes mix both algorithms
             assert fft_calls.call_count == 8 if impl == "fft" else 0 < fft_calls.call_count < 8
     assert grads[impl].keys() == grads["direct"].keys()
@@ -70,17 +70,17 @@ def test_training_step_gradients_equal_direct(impl):
 def test_direct_is_the_module_itself():
     conv = nn.Conv3d(2, 3, (3, 5, 5), padding=(1, 2, 2))
     x = torch.randn(1, 2, 4, 9, 9)
-    with mock.patch.object(fast_conv, "conv3d") as fast:
-        assert torch.equal(conv3d_module.conv3d(conv, x, "direct"), conv(x))
+    with mock.patch.object(fast_conv, "functional_conv3d") as fast:
+        assert torch.equal(conv3d_module.apply_conv3d(conv, x, "direct"), conv(x))
     fast.assert_not_called()
 
 
 def test_unsupported_convolutions_and_names_are_refused():
     x = torch.randn(1, 2, 4, 9, 9)
     with pytest.raises(ValueError, match="stride-1"):
-        conv3d_module.conv3d(nn.Conv3d(2, 3, 3, stride=2, padding=1), x, "fft")
+        conv3d_module.apply_conv3d(nn.Conv3d(2, 3, 3, stride=2, padding=1), x, "fft")
     with pytest.raises(ValueError, match="--conv_impl 'fast'"):
-        conv3d_module.conv3d(nn.Conv3d(2, 3, 3, padding=1), x, "fast")
+        conv3d_module.apply_conv3d(nn.Conv3d(2, 3, 3, padding=1), x, "fast")
     with pytest.raises(ValueError, match="conv_impl"):
         tiny_model(conv_impl="fast")
 
@@ -94,8 +94,8 @@ def test_checkpointed_blocks_give_the_same_gradients():
     for checkpointed in (False, True):
         model = tiny_model(conv_impl="direct", checkpoint_activations=checkpointed).train()
         torch.manual_seed(3)
-        model(ids, video, video_mask).backward()
-        grads.append({key: p.grad for key, p in model.trainable_parameters() if p.grad is not None})
+        ContrastiveLoss()(*model(ids, video, video_mask)).backward()
+        grads.append({key: p.grad for key, p in model.named_trainable_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     assert any(key.startswith("video_encoder.adapters.") for key in grads[1])
     for key, reference in grads[0].items():

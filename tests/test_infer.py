@@ -28,21 +28,23 @@ import torch.nn.functional as F
 
 import infer
 from dataloaders.synthetic import write_dataset
-from dataloaders.video_reader import load_clip
-from models import ModelConfig, VideoTextModel
+from dataloaders.video_reader import read_video_tensor
+from dataloaders.video_files import Failure
+from models import ModelConfig, VideoTextModel, create_model
+from models.checkpoints import FORMAT
 from models.clip import CLIP, CLIPConfig
 from models.tokenizer import tokenize
 from utils.atomic_file import write_atomic
-from utils.checkpoint import FORMAT, learned_state, save_atomic
-from utils.embedding_store import EmbeddingStore, Failure
-from utils.trained_model import TrainedModel
+from utils.engine.checkpoint import save_atomic
+from utils.inference.embedding_store import EmbeddingStore
+from utils.inference.inference_model import InferenceModel
 
 OPTIONS = dict(max_frames=4, text_prompt_length=4, local_each_frame_prompt_length=2, global_visual_prompt_length=2)
 MAX_WORDS = 16
 TARGET = "video2.mp4"
 GOOD = ["sub/video4.mp4", "sub/video5.mp4", "video0.mp4", "video1.mp4", "video2.mp4", "video3.mp4"]
 REPO = Path(__file__).resolve().parents[1]
-ENCODE_VIDEOS = TrainedModel.encode_videos
+ENCODE_VIDEOS = InferenceModel.encode_videos
 
 
 @dataclass
@@ -59,21 +61,20 @@ class Setup:
 
 
 def _save_checkpoint(model: VideoTextModel, path: Path, clip_path: Path) -> None:
-    pretrained = list(model.clip.parameters()) + list(model.clip.buffers())
-    save_atomic({"format": FORMAT, "model": learned_state(model, pretrained),
+    save_atomic({"format": FORMAT, "model": model.learned_state_dict(),
                  "args": {**OPTIONS, "max_words": MAX_WORDS, "pretrained_clip_name": str(clip_path),
                           "lr": 1e-3, "datatype": "msrvtt"}}, path)
 
 
 def _perturb_learned(model: VideoTextModel, generator: torch.Generator) -> None:
     with torch.no_grad():
-        for _, parameter in model.trainable_parameters():
+        for _, parameter in model.named_trainable_parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
 
 
 def reference_video(setup: Setup, video_id: str) -> torch.Tensor:
     """encode_video [E] of the video's frames (the model's tensors do not require grad)."""
-    video, mask = load_clip(str(setup.videos / video_id), OPTIONS["max_frames"], 32)
+    video, mask = read_video_tensor(str(setup.videos / video_id), OPTIONS["max_frames"], 32)
     return setup.model.encode_video(video[None], mask[None])[0]
 
 
@@ -107,7 +108,7 @@ def setup(tmp_path_factory) -> Setup:
 
     torch.manual_seed(0)
     clip = CLIP(CLIPConfig.tiny())
-    model = VideoTextModel(clip, ModelConfig.from_args(None, **OPTIONS)).eval()
+    model = create_model(ModelConfig(**OPTIONS), clip).eval()
     generator = torch.Generator().manual_seed(1)
     _perturb_learned(model, generator)
     model.requires_grad_(False)
@@ -147,7 +148,7 @@ def setup(tmp_path_factory) -> Setup:
 
     torch.save(clip.state_dict(), setup.clip_path)
     _save_checkpoint(model, setup.checkpoint, setup.clip_path)
-    other = VideoTextModel(clip, ModelConfig.from_args(None, **OPTIONS))
+    other = create_model(ModelConfig(**OPTIONS), clip)
     _perturb_learned(other, generator)
     _save_checkpoint(other, setup.other_checkpoint, setup.clip_path)
     return setup
@@ -166,7 +167,7 @@ def indexed(setup, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def count_encoded(monkeypatch, fail_on_call: int | None = None) -> list[int]:
-    """Wrap TrainedModel.encode_videos: record the batch sizes; raise KeyboardInterrupt on call `fail_on_call`."""
+    """Wrap InferenceModel.encode_videos: record the batch sizes; raise KeyboardInterrupt on call `fail_on_call`."""
     calls: list[int] = []
 
     def wrapper(self, video, video_mask, return_details=False):
@@ -175,7 +176,7 @@ def count_encoded(monkeypatch, fail_on_call: int | None = None) -> list[int]:
         calls.append(len(video))
         return ENCODE_VIDEOS(self, video, video_mask, return_details)
 
-    monkeypatch.setattr(TrainedModel, "encode_videos", wrapper)
+    monkeypatch.setattr(InferenceModel, "encode_videos", wrapper)
     return calls
 
 
@@ -352,7 +353,7 @@ def test_visualize_writes_a_png_of_the_expected_size_with_the_model_details(setu
     image = matplotlib.image.imread(png)
     assert image.shape == (125, 250, 4)  # 4 frames: (0.7 + 4 + 0.3) x 50 wide, 2.5 x 50 high
     assert image[..., :3].std() > 0.05  # something was drawn
-    video, mask = load_clip(str(setup.videos / "video0.mp4"), 4, 32)
+    video, mask = read_video_tensor(str(setup.videos / "video0.mp4"), 4, 32)
     with torch.no_grad():
         _, details = setup.model.encode_video(video[None], mask[None], return_details=True)
     assert json.loads(png.with_suffix(".json").read_text()) == record

@@ -2,13 +2,15 @@
 flags (names, defaults, aliases, checks)."""
 
 import argparse
+import dataclasses
+import json
 
 import pytest
 import torch
 
 from models import ModelConfig, add_model_args, build_model
 from models.clip import CLIP, CLIPConfig
-from tests.test_model_reference import tiny_model
+from tests.conftest import tiny_model
 
 # MODEL.md section 6, ViT-B/32, T = 12
 TEMPORAL_MODULE, VISUAL_ADAPTERS, TEXT_ADAPTERS, GLOBAL_PROMPTS = 2_507_168, 599_436, 399_756, 3_072
@@ -34,7 +36,7 @@ def test_vit_b32_trainable_parameter_counts(latent, total, generator):
     counts = model.trainable_parameter_counts()
     assert counts == {**SHARED, **generator}
     assert counts["video_encoder.spatial_prompt"] + counts["video_encoder.temporal_prompt"] == TEMPORAL_MODULE
-    assert sum(p.numel() for _, p in model.trainable_parameters()) == total
+    assert sum(p.numel() for _, p in model.named_trainable_parameters()) == total
     frozen = sum(p.numel() for p in model.clip.parameters())
     assert frozen == 151_277_313 and all(not p.requires_grad for p in model.clip.parameters())
 
@@ -43,7 +45,7 @@ def test_dgl_and_meanp_counts():
     assert sum(meta_model(temporal_prompt="none").trainable_parameter_counts().values()) == 13_081_528 - TEMPORAL_MODULE
     assert sum(meta_model(shared_latent_space="linear", temporal_prompt="none", lora=False)
                .trainable_parameter_counts().values()) == 4_333_752 - TEMPORAL_MODULE - VISUAL_ADAPTERS - TEXT_ADAPTERS
-    assert meta_model(prompt="none").trainable_parameters() == []
+    assert meta_model(prompt="none").named_trainable_parameters() == []
 
 
 def test_sizes_follow_the_clip_not_vit_b32():
@@ -57,7 +59,6 @@ def test_sizes_follow_the_clip_not_vit_b32():
 
 def test_flags_defaults_and_parsing():
     parser = add_model_args(argparse.ArgumentParser())
-    parser.add_argument("--max_frames", type=int, default=12)  # registered by the data helper in main.py
     defaults = ModelConfig.from_args(parser.parse_args([]))
     assert defaults == ModelConfig.from_args(None) == ModelConfig.from_args(argparse.Namespace())
     assert (defaults.prompt, defaults.temporal_prompt, defaults.shared_latent_space) == ("dgl", "stop", "transformer")
@@ -75,12 +76,33 @@ def test_flags_defaults_and_parsing():
     assert tiny_model(max_frames=5).prompt_generator.num_frames == 5
 
 
+def test_every_option_is_a_flag_and_a_saved_config_round_trips():
+    parser = add_model_args(argparse.ArgumentParser())
+    flags = {a.dest for a in parser._actions} - {"help"}
+    assert flags == {f.name for f in dataclasses.fields(ModelConfig)}
+    assert {a.dest: a.default for a in add_model_args(argparse.ArgumentParser(), False)._actions
+            if a.dest != "help"} == dict.fromkeys(flags)
+    args = parser.parse_args(["--spatial_kernel", "3,5,7", "--adapter_width", "8", "--spatial_top_k", "2"])
+    config = ModelConfig.from_args(args)
+    assert (config.spatial_kernel, config.adapter_width, config.spatial_top_k) == ((3, 5, 7), 8, 2)
+    saved = json.loads(json.dumps(config.to_dict()))  # as hparams.json and checkpoints hold it
+    assert ModelConfig.from_dict(saved) == config
+    model = tiny_model(spatial_kernel=(3, 5, 7), adapter_width=8, spatial_top_k=2)
+    assert model.video_encoder.spatial_prompt.conv1.kernel_size == (3, 5, 7)
+    assert model.video_encoder.adapters[0].down.out_features == 8 and model.video_encoder.spatial_prompt.top_k == 2
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--spatial_kernel", "3,4,5"])  # even sizes have no "same" padding
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(temporal_prompt="paper2"), "--temporal_prompt 'paper2' is not one of"),
     (dict(visual_output_type="global-local-feature"), "--visual_output_type 'global-local-feature' is not one of"),
     (dict(shared_latent_space="linear", text_prompt_length=6), "must be 2 x --local_each_frame_prompt_length"),
     (dict(global_visual_prompt_length=0), "needs --global_visual_prompt_length >= 1"),
     (dict(max_frames=0), "--max_frames must be >= 1"),
+    (dict(max_words=1), "--max_words must be >= 2"),
+    (dict(spatial_kernel=(3, 4, 5)), "--spatial_kernel: expected three odd"),
+    (dict(adapter_width=0), "--adapter_width must be >= 1"),
     (dict(unified_transformer_layers=0), "--unified_transformer_layers must be >= 1"),
 ])
 def test_invalid_options_are_rejected(options, message):

@@ -2,45 +2,14 @@
 
 The reference follows the released implementation's structure, not ours: sequence-first nn.MultiheadAttention
 with an explicit [L, L] mask per video, the released token-major layout (token j of frame t at Pg + j*T + t),
-per-cell loops for the region scores, the released expression order. This file also holds the tiny-model
-helpers the other model tests import.
+per-cell loops for the region scores, the released expression order.
 """
 
 import pytest
 import torch
 
-from models.clip import CLIP, CLIPConfig
-from models.model_config import ModelConfig
 from models.video_text_model import VideoTextModel
-
-TINY = CLIPConfig(embed_dim=32, image_resolution=24, vision_layers=3, vision_width=64, vision_patch_size=8,
-                  context_length=20, vocab_size=300, transformer_width=64, transformer_heads=1, transformer_layers=3)
-FRAMES, WORDS = 3, 10
-SOT, EOT = TINY.vocab_size - 2, TINY.vocab_size - 1
-
-
-def tiny_model(seed: int = 0, config: CLIPConfig = TINY, **options) -> VideoTextModel:
-    """A random tiny CLIP with the model of `options` (ModelConfig fields) on it, in eval mode."""
-    torch.manual_seed(seed)
-    clip = CLIP(config)
-    options.setdefault("max_frames", FRAMES)
-    return VideoTextModel(clip, ModelConfig.from_args(None, **options)).eval()
-
-
-def video_batch(batch: int = 2, frames: int = FRAMES, seed: int = 1, size: int = TINY.image_resolution):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, frames, 3, size, size, generator=g), torch.ones(batch, frames, dtype=torch.long)
-
-
-def text_batch(lengths=(3, 8), words: int = WORDS, seed: int = 2) -> torch.Tensor:
-    """[SOT, `length` random words, EOT, 0 ...] per row."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.zeros(len(lengths), words, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        ids[row, 0], ids[row, length + 1] = SOT, EOT
-        ids[row, 1:length + 1] = torch.randint(1, SOT, (length,), generator=g)
-    return ids
-
+from tests.conftest import FRAMES, SOT, TINY, WORDS, text_batch, tiny_model, video_batch
 
 def reference_block(block, adapter, x, attn_mask):
     """Released block on seq-first x [L, N, D]: attention, then x + mlp(ln_2 x) + 0.1 * LoRA(x)."""

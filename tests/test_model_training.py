@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import models.spatial_prompt
+from models import ContrastiveLoss, cosine_similarity
 import models.temporal_prompt
-from tests.test_model_reference import TINY, text_batch, tiny_model, video_batch
+from tests.conftest import TINY, text_batch, tiny_model, video_batch
 
 # Trainable tensors that receive no gradient, by design (docs/MODEL.md, "Gradient flow").
 NO_GRADIENT = {
@@ -23,12 +24,12 @@ NO_GRADIENT = {
 def test_a_training_step_changes_only_trainable_tensors(latent):
     model = tiny_model(shared_latent_space=latent).train()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    trainable = dict(model.trainable_parameters())
+    trainable = dict(model.named_trainable_parameters())
     assert trainable and all(not name.startswith("clip.") for name in trainable)
     assert all(not p.requires_grad for name, p in model.named_parameters() if name.startswith("clip."))
     optimizer = torch.optim.AdamW([p for p in trainable.values()], lr=1e-2, weight_decay=0.0)
     video, video_mask = video_batch()
-    model(text_batch(), video, video_mask).backward()
+    ContrastiveLoss()(*model(text_batch(), video, video_mask)).backward()
     optimizer.step()
 
     silent = {name for name, p in trainable.items() if p.grad is None or not p.grad.abs().sum() > 0}
@@ -57,28 +58,30 @@ def test_loss_is_symmetric_infonce_on_cosine_times_exp_logit_scale():
     torch.manual_seed(3)
     text, video = torch.randn(4, 8), torch.randn(4, 8)
     cosine = torch.tensor([[float(t @ v / (t.norm() * v.norm())) for v in video] for t in text])
-    torch.testing.assert_close(model.similarity(text, video), cosine)
+    torch.testing.assert_close(cosine_similarity(text, video), cosine)
     logits = model.clip.logit_scale.exp() * cosine
     t2v = -torch.stack([logits[i].log_softmax(0)[i] for i in range(4)]).mean()
     v2t = -torch.stack([logits[:, i].log_softmax(0)[i] for i in range(4)]).mean()
-    torch.testing.assert_close(model.loss_from_features(text, video), (t2v + v2t) / 2)
+    torch.testing.assert_close(ContrastiveLoss()(text, video, model.clip.logit_scale.exp()), (t2v + v2t) / 2)
 
 
-def test_forward_is_the_loss_of_the_encoded_batch():
+def test_forward_gives_the_encoders_features_and_the_logit_scale():
     model = tiny_model()
     video, video_mask = video_batch()
     ids = text_batch()
     with torch.no_grad():
-        expected = model.loss_from_features(model.encode_text(ids), model.encode_video(video, video_mask))
-        torch.testing.assert_close(model(ids, video, video_mask), expected)
+        text, videos, scale = model(ids, video, video_mask)
+        torch.testing.assert_close(text, model.encode_text(ids), rtol=0, atol=0)
+        torch.testing.assert_close(videos, model.encode_video(video, video_mask), rtol=0, atol=0)
+        assert scale == model.clip.logit_scale.exp()
 
 
 def count_calls(model, *inputs):
     """Calls made by model(*inputs): attention kernels, Conv3d forwards, patch embeddings, prompt generations."""
     sdpa = mock.patch.object(F, "scaled_dot_product_attention", wraps=F.scaled_dot_product_attention)
-    conv = models.spatial_prompt.conv3d
-    spatial_conv = mock.patch.object(models.spatial_prompt, "conv3d", wraps=conv)
-    temporal_conv = mock.patch.object(models.temporal_prompt, "conv3d", wraps=conv)
+    conv = models.spatial_prompt.apply_conv3d
+    spatial_conv = mock.patch.object(models.spatial_prompt, "apply_conv3d", wraps=conv)
+    temporal_conv = mock.patch.object(models.temporal_prompt, "apply_conv3d", wraps=conv)
     embed = mock.patch.object(model.clip.visual, "embed", wraps=model.clip.visual.embed)
     generated = []
     handle = model.prompt_generator.register_forward_hook(lambda *_: generated.append(1))

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from models import ModelConfig
 from models.adapter import Adapter, mlp_with_adapter
 from models.clip import ResidualAttentionBlock
 from models.prompt_generator import LinearPromptGenerator, TransformerPromptGenerator
@@ -59,7 +60,7 @@ def score_is_channel_zero(spatial: SpatialPrompt) -> SpatialPrompt:
 @pytest.mark.parametrize("layout", ["patch", "lattice"])
 def test_region_mask_keeps_the_six_best_cells_of_each_frame(layout):
     g, p = 4, 8
-    spatial = score_is_channel_zero(SpatialPrompt(p, g, cell_layout=layout)).eval()
+    spatial = score_is_channel_zero(SpatialPrompt(p, g, ModelConfig(spatial_mask_grid=layout))).eval()
     torch.manual_seed(0)
     values = torch.stack([torch.randperm(g * g).float().view(g, g) for _ in range(2)])  # per frame, cell scores
     rows = torch.arange(g * p)
@@ -69,13 +70,13 @@ def test_region_mask_keeps_the_six_best_cells_of_each_frame(layout):
     _, mask = spatial(video)
     assert torch.equal(mask[0], values >= g * g - 6)
     assert torch.equal(spatial.mask_to_pixels(mask)[0], (values >= g * g - 6)[:, cell_of][:, :, cell_of])
-    other = SpatialPrompt(p, g, cell_layout="lattice" if layout == "patch" else "patch")
+    other = SpatialPrompt(p, g, ModelConfig(spatial_mask_grid="lattice" if layout == "patch" else "patch"))
     assert not torch.equal(score_is_channel_zero(other).eval()(video)[1], mask)
 
 
 def test_spatial_prompt_adds_the_prompt_everywhere_and_again_in_the_kept_cells():
     torch.manual_seed(0)
-    spatial = SpatialPrompt(8, 4).eval()
+    spatial = SpatialPrompt(8, 4, ModelConfig()).eval()
     video = torch.randn(2, 3, 3, 32, 32)
     with torch.no_grad():
         out, mask = spatial(video)
@@ -87,9 +88,9 @@ def test_spatial_prompt_adds_the_prompt_everywhere_and_again_in_the_kept_cells()
 
 def test_spatial_prompt_checks_grid_and_resolution():
     with pytest.raises(ValueError, match="needs a grid of more than 6 cells"):
-        SpatialPrompt(16, 2)
+        SpatialPrompt(16, 2, ModelConfig())
     with pytest.raises(ValueError, match=r"frames must be \[3, 32, 32\]"):
-        SpatialPrompt(8, 4)(torch.zeros(1, 2, 3, 16, 16))
+        SpatialPrompt(8, 4, ModelConfig())(torch.zeros(1, 2, 3, 16, 16))
 
 
 def test_frame_weights_are_normalised_per_video_without_nan():
@@ -103,7 +104,7 @@ def test_frame_weights_are_normalised_per_video_without_nan():
 
 def test_adapter_is_scaled_and_reads_the_residual_stream():
     torch.manual_seed(0)
-    adapter, block = Adapter(64), ResidualAttentionBlock(64, 1)
+    adapter, block = Adapter(64, 32, 0.1), ResidualAttentionBlock(64, 1)
     x = torch.randn(2, 5, 64)
     with torch.no_grad():
         hidden = adapter.down(x)
@@ -111,4 +112,4 @@ def test_adapter_is_scaled_and_reads_the_residual_stream():
         torch.testing.assert_close(adapter(x), expected)
         torch.testing.assert_close(mlp_with_adapter(block, x, adapter), x + block.mlp(block.ln_2(x)) + expected)
         torch.testing.assert_close(mlp_with_adapter(block, x, None), x + block.mlp(block.ln_2(x)))
-    assert sum(p.numel() for p in Adapter(768).parameters()) == 49_953  # x 12 layers = 599,436
+    assert sum(p.numel() for p in Adapter(768, 32, 0.1).parameters()) == 49_953  # x 12 layers = 599,436

@@ -15,11 +15,11 @@ from dataloaders.synthetic import (
     SHAPES,
     VideoSpec,
     main,
-    random_stills,
     render_frame,
     synthetic_videos,
 )
 from dataloaders.video_reader import read_frames
+from scripts.demo.tiny_clip_pretrain import positioned_stills
 from tests.data_fixtures import SYNTHETIC, synthetic_root
 
 
@@ -71,12 +71,17 @@ def test_motion_goes_the_captioned_way():
         assert np.all(np.sign(np.diff(centres)) == sign)
 
 
-def test_random_stills_match_their_captions():
-    images, captions = random_stills(8, seed=0, image_size=32)
+def test_demo_stills_match_their_captions():
+    """The demo's tiny-CLIP pre-training stills (scripts/demo/tiny_clip_pretrain.py): colour, shape and side."""
+    images, captions = positioned_stills(8, seed=0, frame_size=32)
     assert images.shape == (8, 32, 32, 3) and len(captions) == 8
     for image, caption in zip(images, captions):
-        _, colour, shape = caption.split()
-        assert shape in SHAPES and np.all(image == COLOURS[colour], axis=-1).sum() > 10
+        _, colour, shape, _, _, side = caption.split()
+        pixels = np.all(image == COLOURS[colour], axis=-1)
+        assert shape in SHAPES and pixels.sum() > 10
+        rows, cols = np.nonzero(pixels)
+        centre = cols.mean() if side in ("left", "right") else rows.mean()
+        assert (centre > 16) == (side in ("right", "bottom")), (caption, centre)  # in the captioned half
 
 
 def test_written_dataset_has_msrvtt_layout_and_decodable_videos(synthetic):

@@ -7,7 +7,7 @@ A model that only sees frames one at a time cannot tell the two apart. Besides R
   direction v2t   for each video, is its best own caption scored above the twin's best caption?
   object R@1      t2v top-1 is the caption's video or its twin (colour and shape right, direction ignored)
 
-    python -m utils.demo_report --metadata DATA/synthetic_metadata.json --output_dir OUT \
+    python scripts/demo/report.py --metadata DATA/synthetic_metadata.json --output_dir OUT \
         --runs "meanP (frozen CLIP)=OUT/meanp" "DGL=OUT/dgl" "STOP=OUT/stop"
 
 reads each run's eval_results.json, hparams.json and similarity_test.pt (main.py --save_similarity) and writes
@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
-from dataloaders.synthetic import OPPOSITE
+if __package__ in (None, ""):  # run as `python scripts/demo/<script>.py`: import from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from dataloaders.synthetic import OPPOSITE  # noqa: E402
 
 TWIN_KEYS = ("colour", "shape", "size", "cross", "background")
 

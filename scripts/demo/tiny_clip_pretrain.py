@@ -8,7 +8,7 @@ image-to-text cross-entropy against every distinct caption, on random batches of
 ``logit_scale`` train too. The result is saved as OpenAI ships CLIP (TorchScript, fp16 tensors;
 ``models.clip.save_clip_torchscript``), so ``main.py --pretrained_clip_name PATH`` loads it like ``ViT-B-32.pt``.
 
-    python -m utils.tiny_clip_pretrain --output outputs/demo/tiny_clip.pt
+    python scripts/demo/tiny_clip_pretrain.py --output outputs/demo/tiny_clip.pt
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -24,10 +25,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dataloaders.synthetic import COLOURS, SHAPES, render_frame
-from dataloaders.transforms import frames_to_tensor
-from models.clip import CLIP, CLIPConfig, save_clip_torchscript
-from models.tokenizer import tokenize
+if __package__ in (None, ""):  # run as `python scripts/demo/<script>.py`: import from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from dataloaders.synthetic import COLOURS, SHAPES, render_frame  # noqa: E402
+from dataloaders.transforms import frames_to_tensor  # noqa: E402
+from models.clip import CLIP, CLIPConfig, save_clip_torchscript  # noqa: E402
+from models.tokenizer import tokenize  # noqa: E402
 
 # side -> (axis of the position that decides it: 0 = x, 1 = y; which end: 0 = low, 1 = high)
 SIDES = {"left": (0, 0), "right": (0, 1), "top": (1, 0), "bottom": (1, 1)}

@@ -32,19 +32,39 @@ class DistContext:
         return self.world_size > 1
 
 
+DEVICE_HELP = "auto (a GPU when there is one), cpu, cuda, cuda:1 ..."
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """A --device value (DEVICE_HELP) -> the device. Under torchrun (`local_rank` given) "auto" and "cuda" mean
+    this process's GPU. ValueError for a name that is no device or a GPU this machine does not have."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device ({DEVICE_HELP})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: torch sees no CUDA device on this machine (use --device cpu)")
+        if device.index is None:
+            device = torch.device("cuda", local_rank or 0)
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name!r}: only the CPU and CUDA GPUs are supported ({DEVICE_HELP})")
+    return device
+
+
 def init_distributed(device: str = "auto") -> DistContext:
-    """Initialise from torchrun's environment; ``device`` is "auto" (CUDA when available), "cuda" or "cpu"."""
+    """Initialise from torchrun's environment; ``device`` as for resolve_device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was requested but torch sees no CUDA device")
+    dev = resolve_device(device, local_rank)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
+        torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
                                 world_size=world_size, rank=rank,
@@ -64,21 +84,6 @@ def _active() -> bool:
 def barrier() -> None:
     if _active():
         dist.barrier()
-
-
-def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` [b, ...] of every rank along dim 0 -> [world * b, ...], in rank order.
-
-    The other ranks' slices are constants; the gradient flows through this rank's own slice only. Every
-    rank must pass the same shape. (With a loss that is identical on all ranks, DDP's gradient AVERAGE then
-    equals 1/world of the full-batch gradient; the trainer multiplies the loss by world to compensate.)
-    """
-    if not _active():
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.detach().contiguous())
-    parts[dist.get_rank()] = x
-    return torch.cat(parts)
 
 
 def shard_bounds(n: int, rank: int, world_size: int) -> range:
@@ -112,21 +117,3 @@ def all_gather_object(obj: Any) -> List[Any]:
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not _active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    """Mean of a Python number over ranks (for logging)."""
-    if not _active():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item() / dist.get_world_size()

@@ -2,7 +2,7 @@
 
 Every rank encodes a contiguous shard of the captions and of the videos (``shard_bounds``: no padding, so no
 item is encoded or counted twice), the features are gathered on every rank, videos whose file could not be
-decoded (``valid`` False) are dropped together with their captions, and the metrics of ``utils.metrics``
+decoded (``valid`` False) are dropped together with their captions, and the metrics of ``utils.engine.metrics``
 are computed blockwise (t2v, v2t, and v2t_group; see that module for the multi-caption protocol).
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from utils.distributed import DistContext, all_gather_object, gather_uneven, shard_bounds
-from utils.metrics import cosine_similarity, format_metrics, retrieval_metrics, similarity_matrix
-from utils.precision import Precision
-from utils.run_log import get_logger
+from utils.engine.distributed import DistContext, all_gather_object, gather_uneven, shard_bounds
+from utils.engine.metrics import format_metrics, retrieval_metrics, similarity_matrix
+from utils.engine.precision import Precision
+from utils.engine.run_log import get_logger
 
 
 @torch.no_grad()
@@ -37,7 +37,7 @@ def _encode_shard(view, encode, keys, index_key: str, ctx: DistContext, batch_si
     # A rank whose shard is empty still has to send a [0, E] tensor: learn E from the others.
     shapes = [s for s in all_gather_object(None if local is None else tuple(local.shape[1:])) if s is not None]
     if not shapes:
-        raise SystemExit(f"error: {desc}: the evaluation split is empty")
+        raise ValueError(f"{desc}: the evaluation split is empty")
     if local is None:
         local = torch.zeros((0,) + shapes[0], device=ctx.device)
     out = {"feats": gather_uneven(local)}
@@ -85,10 +85,9 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
         log.warning(f"{split}: {len(invalid_ids)} of {num_videos} videos could not be decoded and are left out "
                     f"with their {int((~kept_captions).sum())} captions: {invalid_ids[:10]}")
     if len(video_feats) == 0:
-        raise SystemExit(f"error: no {split} video could be decoded; check --features_path")
+        raise ValueError(f"no {split} video could be decoded; check --features_path")
 
-    similarity = getattr(model, "similarity", cosine_similarity)
-    metrics = retrieval_metrics(text_feats, video_feats, caption_to_video, similarity, block_size)
+    metrics = retrieval_metrics(text_feats, video_feats, caption_to_video, block_size=block_size)
     results = {"split": split, **metrics,
                "num_videos": int(len(video_feats)), "num_captions": int(len(text_feats)),
                "invalid_videos": len(invalid_ids), "dropped_captions": int((~kept_captions).sum()),
@@ -99,7 +98,7 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
     if save_similarity and ctx.is_main:
         kept_video_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
         kept_caption_list = [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok]
-        torch.save({"similarity": similarity_matrix(text_feats, video_feats, similarity, block_size).cpu(),
+        torch.save({"similarity": similarity_matrix(text_feats, video_feats, block_size=block_size).cpu(),
                     "caption_to_video": caption_to_video.cpu(), "video_ids": kept_video_ids,
                     "captions": kept_caption_list}, save_similarity)
     model.train(was_training)

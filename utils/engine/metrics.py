@@ -23,14 +23,9 @@ from typing import Callable, Dict
 
 import torch
 
+from models.loss import cosine_similarity
+
 SimilarityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def cosine_similarity(text_feats: torch.Tensor, video_feats: torch.Tensor) -> torch.Tensor:
-    """[Nt, E] x [Nv, E] -> [Nt, Nv] cosine similarities in float32."""
-    t = torch.nn.functional.normalize(text_feats.float(), dim=-1)
-    v = torch.nn.functional.normalize(video_feats.float(), dim=-1)
-    return t @ v.t()
 
 
 def similarity_matrix(text_feats: torch.Tensor, video_feats: torch.Tensor,

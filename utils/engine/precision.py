@@ -1,9 +1,10 @@
-"""Mixed precision: which autocast dtype and whether a gradient scaler is used, per ``--precision`` and device.
+"""Mixed precision: one vocabulary (PRECISIONS) for training, evaluation and inference.
 
-  amp   CUDA: float16 autocast + GradScaler (the released recipe). CPU: float16 autocast is not worthwhile, so
-        it falls back to bfloat16 autocast (logged), without a scaler.
-  bf16  bfloat16 autocast, no scaler (CUDA needs a GPU with bf16 support).
-  fp32  no autocast.
+  amp   the device's mixed precision: CUDA float16 autocast (+ a gradient scaler when training, the released
+        recipe); on the CPU float16 is not worthwhile, so bfloat16 autocast without a scaler (logged)
+  fp16  float16 autocast (+ a gradient scaler when training)
+  bf16  bfloat16 autocast, no scaler (CUDA needs a GPU with bf16 support)
+  fp32  no autocast
 Trainable parameters, optimizer states and the contrastive loss stay float32 in every mode.
 """
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import ContextManager
 
 import torch
 
-from utils.run_log import get_logger
+from utils.engine.run_log import get_logger
+
+PRECISIONS = ("amp", "fp16", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,15 @@ class Precision:
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
+    """The Precision of `name` (one of PRECISIONS) on `device`; ValueError for an unknown name or bf16 on a GPU
+    without bfloat16."""
     if name == "fp32":
         return Precision(name, device.type, None)
+    if name == "fp16":
+        return Precision(name, device.type, torch.float16)
     if name == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise SystemExit("error: --precision bf16 needs a GPU with bfloat16 support; use --precision amp")
+            raise ValueError("--precision bf16 needs a GPU with bfloat16 support; use --precision amp")
         return Precision(name, device.type, torch.bfloat16)
     if name == "amp":
         if device.type == "cuda":
@@ -49,4 +56,4 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         get_logger().info("--precision amp on the CPU: using bfloat16 autocast without a loss scaler instead of "
                           "float16 (pass --precision fp32 for full precision)")
         return Precision(name, device.type, torch.bfloat16)
-    raise ValueError(f"unknown precision {name!r}")
+    raise ValueError(f"--precision {name!r} is not one of {list(PRECISIONS)}")

@@ -16,7 +16,7 @@ number of samples per update but NOT the contrastive batch: 1 GPU x 32 x 4 steps
 where 4 GPUs x 32 see 127. Prefer a larger per-process batch where memory allows (scripts/msrvtt.sh does).
 
 An epoch has ``floor(len(train) / (batch_size * world_size)) // k`` optimizer steps; leftover pairs are
-dropped. The data order is a function of (seed, epoch) alone (``utils.data_order``), which lets ``--resume``
+dropped. The data order is a function of (seed, epoch) alone (``utils.engine.data_order``), which lets ``--resume``
 skip exactly the consumed micro-batches and continue at the same step, mid-epoch included.
 """
 from __future__ import annotations
@@ -25,42 +25,44 @@ import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from utils.checkpoint import FORMAT, capture_rng_state, learned_state, restore_rng_state, save_atomic
-from utils.data_order import ResumableEpochSampler, SeededItems
-from utils.distributed import DistContext, all_gather_object, all_gather_with_grad, barrier
-from utils.optimization import build_optimizer, build_scheduler, param_groups
-from utils.precision import Precision
-from utils.run_log import JsonLines, get_logger, peak_memory_mb
+from models import ContrastiveLoss
+from models.checkpoints import FORMAT
+from utils.engine.checkpoint import capture_rng_state, restore_rng_state, save_atomic
+from utils.engine.data_order import ResumableEpochSampler, SeededItems
+from utils.engine.distributed import DistContext, all_gather_object, barrier
+from utils.engine.optimization import build_optimizer, build_scheduler
+from utils.engine.precision import Precision
+from utils.engine.run_log import JsonLines, get_logger, peak_memory_mb
 
 LOGIT_SCALE_RANGE = (0.1, math.log(100.0))  # clamp of a trained logit_scale, as released
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run); the message says where
+    and what to do."""
+
+
 class ContrastiveStep(torch.nn.Module):
-    """The module DDP wraps: local encoding (under autocast), gathering over ranks, global-batch loss (float32).
+    """The module DDP wraps: the model's forward (under autocast), then the loss of the global batch (float32).
 
     forward(text [b, L], video [b, T, 3, H, W], video_mask [b, T]) -> scalar loss of the global batch.
     """
 
     def __init__(self, model: torch.nn.Module, precision: Precision):
         super().__init__()
-        self.model, self.precision = model, precision
+        self.model, self.precision, self.loss = model, precision, ContrastiveLoss(gather=True)
 
     def forward(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
         with self.precision.autocast():
-            # The prompts are input independent: generate them once for both encoders where the model has them.
-            has_prompts = getattr(self.model, "prompt_generator", None) is not None
-            shared = {"prompts": self.model.prompts(video.shape[1])} if has_prompts else {}
-            text_feats = self.model.encode_text(text, **shared)
-            video_feats = self.model.encode_video(video, video_mask, **shared)
-        return self.model.loss_from_features(all_gather_with_grad(text_feats.float()),
-                                             all_gather_with_grad(video_feats.float()))
+            text_features, video_features, logit_scale = self.model(text, video, video_mask)
+        return self.loss(text_features.float(), video_features.float(), logit_scale)
 
 
 @dataclass
@@ -97,23 +99,23 @@ class Trainer:
     """Owns the optimizer, schedule, scaler, sampler and progress of one training run."""
 
     def __init__(self, model: torch.nn.Module, train_set, ctx: DistContext, config: TrainConfig,
-                 precision: Precision, pretrained: List[torch.Tensor], output_dir: str | None = None,
-                 metrics: JsonLines | None = None, args: Dict[str, Any] | None = None):
+                 precision: Precision, output_dir: str | None = None, metrics: JsonLines | None = None,
+                 args: Dict[str, Any] | None = None):
         self.model, self.train_set, self.ctx, self.config = model, train_set, ctx, config
-        self.precision, self.pretrained = precision, pretrained
+        self.precision = precision
         self.output_dir, self.metrics, self.args = output_dir, metrics, args or {}
         self.accum = config.gradient_accumulation_steps
         if self.accum < 1:
-            raise SystemExit("error: --gradient_accumulation_steps must be >= 1")
+            raise ValueError("--gradient_accumulation_steps must be >= 1")
         self.sampler = ResumableEpochSampler(len(train_set), config.batch_size, ctx.rank, ctx.world_size,
                                              seed=config.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
         if self.steps_per_epoch == 0:
-            raise SystemExit(f"error: one epoch of {len(train_set)} pairs has fewer than one optimizer step "
+            raise ValueError(f"one epoch of {len(train_set)} pairs has fewer than one optimizer step "
                              f"({config.batch_size} per process x {ctx.world_size} processes x "
                              f"{self.accum} accumulation steps); lower --batch_size or the accumulation")
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.groups = param_groups(model, pretrained, config.lr, config.coef_lr, config.wd, config.wd_exclude)
+        self.groups = model.param_groups(config.lr, config.coef_lr, config.wd, config.wd_exclude)
         self.optimizer = build_optimizer(self.groups)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, config.warmup_proportion)
         self.scaler = precision.grad_scaler()
@@ -129,10 +131,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- state
     def checkpoint(self, with_training_state: bool = True) -> Dict[str, Any]:
-        """The checkpoint payload (see utils.checkpoint). Collective: every rank must call it."""
+        """The checkpoint payload (see utils.engine.checkpoint). Collective: every rank must call it."""
         rng = all_gather_object(capture_rng_state()) if with_training_state else None
-        payload = {"format": FORMAT, "model": learned_state(self.model, self.pretrained),
-                   **asdict(self.progress), "args": self.args, "world_size": self.ctx.world_size}
+        payload = {"format": FORMAT, "model": self.model.learned_state_dict(),
+                   "model_config": self.model.config.to_dict(), **asdict(self.progress), "args": self.args,
+                   "world_size": self.ctx.world_size}
         if with_training_state:
             payload.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                            scaler=self.scaler.state_dict() if self.scaler is not None else None, rng=rng)
@@ -145,19 +148,15 @@ class Trainer:
         barrier()
 
     def load_training_state(self, payload: Dict[str, Any], source: str) -> None:
-        """Resume: optimizer, schedule, scaler, progress and this rank's RNG from ``payload`` (model tensors are
-        loaded by the caller)."""
-        for key in ("optimizer", "scheduler", "rng"):
-            if payload.get(key) is None:
-                raise SystemExit(f"error: --resume {source}: not a resumable checkpoint (no {key} state; "
-                                 f"ckpt_best.pt holds weights only, use ckpt_last.pt)")
+        """Resume: optimizer, schedule, scaler, progress and this rank's RNG from ``payload`` (a checkpoint
+        utils.engine.checkpoint.read_resumable_checkpoint accepted; model tensors are loaded by the caller)."""
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         if self.scaler is not None and payload.get("scaler") is not None:
             self.scaler.load_state_dict(payload["scaler"])
         self.progress = Progress(**{k: payload[k] for k in asdict(Progress())})
         if self.progress.step_in_epoch > self.steps_per_epoch:  # == : stopped after an epoch's last step
-            raise SystemExit(f"error: --resume {source}: saved at step {self.progress.step_in_epoch} of an epoch "
+            raise TrainingError(f"--resume {source}: saved at step {self.progress.step_in_epoch} of an epoch "
                              f"that now has {self.steps_per_epoch} steps; resume with the same batch size, "
                              f"number of processes and accumulation")
         rng = payload["rng"]
@@ -216,7 +215,7 @@ class Trainer:
     def _log_step(self, stats: Dict[str, Any], epoch: int) -> None:
         loss = float(stats["loss"])
         if not math.isfinite(loss):
-            raise SystemExit(f"error: the training loss became {loss} at step {self.progress.global_step}; "
+            raise TrainingError(f"the training loss became {loss} at step {self.progress.global_step}; "
                              f"the last good checkpoint is {self.output_dir}/ckpt_last.pt (try a lower --lr "
                              f"or --precision fp32)")
         samples = self.config.batch_size * self.ctx.world_size * self.accum

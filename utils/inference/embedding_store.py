@@ -21,10 +21,11 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 import numpy as np
 
+from dataloaders.video_files import Failure
 from utils.atomic_file import write_atomic
 
 FORMAT = "stop-video-embeddings/1"
@@ -32,13 +33,6 @@ EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metada
 FAILED_COLUMNS = ("id", "kind", "reason")
 READ_ATTEMPTS = 3
 
-
-class Failure(NamedTuple):
-    """A video that could not be embedded: `kind` is "missing", "empty", "unreadable" or "non-finite"."""
-
-    id: str
-    kind: str
-    reason: str
 
 
 def _write_json(path: Path, obj) -> None:
