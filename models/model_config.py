@@ -15,7 +15,8 @@ from typing import Any
 from models.conv3d import CONV_IMPLS
 
 PROMPTS = ("dgl", "none")
-TEMPORAL_PROMPTS = ("stop", "none")
+TEMPORAL_PROMPTS = ("stop", "paper", "none")
+STOP_PROMPTS = ("both", "spatial", "temporal")
 TEMPORAL_PROMPT_ALIASES = {"group2-2": "stop"}  # the released implementation's name for STOP
 SHARED_LATENT_SPACES = ("transformer", "linear")
 VISUAL_OUTPUT_TYPES = ("global_prompt0", "average_global_prompt", "average_frame_cls_token",
@@ -52,6 +53,7 @@ def option(default, help: str, choices: tuple | None = None, group: str = "model
 
 
 HYPER = "model hyperparameters (the released values; saved in checkpoints)"
+PAPER = "the paper's STOP (--temporal_prompt paper; values the paper does not give, docs/PAPER_STOP.md)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +63,13 @@ class ModelConfig:
     prompt: str = option("dgl", "dgl: DGL prompts (shared latent space, global prompts, adapters), optionally with "
                                 "STOP's spatial-temporal prompting (--temporal_prompt); none: no prompts, frozen CLIP "
                                 "with CLIP4Clip's meanP pooling (a zero-shot baseline)", PROMPTS)
-    temporal_prompt: str = option("stop", "stop (alias group2-2): intra-frame spatial + inter-frame temporal prompts "
-                                          "(STOP); none: plain DGL", TEMPORAL_PROMPTS + tuple(TEMPORAL_PROMPT_ALIASES))
+    temporal_prompt: str = option("stop", "stop (alias group2-2): STOP as released (pixel-space spatial prompt, "
+                                          "inter-frame prompt added to the local prompts); paper: STOP as the paper "
+                                          "describes it (token-space spatial prompts on the top patches, prompt "
+                                          "tokens inserted between frames that change; docs/PAPER_STOP.md); none: "
+                                          "plain DGL", TEMPORAL_PROMPTS + tuple(TEMPORAL_PROMPT_ALIASES))
+    stop_prompts: str = option("both", "ablation of STOP (stop or paper): both prompts, the spatial prompt only, or "
+                                       "the temporal prompt only", STOP_PROMPTS)
     shared_latent_space: str = option(
         "transformer", "how the layer prompts are generated: one transformer block over an embedding table "
                        "(DGL-Transformer) or linear projections of shared visual prompts (DGL-Linear)",
@@ -111,6 +118,25 @@ class ModelConfig:
                                                           group=HYPER)
     adapter_width: int = option(32, "bottleneck width of the adapters", group=HYPER)
     adapter_scale: float = option(0.1, "scale of the adapters' output", group=HYPER)
+    paper_alpha: float = option(0.5, "weight of the CLS attention A against the conv energy M in the spatial score "
+                                     "alpha A + (1 - alpha) M", group=PAPER)
+    paper_top_k: int = option(6, "N_s: patches per frame that receive a spatial prompt", group=PAPER)
+    paper_attention_layer: int = option(0, "the frozen block whose CLS-to-patch attention is A (0: the first "
+                                           "block, on the frames' ln_pre tokens; L > 0 runs blocks 0..L-1 on the "
+                                           "unprompted frames first)", group=PAPER)
+    paper_beta: float = option(1.0, "extra weight (1 + beta r) of the selected patches in the temporal score W^t",
+                               group=PAPER)
+    paper_eta: float = option(4.0, "prompt tokens inserted between two frames = min(cap, ceil(eta W^t))", group=PAPER)
+    paper_cap: int = option(4, "the most prompt tokens inserted between two frames (slots per gap)", group=PAPER)
+    paper_spatial_scale: float = option(0.05, "scale of the token-space spatial prompts", group=PAPER)
+    paper_temporal_scale: float = option(0.05, "scale of the inserted prompt tokens", group=PAPER)
+    paper_kernel: tuple[int, int, int] = option((3, 3, 3), "Conv3d kernel (frames, grid rows, grid columns) of the "
+                                                           "paper's prompters and scores", group=PAPER)
+    paper_channels: int = option(32, "output channels of the paper prompters' Conv3d", group=PAPER)
+    paper_score_channels: int = option(8, "output channels of the paper's bias-free score Conv3d", group=PAPER)
+    paper_mlp_hidden: int = option(32, "hidden width of the paper spatial prompter's MLP", group=PAPER)
+    paper_slot_hidden: int = option(16, "hidden width of the paper temporal prompter's patches -> slots MLP",
+                                    group=PAPER)
 
     @classmethod
     def from_args(cls, args=None, **overrides) -> ModelConfig:
@@ -151,17 +177,28 @@ class ModelConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"--{f.name} {getattr(self, f.name)!r} is not one of {list(choices)}")
         for name in ("text_prompt_length", "local_each_frame_prompt_length", "global_visual_prompt_length",
-                     "spatial_top_k"):
+                     "spatial_top_k", "paper_attention_layer"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_frames", "spatial_hidden_channels", "spatial_prompt_channels", "spatial_mlp_hidden",
-                     "temporal_hidden_channels", "temporal_mlp_hidden", "adapter_width"):
+                     "temporal_hidden_channels", "temporal_mlp_hidden", "adapter_width", "paper_top_k", "paper_cap",
+                     "paper_channels", "paper_score_channels", "paper_mlp_hidden", "paper_slot_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_words < 2:
             raise ValueError(f"--max_words must be >= 2 (SOT and EOT), got {self.max_words}")
         if not 0 <= self.spatial_dropout < 1:
             raise ValueError(f"--spatial_dropout must lie in [0, 1), got {self.spatial_dropout}")
+        if not 0 <= self.paper_alpha <= 1:
+            raise ValueError(f"--paper_alpha must lie in [0, 1], got {self.paper_alpha}")
+        if not self.paper_beta >= 0:
+            raise ValueError(f"--paper_beta must be >= 0, got {self.paper_beta}")
+        if not 0 < self.paper_eta < float("inf"):
+            raise ValueError(f"--paper_eta must be a finite number > 0, got {self.paper_eta}")
+        for name in ("spatial_scale", "temporal_scale", "adapter_scale", "paper_spatial_scale",
+                     "paper_temporal_scale"):
+            if not abs(getattr(self, name)) < float("inf"):
+                raise ValueError(f"--{name} must be a finite number, got {getattr(self, name)}")
         if self.unified_transformer_layers is not None and self.unified_transformer_layers < 1:
             raise ValueError(f"--unified_transformer_layers must be >= 1, got {self.unified_transformer_layers}")
         if self.visual_output_type in ("global_prompt0", "average_global_prompt") \
@@ -179,7 +216,21 @@ class ModelConfig:
 
     @property
     def uses_stop(self) -> bool:
+        """STOP as released (pixel-space spatial prompt, inter-frame prompt on the local prompts)."""
         return self.uses_prompts and self.temporal_prompt == "stop"
+
+    @property
+    def uses_paper_stop(self) -> bool:
+        """STOP as the paper describes it (token-space prompts, inserted prompt tokens)."""
+        return self.uses_prompts and self.temporal_prompt == "paper"
+
+    @property
+    def uses_spatial_prompt(self) -> bool:
+        return self.temporal_prompt in ("stop", "paper") and self.uses_prompts and self.stop_prompts != "temporal"
+
+    @property
+    def uses_temporal_prompt(self) -> bool:
+        return self.temporal_prompt in ("stop", "paper") and self.uses_prompts and self.stop_prompts != "spatial"
 
 
 def _flag_type(field: dataclasses.Field):

@@ -87,7 +87,7 @@ class VideoTextModel(nn.Module):
         if video_mask.shape != video.shape[:2]:
             raise ValueError(f"video_mask must be [B, T] = {list(video.shape[:2])}, got {list(video_mask.shape)}")
         if self.video_encoder is None:
-            features, details = self.mean_pooled_frames(video, video_mask), VideoDetails(None, None)
+            features, details = self.mean_pooled_frames(video, video_mask), VideoDetails()
         else:
             prompts = prompts if prompts is not None else self.prompts(video.shape[1])
             features, details = self.video_encoder(self.clip.visual, video, prompts.visual, return_details=True)

@@ -8,6 +8,7 @@ per-cell loops for the region scores, the released expression order.
 import pytest
 import torch
 
+from models.prompted_video import VideoDetails
 from models.video_text_model import VideoTextModel
 from tests.conftest import FRAMES, SOT, TINY, WORDS, text_batch, tiny_model, video_batch
 
@@ -145,7 +146,7 @@ def test_encoders_match_the_reference(options):
         assert (details.region_mask.flatten(2).sum(-1) == 6).all()  # top 6 of 9 cells, random scores: no ties
         torch.testing.assert_close(details.frame_weights, weights)
     else:
-        assert details == (None, None)
+        assert details == VideoDetails()
 
 
 def test_the_stop_modules_change_the_features():

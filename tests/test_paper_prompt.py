@@ -1,5 +1,6 @@
-"""The paper's token-space STOP (models/paper_prompt.py, docs/PAPER_STOP.md), each piece against a direct
-computation, on the tiny CLIP and at ViT-B/32 sizes."""
+"""The paper's token-space STOP building blocks (models/paper_prompt.py, the slot layout and masked attention of
+models/prompted_video.py; docs/PAPER_STOP.md), each piece against a direct computation, on the tiny CLIP and at
+ViT-B/32 sizes. The whole encoder: tests/test_paper_stop.py."""
 
 import math
 
@@ -7,16 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models import ModelConfig
 from models.clip import CLIP, CLIPConfig, ResidualAttentionBlock, attention
-from models.paper_prompt import (
-    PaperPromptConfig,
-    PaperSpatialPrompt,
-    PaperTemporalPrompt,
-    cls_patch_attention,
-    layout_tokens,
-    masked_global_local_attention,
-)
-from models.prompted_video import global_local_attention
+from models.paper_prompt import PaperSpatialPrompt, PaperTemporalPrompt, cls_patch_attention, insertion_slots
+from models.prompted_video import global_local_attention, lay_out
 
 WIDTH, GRID = 64, 4  # the tiny CLIP's
 N = GRID * GRID
@@ -32,9 +27,15 @@ def moving_tokens(batch, frames, scales, width=WIDTH, patches=N, seed=0):
 
 def build(config=None, width=WIDTH, grid=GRID, conv_impl="direct", seed=0):
     torch.manual_seed(seed)
-    config = config or PaperPromptConfig()
-    return (PaperSpatialPrompt(width, grid, config, conv_impl=conv_impl),
-            PaperTemporalPrompt(width, grid, config, conv_impl=conv_impl))
+    config = (config or ModelConfig()).replace(conv_impl=conv_impl, temporal_prompt="paper")
+    return PaperSpatialPrompt(width, grid, config), PaperTemporalPrompt(width, grid, config)
+
+
+def layout_tokens(global_prompts, tokens, local, inserted, slot_mask):
+    """(x, key mask, layout) of the encoder's token sequence with the inserted slots."""
+    slots, used = insertion_slots(inserted, slot_mask)
+    x, layout = lay_out(global_prompts, tokens, local, slots)
+    return x, layout.key_mask(used), layout
 
 
 def random_attention(batch, frames, patches=N, seed=1):
@@ -43,20 +44,18 @@ def random_attention(batch, frames, patches=N, seed=1):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("alpha", 1.5), ("beta", -1.0), ("eta", 0.0), ("top_k", 0), ("cap", 0), ("cap", 2.0), ("kernel", (3, 2, 3)),
-    ("kernel", (3, 3)), ("channels", 0), ("score_channels", 0), ("mlp_hidden", 0), ("slot_hidden", 0), ("heads", 0),
-    ("spatial_scale", math.inf), ("temporal_scale", math.nan),
+    ("alpha", 1.5), ("beta", -1.0), ("eta", 0.0), ("eta", math.inf), ("top_k", 0), ("cap", 0), ("kernel", (3, 2, 3)),
+    ("kernel", (3, 3)), ("channels", 0), ("score_channels", 0), ("mlp_hidden", 0), ("slot_hidden", 0),
+    ("attention_layer", -1), ("spatial_scale", math.inf), ("temporal_scale", math.nan),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
-    with pytest.raises(ValueError, match=f"PaperPromptConfig.{field} "):
-        PaperPromptConfig(**{field: value})
+    with pytest.raises(ValueError, match=f"--paper_{field}"):
+        ModelConfig(**{f"paper_{field}": value})
 
 
 def test_modules_reject_sizes_that_do_not_fit_the_vit():
-    with pytest.raises(ValueError, match="top_k"):
-        PaperSpatialPrompt(WIDTH, 2, PaperPromptConfig(top_k=5))
-    with pytest.raises(ValueError, match="heads"):
-        PaperTemporalPrompt(WIDTH, GRID, PaperPromptConfig(heads=3))
+    with pytest.raises(ValueError, match="--paper_top_k 5: more than the 4 patches"):
+        PaperSpatialPrompt(WIDTH, 2, ModelConfig(paper_top_k=5))
 
 
 def test_cls_patch_attention_is_the_blocks_head_averaged_attention_renormalised_over_patches():
@@ -99,7 +98,7 @@ def test_shapes_at_vit_b32_sizes():
         inserted, slot_mask, counts = temporal(tokens, selected)
         x, key_mask, layout = layout_tokens(torch.zeros(1, 4, width), prompted, torch.zeros(1, t, 4, width),
                                             inserted, slot_mask)
-        out = masked_global_local_attention(block.attn, block.ln_1(x), 4, t, key_mask)
+        out = global_local_attention(block.attn, block.ln_1(x), 4, t, key_mask)
     assert a.shape == (1, t, 49) and prompted.shape == (1, t, 50, width) and selected.shape == (1, t, 49)
     assert inserted.shape == (1, t - 1, 4, width) and slot_mask.shape == (1, t - 1, 4) and counts.shape == (1, t - 1)
     assert x.shape == out.shape == (1, 4 + t * (4 + 1 + 4 + 49), width) and key_mask.shape == x.shape[:2]
@@ -131,7 +130,7 @@ def test_top_k_selection_matches_a_direct_computation():
 
 
 def test_ties_go_to_the_lower_patch_index():
-    spatial, _ = build(PaperPromptConfig(alpha=1.0, top_k=3))
+    spatial, _ = build(ModelConfig(paper_alpha=1.0, paper_top_k=3))
     _, selected = spatial(moving_tokens(1, 2, [0.5]), torch.full((1, 2, N), 1.0 / N))
     assert (selected.nonzero()[:, 2].view(2, 3) == torch.tensor([0, 1, 2])).all()
 
@@ -152,7 +151,7 @@ def test_only_selected_patches_change_by_the_prompt_and_cls_is_untouched():
 
 def loop_strength(temporal, tokens, selected):
     """W^t [B, T-1] by explicit loops over videos, gaps, patches and kernel taps."""
-    weight, beta = temporal.score_conv.weight, temporal.config.beta  # [C, W, kd, kh, kw]
+    weight, beta = temporal.score_conv.weight, temporal.beta  # [C, W, kd, kh, kw]
     b, t, _, width = tokens.shape
     kd, kh, kw = weight.shape[2:]
     out = torch.zeros(b, t - 1)
@@ -176,7 +175,7 @@ def loop_strength(temporal, tokens, selected):
 
 
 def test_counts_equal_min_cap_ceil_eta_w_against_a_loop_recomputation():
-    config = PaperPromptConfig(eta=6.0)
+    config = ModelConfig(paper_eta=6.0)
     spatial, temporal = build(config)
     tokens = moving_tokens(2, 6, [0.0, 0.0, 0.05, 0.3, 2.0])
     with torch.no_grad():
@@ -210,7 +209,7 @@ def test_a_static_video_gets_no_inserted_prompts(conv_impl):
 
 
 def test_a_video_does_not_depend_on_the_rest_of_its_batch():
-    spatial, temporal = build(PaperPromptConfig(eta=20.0))
+    spatial, temporal = build(ModelConfig(paper_eta=20.0))
     tokens = moving_tokens(3, 4, [0.1, 0.3, 0.05])
     a = random_attention(3, 4)
     with torch.no_grad():
@@ -250,9 +249,8 @@ def test_masked_attention_equals_global_local_attention_when_nothing_is_masked(g
     attn, x = global_local_inputs(g=globals_)
     with torch.no_grad():
         expected = global_local_attention(attn, x, globals_, 4)
-        torch.testing.assert_close(masked_global_local_attention(attn, x, globals_, 4), expected, rtol=0, atol=1e-6)
         everything = torch.ones(x.shape[:2], dtype=torch.bool)
-        torch.testing.assert_close(masked_global_local_attention(attn, x, globals_, 4, everything), expected,
+        torch.testing.assert_close(global_local_attention(attn, x, globals_, 4, everything), expected,
                                    rtol=0, atol=1e-6)
 
 
@@ -266,7 +264,7 @@ def test_masked_attention_matches_a_dense_masked_attention():
     dense = same_frame[None, None] & key_mask[:, None, None, :]  # [B, 1, L, L], True = attend
     with torch.no_grad():
         expected = attention(attn, x, attn_mask=dense)
-        torch.testing.assert_close(masked_global_local_attention(attn, x, g, t, key_mask), expected,
+        torch.testing.assert_close(global_local_attention(attn, x, g, t, key_mask), expected,
                                    rtol=1e-5, atol=1e-6)
 
 
@@ -298,7 +296,7 @@ def test_unused_slot_contents_change_no_unmasked_output():
 
     def run(x):
         for block in clip.visual.transformer.resblocks:
-            x = x + masked_global_local_attention(block.attn, block.ln_1(x), pg, t, key_mask)
+            x = x + global_local_attention(block.attn, block.ln_1(x), pg, t, key_mask)
             x = x + block.mlp(block.ln_2(x))
         return x
 
@@ -316,7 +314,7 @@ def test_all_masked_slots_give_todays_attention_on_the_tokens_without_slots():
                                         torch.zeros(b, t - 1, k, dtype=torch.bool))
     plain = torch.cat([globals_, torch.cat([tokens[:, :, :1], local, tokens[:, :, 1:]], dim=2).flatten(1, 2)], dim=1)
     with torch.no_grad():
-        out = masked_global_local_attention(block.attn, block.ln_1(x), pg, t, key_mask)
+        out = global_local_attention(block.attn, block.ln_1(x), pg, t, key_mask)
         expected = global_local_attention(block.attn, block.ln_1(plain), pg, t)
     torch.testing.assert_close(out[key_mask].view(b, -1, WIDTH), expected, rtol=0, atol=1e-6)
     assert torch.equal(layout.frame_cls(x), tokens[:, :, 0])
