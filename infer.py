@@ -31,7 +31,13 @@ from dataloaders.video_reader import VideoReadError, read_video_tensor
 from models import cosine_similarity
 from utils.inference.embedding_store import FORMAT, EmbeddingStore
 from utils.inference.inference_model import InferenceModel, add_inference_model_args, load_inference_model
-from utils.inference.prompt_visualization import denormalise, save_prompt_figure
+from utils.inference.prompt_visualization import (
+    cells_to_pixels,
+    denormalise,
+    frame_weight_bars,
+    inserted_prompt_bars,
+    save_prompt_figure,
+)
 
 log = logging.getLogger("infer")
 # What the library raises for bad input (messages written for the user); main turns them into one line.
@@ -268,26 +274,43 @@ def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
     if not video_path.is_file():
         raise SystemExit(f"error: --video: file not found: {video_path}")
     trained = load_inference_model(args)
-    if not trained.model.config.uses_stop:
+    config = trained.model.config
+    if not (config.uses_stop or config.uses_paper_stop):
         raise SystemExit("error: visualize shows STOP's prompts; this model has none (it needs --prompt dgl "
-                         "--temporal_prompt stop)")
+                         "--temporal_prompt stop or paper)")
     try:
         video, mask = read_video_tensor(str(video_path), trained.max_frames, trained.resolution)
     except VideoReadError as error:
         raise SystemExit(f"error: --video: {error}") from None
     _, details = trained.encode_videos(video[None], mask[None], return_details=True)
     num_real = int(mask.sum())
-    spatial = trained.model.video_encoder.spatial_prompt
-    pixels = spatial.mask_to_pixels(details.region_mask)[0, :num_real].numpy()
-    weights = details.frame_weights[0, :num_real].float().numpy()
+    encoder, grid = trained.model.video_encoder, trained.model.clip.visual.grid_size
+    record = {"video": str(video_path), "figure": str(args.output), "frames": num_real}
+    pixels = np.zeros((num_real, trained.resolution, trained.resolution), dtype=bool)
+    bars, what = None, []
+    if details.region_mask is not None:  # the released STOP
+        pixels = encoder.spatial_prompt.mask_to_pixels(details.region_mask)[0, :num_real].numpy()
+        record["region_mask"] = details.region_mask[0, :num_real].int().tolist()
+        grid = grid if encoder.spatial_prompt.cell_layout == "patch" else None
+        what.append("spatial prompt region (tinted cells)")
+    if details.selected_patches is not None:  # the paper's STOP
+        cells = details.selected_patches[0, :num_real].numpy()
+        pixels = cells_to_pixels(cells, trained.resolution)
+        record["selected_patches"] = cells.astype(int).tolist()
+        what.append("spatially prompted patches (tinted)")
+    if details.frame_weights is not None:
+        record["frame_weights"] = details.frame_weights[0, :num_real].float().tolist()
+        bars = frame_weight_bars(np.array(record["frame_weights"]))
+        what.append("inter-frame weights (bars)")
+    if details.inserted_prompts is not None:
+        record["inserted_prompts"] = details.inserted_prompts[0, :max(0, num_real - 1)].tolist()
+        bars = inserted_prompt_bars(np.array(record["inserted_prompts"]), config.paper_cap)
+        what.append("prompt tokens inserted between frames (bars)")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    width, height = save_prompt_figure(
-        denormalise(video[:num_real]), pixels, weights, output, args.frame_px,
-        spatial.grid_size if spatial.cell_layout == "patch" else None,
-        f"{video_path.name}: spatial prompt region (tinted cells), inter-frame weights (bars)")
-    record = {"video": str(video_path), "figure": str(output), "size_px": [width, height], "frames": num_real,
-              "frame_weights": weights.tolist(), "region_mask": details.region_mask[0, :num_real].int().tolist()}
+    width, height = save_prompt_figure(denormalise(video[:num_real]), pixels, bars, output, args.frame_px, grid,
+                                       f"{video_path.name}: {', '.join(what)}")
+    record["size_px"] = [width, height]
     output.with_suffix(".json").write_text(json.dumps(record))
     log.info(f"wrote {output} ({width} x {height} px) and {output.with_suffix('.json')}")
     return record

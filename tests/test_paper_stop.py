@@ -128,3 +128,33 @@ def test_checkpointed_blocks_give_the_same_gradients_with_slots():
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_infer_visualize_draws_the_selected_patches_and_inserted_prompts(tmp_path):
+    import json
+
+    import matplotlib.image
+
+    import infer
+    from dataloaders.synthetic import write_dataset
+    from dataloaders.video_reader import read_video_tensor
+    from models.checkpoints import FORMAT
+    from utils.engine.checkpoint import save_atomic
+
+    write_dataset(str(tmp_path / "data"), 0, 2, seed=0, image_size=32, num_frames=6, progress=False)
+    video_path = tmp_path / "data" / "videos" / "video0.mp4"
+    torch.manual_seed(0)
+    clip = CLIP(CLIPConfig.tiny())
+    torch.save(clip.state_dict(), tmp_path / "clip.pt")
+    model = create_model(ModelConfig(max_frames=4, **PAPER), clip).eval()
+    save_atomic({"format": FORMAT, "model": model.learned_state_dict(), "model_config": model.config.to_dict(),
+                 "args": {"pretrained_clip_name": str(tmp_path / "clip.pt")}}, tmp_path / "run" / "ckpt_best.pt")
+    png = tmp_path / "paper.png"
+    record = infer.main(["visualize", "--checkpoint", str(tmp_path / "run"), "--video", str(video_path),
+                         "--output", str(png), "--frame_px", "50"])
+    assert matplotlib.image.imread(png).shape == (125, 250, 4) and json.loads(png.with_suffix(".json").read_text())
+    video, mask = read_video_tensor(str(video_path), 4, 32)
+    with torch.no_grad():
+        _, details = model.encode_video(video[None], mask[None], return_details=True)
+    assert record["selected_patches"] == details.selected_patches[0].int().tolist()
+    assert record["inserted_prompts"] == details.inserted_prompts[0].tolist() and len(record["inserted_prompts"]) == 3

@@ -1,5 +1,6 @@
 """What STOP's prompts attend to, as in the paper's figures: the sampled frames with the intra-frame (spatial)
-prompt's selected cells overlaid, and the inter-frame (temporal) weights of the frames as bars below.
+prompt's selected cells overlaid, and bars below: the released STOP's inter-frame weight of each frame, or the
+number of prompt tokens the paper's STOP inserts between two frames (bars between the frames).
 
 Drawn with matplotlib's object API (no pyplot, no global backend change; PNG through Agg). The figure has a
 fixed layout in units of `frame_px`, the side of one frame panel: (K + 1) * frame_px wide (K frames plus the
@@ -8,6 +9,7 @@ margins) and 2.5 * frame_px high (title, frames, bars), at DPI dots per inch.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,16 +37,41 @@ def denormalise(video: torch.Tensor) -> np.ndarray:
     return (video.float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def save_prompt_figure(frames: np.ndarray, region_pixels: np.ndarray, frame_weights: np.ndarray,
+class Bars(NamedTuple):
+    """The bar chart under the frames: `values` at x `positions` (frame i at i, the gap after it at i + 0.5)."""
+
+    positions: np.ndarray
+    values: np.ndarray
+    label: str
+    top: float  # the y-axis limit
+
+
+def frame_weight_bars(weights: np.ndarray) -> Bars:
+    """The released STOP's inter-frame weights [K] in [0, 1], one bar per frame."""
+    return Bars(np.arange(len(weights), dtype=float), weights, "inter-frame\nweight", 1.05)
+
+
+def inserted_prompt_bars(counts: np.ndarray, cap: int) -> Bars:
+    """The paper's STOP: prompt tokens inserted between frames i and i+1, counts [K - 1], one bar per gap."""
+    return Bars(np.arange(len(counts)) + 0.5, counts, "inserted\nprompts", cap + 0.2)
+
+
+def cells_to_pixels(cells: np.ndarray, resolution: int) -> np.ndarray:
+    """bool [K, g, g] of ViT patches -> bool [K, R, R], each pixel taking its patch's value."""
+    patch = resolution // cells.shape[-1]
+    return cells.repeat(patch, axis=-2).repeat(patch, axis=-1)
+
+
+def save_prompt_figure(frames: np.ndarray, region_pixels: np.ndarray, bars: Bars | None,
                        path: str | os.PathLike, frame_px: int = 160, grid_size: int | None = None,
                        title: str = "") -> tuple[int, int]:
     """Write the PNG: frames [K, R, R, 3] (floats in [0, 1]) with the selected pixels bool [K, R, R] tinted,
-    cell borders of a grid_size x grid_size grid when given, and the weights [K] as bars. Returns its
-    (width, height) in pixels."""
+    cell borders of a grid_size x grid_size grid when given, and `bars` below (an empty chart when None).
+    Returns its (width, height) in pixels."""
     num_frames = len(frames)
-    if region_pixels.shape != frames.shape[:3] or len(frame_weights) != num_frames:
-        raise ValueError(f"{num_frames} frames {frames.shape[1:3]} need a mask [{num_frames}, H, W] and "
-                         f"{num_frames} weights, got {region_pixels.shape} and {len(frame_weights)}")
+    if region_pixels.shape != frames.shape[:3]:
+        raise ValueError(f"{num_frames} frames {frames.shape[1:3]} need a mask [{num_frames}, H, W], got "
+                         f"{region_pixels.shape}")
     width, height = figure_size_px(num_frames, frame_px)
     figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     fontsize = 0.065 * frame_px
@@ -61,13 +88,14 @@ def save_prompt_figure(frames: np.ndarray, region_pixels: np.ndarray, frame_weig
                 axes.axhline(line, color="white", alpha=0.3, linewidth=0.5)
                 axes.axvline(line, color="white", alpha=0.3, linewidth=0.5)
         axes.set_axis_off()
-    bars = figure.add_axes((LEFT * unit_w, BOTTOM * unit_h, num_frames * unit_w, BARS * unit_h))
-    bars.bar(np.arange(num_frames), frame_weights, width=0.6, color="tab:blue")
-    bars.set_xlim(-0.5, num_frames - 0.5)
-    bars.set_ylim(0, 1.05)
-    bars.set_xticks(np.arange(num_frames), [str(i + 1) for i in range(num_frames)], fontsize=fontsize)
-    bars.tick_params(axis="y", labelsize=fontsize)
-    bars.set_ylabel("inter-frame\nweight", fontsize=fontsize)
+    chart = figure.add_axes((LEFT * unit_w, BOTTOM * unit_h, num_frames * unit_w, BARS * unit_h))
+    if bars is not None:
+        chart.bar(bars.positions, bars.values, width=0.4, color="tab:blue")
+        chart.set_ylim(0, bars.top)
+        chart.set_ylabel(bars.label, fontsize=fontsize)
+    chart.set_xlim(-0.5, num_frames - 0.5)
+    chart.set_xticks(np.arange(num_frames), [str(i + 1) for i in range(num_frames)], fontsize=fontsize)
+    chart.tick_params(axis="y", labelsize=fontsize)
     figure.text(0.5, 1 - TITLE * unit_h / 2, title, ha="center", va="center", fontsize=fontsize)
     figure.savefig(path, dpi=DPI, format="png")
     return width, height
