@@ -6,11 +6,17 @@
 
 Model flags come from models.add_model_args, data flags from dataloaders.add_data_args. See docs/TRAINING.md.
 The output folder receives hparams.json, log.txt, metrics.jsonl, ckpt_last.pt, ckpt_best.pt and
-eval_results.json.
+eval_results.json. A folder holding another run's files is refused (--resume continues that run, --overwrite
+moves its files aside first); one process writes a folder at a time (its .lock). What is checked, and how bad
+input and faults end: docs/RELIABILITY.md.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import math
+import os
 import random
 import sys
 import time
@@ -22,25 +28,73 @@ import torch
 
 from dataloaders import BadVideoError, add_data_args, build_dataset
 from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
+from models.checkpoints import CheckpointError
 from models.clip import load_clip
-from utils.engine.checkpoint import read_checkpoint_file, read_resumable_checkpoint
+from utils.engine.checkpoint import read_checkpoint_file, read_resumable_checkpoint, remove_stale_temporaries
 from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
-from utils.engine.evaluation import evaluate
+from utils.engine.evaluation import EvaluationError, evaluate
+from utils.engine.folder_lock import FolderBusyError, FolderLock
 from utils.engine.precision import PRECISIONS, resolve_precision
 from utils.engine.run_log import JsonLines, setup_logging, write_json
 from utils.engine.training import TrainConfig, Trainer, TrainingError
 
 # What the library raises for bad input (messages written for the user); main turns them into one line.
-USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError)
+USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
+
+# The files that make a folder hold a run (a new run never writes beside them; see --overwrite, --resume), and
+# what --overwrite moves aside with them.
+RUN_FILES = ("hparams.json", "ckpt_*.pt", "metrics.jsonl", "eval_results.json", "similarity_*.pt")
+MOVED_BY_OVERWRITE = RUN_FILES + ("log.txt",)
+
+# Flags that may differ between a run and its --resume: they do not change what is trained or evaluated, only
+# where the output goes, how often it is logged or saved, how fast data is read, when this process stops, and
+# the computation of the same function. Every other flag (data, model, optimisation, seed, precision) must
+# match the checkpoint's run; three are compared their own way (RESUME_COMPARED).
+RESUME_FREE_FLAGS = {
+    "output_dir": "must be the checkpoint's folder (checked by parse_args)",
+    "resume": "", "resume_extend_epochs": "", "overwrite": "", "do_train": "",
+    "do_eval": "whether the test split is evaluated after training",
+    "save_similarity": "whether the test similarity matrix is written",
+    "n_display": "how often steps are logged",
+    "save_steps": "how often ckpt_last.pt is written inside an epoch",
+    "stop_after_steps": "when this process stops",
+    "num_thread_reader": "DataLoader worker processes (the data of a step does not depend on them)",
+    "batch_size_val": "evaluation batch (the same features, to float rounding)",
+    "ddp_find_unused_parameters": "how DDP finds the parameters without gradient (the same gradients)",
+    "max_bad_video_fraction": "when bad videos stop the run (below it they are skipped alike)",
+    "init_model": "the checkpoint's weights replace it",
+    "conv_impl": "the same function (ModelConfig's 'computation' group)",
+    "checkpoint_activations": "the same gradients (ModelConfig's 'computation' group)",
+}
+RESUME_COMPARED = {
+    "batch_size": "the global batch --batch_size x processes must match (another process count is allowed)",
+    "device": "the device type (cpu / cuda) must match; cuda:0 and cuda:1 are the same",
+    "epochs": "must match; --resume_extend_epochs allows a larger value (the schedule is re-planned)",
+}
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Flag errors as one `error: ...` line (exit status 1, like every other error of the entry points) instead
+    of argparse's usage block: main.py's usage alone is dozens of lines."""
+
+    def error(self, message: str):
+        raise SystemExit(f"error: {message} (python {self.prog} --help lists the flags)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run = parser.add_argument_group("run")
     run.add_argument("--do_train", action="store_true", help="train (and evaluate on the val split each epoch)")
     run.add_argument("--do_eval", action="store_true",
                      help="evaluate on the test split: after training with the best checkpoint, else --init_model")
-    run.add_argument("--output_dir", required=True, help="folder for logs, metrics, checkpoints and results")
+    run.add_argument("--output_dir", default=None,
+                     help="folder for logs, metrics, checkpoints and results; required unless --resume (which "
+                          "continues in the checkpoint's folder). A folder holding another run's files ("
+                          + ", ".join(RUN_FILES) + ") is refused unless --overwrite")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start this run in an --output_dir that holds another run: its files (the run files and "
+                          "log.txt) are first MOVED into <output_dir>/previous_run_<date-time>/ (nothing is "
+                          "deleted)")
     run.add_argument("--pretrained_dir", default=None,
                      help="folder of OpenAI's CLIP weights (ViT-B-32.pt ...); default $STOP_PRETRAINED_DIR or "
                           "~/models/pretrained")
@@ -50,7 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start from these trained weights: a run folder, a checkpoint of ours (ckpt_best.pt / "
                           "ckpt_last.pt), a state dict, or a checkpoint of the released implementation")
     run.add_argument("--resume", default=None,
-                     help="continue an interrupted run from this ckpt_last.pt (or its folder), at the exact step")
+                     help="continue an interrupted run from this ckpt_last.pt (or its folder), at the exact step, "
+                          "in that folder. The flags must be the run's (hparams.json) except those that do not "
+                          "change it (output, logging, saving, workers: RESUME_FREE_FLAGS in main.py); a "
+                          "difference is refused, naming the flags")
+    run.add_argument("--resume_extend_epochs", action="store_true",
+                     help="with --resume: allow a larger --epochs than the run's. The learning rate then follows "
+                          "the schedule of the new total from the checkpoint's step on (warm-up over "
+                          "round(warmup_proportion x new total steps), cosine to 0 at the new last step), so it "
+                          "jumps at the resume from the old plan's value to the new plan's; the steps already run "
+                          "keep theirs. Extends a finished run too")
     run.add_argument("--seed", type=int, default=42)
     run.add_argument("--device", default="auto", help=DEVICE_HELP + " (under torchrun: each process's own GPU)")
     run.add_argument("--num_thread_reader", type=int, default=4, help="DataLoader worker processes per process")
@@ -93,18 +156,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_folder(resume: str) -> Path:
+    """The run folder of --resume (a folder, or the folder of a checkpoint file)."""
+    path = Path(resume)
+    return path if path.is_dir() else path.parent
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, every range checked here (before any slow work); errors are one `error: ...` line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.do_train or args.do_eval):
         parser.error("nothing to do: pass --do_train and/or --do_eval")
     for flag in ("epochs", "batch_size", "batch_size_val", "gradient_accumulation_steps", "n_display"):
         if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1")
-    if not 0 <= args.warmup_proportion <= 1:
-        parser.error("--warmup_proportion must lie in [0, 1]")
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    for flag in ("num_thread_reader", "save_steps", "stop_after_steps", "seed", "holdout_val_videos"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
+    for flag in ("coef_lr", "wd", "clip_grad_norm"):
+        if not (math.isfinite(getattr(args, flag)) and getattr(args, flag) >= 0):
+            parser.error(f"--{flag} must be a finite number >= 0, got {getattr(args, flag)}")
+    for flag in ("warmup_proportion", "max_bad_video_fraction"):
+        if not 0 <= getattr(args, flag) <= 1:
+            parser.error(f"--{flag} must lie in [0, 1], got {getattr(args, flag)}")
+    try:
+        ModelConfig.from_args(args)  # --max_frames, --max_words and every other model option
+    except ValueError as error:
+        parser.error(str(error))
     if args.resume and not args.do_train:
         parser.error("--resume continues training: add --do_train")
+    if args.resume_extend_epochs and not args.resume:
+        parser.error("--resume_extend_epochs extends a run given by --resume")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in its folder, --overwrite would move it aside: pass one")
+    if args.resume:
+        folder = resume_folder(args.resume)
+        if args.output_dir is None:
+            args.output_dir = str(folder)
+        elif Path(args.output_dir).resolve() != folder.resolve():
+            parser.error(f"--resume {args.resume} continues the run in its folder {folder}; --output_dir "
+                         f"{args.output_dir} is another folder (leave --output_dir out, or give that folder)")
+    elif args.output_dir is None:
+        parser.error("--output_dir is required (unless --resume)")
     return args
 
 
@@ -116,6 +212,99 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"--resume: checkpoint not found: {args.resume}")
     if args.features_path and not args.lmdb_dataset and not Path(args.features_path).is_dir():
         raise FileNotFoundError(f"--features_path: video folder not found: {args.features_path}")
+
+
+def run_files(folder: Path, patterns: tuple[str, ...] = RUN_FILES) -> list[Path]:
+    """The files of `folder` matching `patterns` (those of a run by default), sorted."""
+    return sorted({path for pattern in patterns for path in folder.glob(pattern) if path.is_file()})
+
+
+def _claim_output_dir(args: argparse.Namespace) -> str | None:
+    """Under the folder's lock: refuse a folder holding another run, unless --resume continues it or
+    --overwrite moves its files aside (returns what was moved where, for the log)."""
+    output_dir = Path(args.output_dir)
+    existing = run_files(output_dir)
+    if not existing or args.resume:
+        return None
+    if not args.overwrite:
+        raise ValueError(f"--output_dir {output_dir} holds another run ({', '.join(p.name for p in existing)}); "
+                         "continue it with --resume, choose a new folder, or pass --overwrite to move its files "
+                         "aside first")
+    archive = output_dir / f"previous_run_{time.strftime('%Y%m%d-%H%M%S')}"
+    for suffix in range(1, 1000):
+        if not archive.exists():
+            break
+        archive = output_dir / f"previous_run_{time.strftime('%Y%m%d-%H%M%S')}_{suffix}"
+    archive.mkdir()
+    moved = run_files(output_dir, MOVED_BY_OVERWRITE)
+    for path in moved:
+        os.replace(path, archive / path.name)
+    return f"--overwrite: moved the previous run's {', '.join(p.name for p in moved)} to {archive}"
+
+
+def _plain(value: Any) -> Any:
+    """Flag values comparable across a save: tuples as lists."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def resume_conflicts(args: argparse.Namespace, payload: dict[str, Any], ctx: DistContext) -> list[str]:
+    """The flags of `args` that would change the run saved in `payload` (a resumable checkpoint), each as
+    "--flag NEW (the checkpoint's run: OLD)". RESUME_FREE_FLAGS may differ; RESUME_COMPARED are compared their
+    own way; every other flag must equal the saved one (a flag the checkpoint predates: its default)."""
+    saved = payload.get("args") or {}
+    parser = build_parser()
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    conflicts = []
+    for name, value in sorted(vars(args).items()):
+        if name in RESUME_FREE_FLAGS or name in RESUME_COMPARED or name in model_fields:
+            continue
+        old = saved.get(name, parser.get_default(name))
+        if _plain(old) != _plain(value):
+            conflicts.append(f"--{name} {value} (the checkpoint's run: {old})")
+    try:
+        old_config = ModelConfig.from_dict(payload.get("model_config") or
+                                           {k: v for k, v in saved.items() if k in model_fields}).to_dict()
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"--resume {args.resume}: its model configuration is not readable here ({error})") \
+            from None
+    new_config = ModelConfig.from_args(args).to_dict()
+    for name in sorted(new_config):
+        if name not in RESUME_FREE_FLAGS and _plain(old_config.get(name)) != _plain(new_config[name]):
+            conflicts.append(f"--{name} {new_config[name]} (the checkpoint's run: {old_config.get(name)})")
+    old_batch, old_world = saved.get("batch_size"), payload.get("world_size", 1)
+    if old_batch is None or old_batch * old_world != args.batch_size * ctx.world_size:
+        conflicts.append(f"--batch_size {args.batch_size} x {ctx.world_size} processes = "
+                         f"{args.batch_size * ctx.world_size} pairs per step (the checkpoint's run: {old_batch} x "
+                         f"{old_world} = {None if old_batch is None else old_batch * old_world})")
+    old_device = payload.get("device")
+    if old_device is not None and torch.device(old_device).type != ctx.device.type:
+        conflicts.append(f"--device {args.device} = {ctx.device} (the checkpoint's run: {saved.get('device')} = "
+                         f"{old_device})")
+    elif old_device is None and saved.get("device", "auto") != args.device:
+        conflicts.append(f"--device {args.device} (the checkpoint's run: {saved.get('device', 'auto')})")
+    old_epochs = saved.get("epochs")
+    if old_epochs != args.epochs:
+        if not args.resume_extend_epochs:
+            conflicts.append(f"--epochs {args.epochs} (the checkpoint's run: {old_epochs}; "
+                             "--resume_extend_epochs allows a larger value)")
+        elif old_epochs is None or args.epochs < old_epochs:
+            conflicts.append(f"--epochs {args.epochs} (the checkpoint's run: {old_epochs}; "
+                             "--resume_extend_epochs only adds epochs)")
+    return conflicts
+
+
+def _read_resume(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+    """The --resume checkpoint, after checking that the flags continue its run (ValueError naming them)."""
+    payload = read_resumable_checkpoint(args.resume)
+    if not payload.get("args"):
+        raise CheckpointError(f"--resume {args.resume}: the checkpoint records no flags (it was not written by "
+                              "main.py), so this run cannot be checked against it")
+    conflicts = resume_conflicts(args, payload, ctx)
+    if conflicts:
+        raise ValueError(f"--resume {args.resume}: these flags would change the run: {'; '.join(conflicts)}. "
+                         "Resume with the run's flags (its hparams.json), or start a new run in another "
+                         "--output_dir")
+    return payload
 
 
 def _seed_everything(seed: int) -> None:
@@ -133,6 +322,9 @@ def _build_model(args: argparse.Namespace, ctx: DistContext, log) -> VideoTextMo
     _seed_everything(args.seed)  # identical model initialisation on every rank
     config = ModelConfig.from_args(args)
     clip = load_clip(args.pretrained_clip_name, args.pretrained_dir)
+    if config.max_words > clip.context_length:
+        raise ValueError(f"--max_words {config.max_words} exceeds the text context of the CLIP "
+                         f"{args.pretrained_clip_name} ({clip.context_length} tokens, SOT and EOT included)")
     if args.init_model:
         trained = load_trained(args.init_model, config=config, clip=clip)
         model = trained.model
@@ -146,13 +338,9 @@ def _build_model(args: argparse.Namespace, ctx: DistContext, log) -> VideoTextMo
     return model.to(ctx.device)
 
 
-def _train(args: argparse.Namespace, ctx: DistContext, model, precision, metrics_log, eval_on,
-           results: dict[str, Any], log):
-    """--do_train (and --resume). Returns the val split (None without per-epoch evaluation) and whether the run
-    was stopped early; on completion the model holds the best epoch's weights if there was a selection."""
-    resolution = model.clip.visual.input_resolution
-    train_set = build_dataset(args, "train", resolution)
-    val_set = build_dataset(args, "val", resolution) if args.eval_every_epoch else None
+def _make_trainer(args: argparse.Namespace, ctx: DistContext, model, precision, metrics_log, train_set,
+                  resume: dict[str, Any] | None, log) -> Trainer:
+    """The Trainer of the flags; with --resume at the checkpoint's step (model tensors, optimizer, RNG)."""
     config = TrainConfig(
         batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, coef_lr=args.coef_lr, wd=args.wd,
         wd_exclude=args.wd_exclude, warmup_proportion=args.warmup_proportion,
@@ -165,33 +353,61 @@ def _train(args: argparse.Namespace, ctx: DistContext, model, precision, metrics
     log.info(f"training: {len(train_set)} pairs, global batch {args.batch_size} x {ctx.world_size} processes x "
              f"{args.gradient_accumulation_steps} accumulation, {trainer.steps_per_epoch} steps per epoch, "
              f"{trainer.total_steps} steps")
-    if args.resume:
-        payload = read_resumable_checkpoint(args.resume)
-        model.load_learned_state_dict(payload["model"], f"--resume {args.resume}")
-        trainer.load_training_state(payload, args.resume)
+    if resume is not None:
+        model.load_learned_state_dict(resume["model"], f"--resume {args.resume}")
+        trainer.load_training_state(resume, args.resume)
         log.info(f"resumed at step {trainer.progress.global_step} (epoch {trainer.progress.epoch + 1}, "
                  f"step {trainer.progress.step_in_epoch} of it)")
+        if args.epochs != resume["args"]["epochs"]:
+            log.info(f"--resume_extend_epochs: {resume['args']['epochs']} -> {args.epochs} epochs; from step "
+                     f"{trainer.progress.global_step} the learning rate follows the schedule of "
+                     f"{trainer.total_steps} steps (now {trainer.optimizer.param_groups[0]['lr']:.3e})")
+    return trainer
+
+
+def _train(args: argparse.Namespace, trainer: Trainer, val_set, eval_on, results: dict[str, Any], log) -> bool:
+    """--do_train (and --resume). Returns whether the run was stopped early (--stop_after_steps); on completion
+    the model holds the best epoch's weights if there was a selection."""
     start = time.time()
     status = trainer.train(evaluate=(lambda: eval_on(val_set, "val")) if val_set is not None else None)
     results["train_seconds"] = time.time() - start
     if status == "finished" and trainer.progress.best_epoch is not None:
         best = read_checkpoint_file(Path(args.output_dir) / "ckpt_best.pt")
-        model.load_learned_state_dict(best["model"], "ckpt_best.pt")
+        trainer.model.load_learned_state_dict(best["model"], "ckpt_best.pt")
         log.info(f"best val t2v R@1 {trainer.progress.best_value:.2f} at epoch {trainer.progress.best_epoch}")
         results.update(best_epoch=trainer.progress.best_epoch, best_val_t2v_R1=trainer.progress.best_value)
     elif status == "finished":
         log.info("no per-epoch evaluation (--no-eval_every_epoch): the last epoch's weights are evaluated")
-    return val_set, status == "stopped"
+    return status == "stopped"
 
 
 def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str, Any]:
+    """One run in --output_dir, which the main process locks for its whole duration (FolderLock)."""
     output_dir = Path(args.output_dir)
-    if ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    barrier()
-    log = setup_logging(output_dir, ctx.is_main)
+    resume = _read_resume(args, ctx) if args.resume else None
+    with FolderLock(output_dir, "--output_dir") if ctx.is_main else contextlib.nullcontext():
+        moved = _claim_output_dir(args) if ctx.is_main else None
+        barrier()
+        log = setup_logging(output_dir, ctx.is_main)
+        return _run_locked(args, ctx, argv, output_dir, resume, moved, log)
+
+
+def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resume, moved: str | None,
+                log) -> dict[str, Any]:
     log.info("arguments: " + " ".join(argv))
     log.info(f"{ctx.world_size} process(es), device {ctx.device}")
+    if moved:
+        log.info(moved)
+    metrics_log = JsonLines(output_dir / "metrics.jsonl", enabled=ctx.is_main)
+    if ctx.is_main:
+        removed = remove_stale_temporaries(output_dir)
+        if removed:
+            log.info(f"removed {len(removed)} temporary files of an interrupted write: {removed}")
+        if resume is not None:
+            dropped = metrics_log.drop_after(resume["global_step"])
+            if dropped:
+                log.info(f"metrics.jsonl: dropped {dropped} records after step {resume['global_step']} (the "
+                         "checkpoint's step), which this resume runs again")
     model = _build_model(args, ctx, log)
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "total": sum(p.numel() for p in model.parameters()), "trainable_by_module": model.trainable_parameter_counts()}
@@ -199,25 +415,29 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
              f"({', '.join(f'{k} {v:,}' for k, v in counts['trainable_by_module'].items())})")
     precision = resolve_precision(args.precision, ctx.device)
     _seed_everything(args.seed + ctx.rank)  # per-rank random streams (dropout) from here on
+    # Every split and the Trainer before anything is written: bad data or flags stop the run here.
+    resolution = model.clip.visual.input_resolution
+    trainer = val_set = test_set = None
+    if args.do_train:
+        train_set = build_dataset(args, "train", resolution)
+        val_set = build_dataset(args, "val", resolution) if args.eval_every_epoch else None
+        trainer = _make_trainer(args, ctx, model, precision, metrics_log, train_set, resume, log)
+    if args.do_eval:
+        test_set = build_dataset(args, "test", resolution)
     if ctx.is_main:
         write_json(output_dir / "hparams.json",
-                   {**vars(args), "model_config": model.config.to_dict(),
-                    "image_resolution": model.clip.visual.input_resolution, "world_size": ctx.world_size,
-                    "device": str(ctx.device), "parameters": counts, "torch": torch.__version__})
-    metrics_log = JsonLines(output_dir / "metrics.jsonl", enabled=ctx.is_main)
+                   {**vars(args), "model_config": model.config.to_dict(), "image_resolution": resolution,
+                    "world_size": ctx.world_size, "device": str(ctx.device), "parameters": counts,
+                    "torch": torch.__version__, "resumed_at_step": resume["global_step"] if resume else None})
 
     def eval_on(dataset, split, save_similarity=False):
         return evaluate(model, dataset, ctx, args.batch_size_val, args.num_thread_reader, precision, split,
                         save_similarity=str(output_dir / f"similarity_{split}.pt") if save_similarity else None)
 
     results: dict[str, Any] = {}
-    val_set = None
-    if args.do_train:
-        val_set, stopped = _train(args, ctx, model, precision, metrics_log, eval_on, results, log)
-        if stopped:
-            return results
-    if args.do_eval:
-        test_set = build_dataset(args, "test", model.clip.visual.input_resolution)
+    if trainer is not None and _train(args, trainer, val_set, eval_on, results, log):
+        return results  # stopped by --stop_after_steps: no test evaluation
+    if test_set is not None:
         test = eval_on(test_set, "test", args.save_similarity)
         results["test"] = test
         if val_set is not None:
@@ -225,7 +445,8 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
             if results["best_epoch_selected_on_test_split"]:
                 log.info("note: the val split is the test split, so the best epoch was chosen on the test set "
                          "(the released protocol); use --holdout_val_videos or --test_csv for a clean selection")
-        metrics_log.write({"kind": "test", **test})
+        step = {"step": trainer.progress.global_step} if trainer is not None else {}
+        metrics_log.write({"kind": "test", **step, **test})
         if ctx.is_main:
             write_json(output_dir / "eval_results.json", results)
     return results

@@ -12,14 +12,18 @@ A checkpoint is a ``torch.save`` dict (loadable with ``weights_only=True``):
   best_value, best_epoch   the best evaluation so far (val t2v R@1) and its epoch
   args          the run's arguments (plain JSON-able values)
 ``ckpt_best.pt`` holds the same model tensors without optimizer/scheduler/scaler/rng (it is for evaluation).
-Writes are atomic: a temporary file in the same directory, fsync, then ``os.replace``.
+Writes are atomic: a temporary file in the same directory, fsync, then ``os.replace``; a process killed while
+writing leaves only that temporary file (``.ckpt_last.pt.<pid>.<random>.tmp``), which ``remove_stale_temporaries``
+deletes at the start of the next run in the folder. No payload with a NaN or infinite tensor is ever written:
+``non_finite_tensors`` lists them and the Trainer refuses to save (utils.engine.training).
 """
 from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -55,6 +59,49 @@ def save_atomic(payload: Dict[str, Any], path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda file: torch.save(payload, file))
+
+
+def _tensors(value: Any, name: str) -> Iterator[Tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{name}.{i}")
+
+
+def non_finite_tensors(payload: Dict[str, Any], keys: Tuple[str, ...] = ("model", "optimizer")) -> List[str]:
+    """Names (``model.<tensor>``, ``optimizer.state.<i>.exp_avg`` ...) of the floating-point tensors under
+    ``payload[key]`` that hold a NaN or inf (one device synchronisation per device, not per tensor)."""
+    by_device: Dict[torch.device, List[Tuple[str, torch.Tensor]]] = {}
+    for key in keys:
+        for name, tensor in _tensors(payload.get(key), key):
+            if tensor.is_floating_point() or tensor.is_complex():
+                by_device.setdefault(tensor.device, []).append((name, tensor))
+    bad = []
+    for named in by_device.values():
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+        bad += [name for (name, _), ok in zip(named, finite) if not ok]
+    return bad
+
+
+# utils.atomic_file.write_atomic's temporary files: .<name>.<pid>.<8 hex digits>.tmp
+_TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> List[str]:
+    """Delete the temporary files write_atomic left in ``folder`` when its process was killed mid-write (the
+    caller must be the folder's only writer: main.py holds its lock); returns their names."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if _TEMPORARY.match(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+    return sorted(removed)
 
 
 def read_resumable_checkpoint(path: str | os.PathLike) -> Dict[str, Any]:

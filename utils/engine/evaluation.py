@@ -4,6 +4,10 @@ Every rank encodes a contiguous shard of the captions and of the videos (``shard
 item is encoded or counted twice), the features are gathered on every rank, videos whose file could not be
 decoded (``valid`` False) are dropped together with their captions, and the metrics of ``utils.engine.metrics``
 are computed blockwise (t2v, v2t, and v2t_group; see that module for the multi-caption protocol).
+
+Every evaluated feature is checked: a NaN or infinite text or video feature (a diverged model, or an overflow
+under float16) stops the evaluation with ``EvaluationError`` instead of producing metrics (a NaN row would
+otherwise rank however the comparison rule happens to treat it).
 """
 from __future__ import annotations
 
@@ -18,6 +22,21 @@ from utils.engine.distributed import DistContext, all_gather_object, gather_unev
 from utils.engine.metrics import format_metrics, retrieval_metrics, similarity_matrix
 from utils.engine.precision import Precision
 from utils.engine.run_log import get_logger
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation cannot give trustworthy metrics (non-finite features); the message says what and why."""
+
+
+def _check_finite(feats: torch.Tensor, ids: list, what: str, split: str) -> None:
+    """EvaluationError naming how many of ``feats`` [N, E] (rows named by ``ids``) have a NaN or inf entry."""
+    bad = ~torch.isfinite(feats).all(dim=1)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten().tolist()
+        raise EvaluationError(
+            f"{split}: {len(rows)} of {len(feats)} {what} features are not finite (NaN or inf; e.g. "
+            f"{[ids[i] for i in rows[:3]]}): the model's weights have diverged (see the training log) or "
+            f"--precision overflows (try --precision fp32); no metrics are computed from them")
 
 
 @torch.no_grad()
@@ -86,6 +105,9 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
                     f"with their {int((~kept_captions).sum())} captions: {invalid_ids[:10]}")
     if len(video_feats) == 0:
         raise ValueError(f"no {split} video could be decoded; check --features_path")
+    _check_finite(video_feats, [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok], "video", split)
+    _check_finite(text_feats, [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok], "caption",
+                  split)
 
     metrics = retrieval_metrics(text_feats, video_feats, caption_to_video, block_size=block_size)
     results = {"split": split, **metrics,

@@ -2,6 +2,9 @@
 
 Ranks are 1-based and OPTIMISTIC under ties: rank = 1 + the number of candidates with a strictly higher score
 than the correct one (the released implementation's ``np.sort`` / first-match rule gives the same number).
+Non-finite scores (NaN, +-inf: a broken model's features) rank LAST: a non-finite candidate never beats a finite
+score, and a query whose correct score is not finite gets the worst rank (the number of candidates), so a NaN
+row can never count as a hit (``1 + count(sims > NaN)`` would be rank 1).
 
 Multi-caption protocol (VATEX, MSVD, MSR-VTT with all 20 captions): ``caption_to_video[c]`` is the video of
 caption ``c``.
@@ -35,6 +38,19 @@ def similarity_matrix(text_feats: torch.Tensor, video_feats: torch.Tensor,
                       for i in range(0, len(text_feats), block_size)])
 
 
+def _ranks(scores: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """Ranks of ``correct`` [b, 1] among the rows of ``scores`` [b, N] (see the module docstring: optimistic under
+    ties, non-finite scores last, a non-finite correct score the worst rank N). ``scores`` must already have its
+    non-finite entries replaced by -inf (``_finite_or_last``)."""
+    ranks = 1 + (scores > correct).sum(1)
+    return torch.where(torch.isfinite(correct[:, 0]), ranks, torch.full_like(ranks, scores.shape[1]))
+
+
+def _finite_or_last(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` with NaN and +-inf replaced by -inf (below every finite score)."""
+    return scores.masked_fill(~torch.isfinite(scores), float("-inf"))
+
+
 def retrieval_ranks(text_feats: torch.Tensor, video_feats: torch.Tensor, caption_to_video: torch.Tensor,
                     similarity_fn: SimilarityFn = cosine_similarity,
                     block_size: int = 1024) -> Dict[str, torch.Tensor]:
@@ -53,22 +69,22 @@ def retrieval_ranks(text_feats: torch.Tensor, video_feats: torch.Tensor, caption
 
     t2v = []
     for i in range(0, num_texts, block_size):
-        sims = similarity_fn(text_feats[i:i + block_size], video_feats).float()      # [b, Nv]
+        sims = _finite_or_last(similarity_fn(text_feats[i:i + block_size], video_feats).float())  # [b, Nv]
         correct = sims.gather(1, caption_to_video[i:i + block_size, None])            # [b, 1]
-        t2v.append(1 + (sims > correct).sum(1))
+        t2v.append(_ranks(sims, correct))
 
     v2t, v2t_group = [], []
     has_caption = torch.zeros(num_videos, dtype=torch.bool, device=text_feats.device)
     has_caption[caption_to_video] = True
     for j in range(0, num_videos, block_size):
-        sims = similarity_fn(text_feats, video_feats[j:j + block_size]).float().t()  # [b, Nt]
+        sims = _finite_or_last(similarity_fn(text_feats, video_feats[j:j + block_size]).float().t())  # [b, Nt]
         own = caption_to_video[None, :] == torch.arange(j, j + len(sims), device=sims.device)[:, None]
         best_own = sims.masked_fill(~own, float("-inf")).amax(1, keepdim=True)        # [b, 1]
-        v2t.append(1 + (sims > best_own).sum(1))
+        v2t.append(_ranks(sims, best_own))
         groups = sims.new_full((len(sims), num_videos), float("-inf")).scatter_reduce(
             1, caption_to_video.expand_as(sims), sims, reduce="amax")                 # [b, Nv]
         own_group = groups[:, j:j + len(sims)].diagonal()[:, None]
-        v2t_group.append(1 + (groups > own_group).sum(1))
+        v2t_group.append(_ranks(groups, own_group))
     keep = has_caption
     empty = torch.zeros(0, dtype=torch.long, device=text_feats.device)
     return {"t2v": torch.cat(t2v) if t2v else empty,

@@ -35,8 +35,10 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
-                    warmup_proportion: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up over ``round(warmup_proportion * total_steps)`` steps, then cosine to 0 (see ``WarmupCosine``)."""
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_proportion: float,
+                    start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up over ``round(warmup_proportion * total_steps)`` steps, then cosine to 0 (see ``WarmupCosine``),
+    positioned at optimizer step ``start_step`` (a resume: the groups' ``initial_lr`` are the base rates); the
+    groups' lr is set to that step's value."""
     schedule = WarmupCosine(total_steps, int(round(warmup_proportion * total_steps)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule, last_epoch=start_step - 1)

@@ -11,6 +11,8 @@ from typing import Any, Dict
 
 import torch
 
+from utils.atomic_file import write_atomic
+
 LOGGER_NAME = "stop"
 
 
@@ -48,6 +50,27 @@ class JsonLines:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
 
+    def drop_after(self, step: int) -> int:
+        """Remove the records of steps after ``step`` (written by a run killed after its last checkpoint, which a
+        resume from that checkpoint runs again) and a torn last line; atomic. Returns how many were removed.
+        Records without a "step" are kept."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut by the kill
+                dropped += 1
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+                dropped += 1
+            else:
+                kept.append(line + "\n")
+        if dropped:
+            write_atomic(self.path, lambda f: f.write("".join(kept).encode()))
+        return dropped
+
 
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA ``max_memory_allocated`` on a GPU, the process's peak resident set size on the CPU (MiB)."""
@@ -57,6 +80,6 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
+    """Atomically (utils.atomic_file): a reader or a crash sees the old or the new file, never half of one."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))

@@ -17,7 +17,16 @@ where 4 GPUs x 32 see 127. Prefer a larger per-process batch where memory allows
 
 An epoch has ``floor(len(train) / (batch_size * world_size)) // k`` optimizer steps; leftover pairs are
 dropped. The data order is a function of (seed, epoch) alone (``utils.engine.data_order``), which lets ``--resume``
-skip exactly the consumed micro-batches and continue at the same step, mid-epoch included.
+skip exactly the consumed micro-batches and continue at the same step, mid-epoch included. On resume the
+learning-rate schedule is rebuilt from the flags (``TrainConfig``) at the checkpoint's step, not taken from the
+checkpoint: with the same flags it is the same schedule, with a larger --epochs (``--resume_extend_epochs``)
+it is the schedule of the new total from that step on.
+
+Finiteness. Every optimizer step checks the loss and (without a loss scaler, which handles overflowing
+gradients itself by skipping the step) the gradient norm BEFORE the update, with one device synchronisation:
+a NaN or inf stops the run with ``TrainingError`` naming the step and the value, and the parameters keep their
+last finite values. No checkpoint with a non-finite tensor is written (``Trainer.save`` checks the payload),
+so ckpt_last.pt / ckpt_best.pt on disk always hold the last good state.
 """
 from __future__ import annotations
 
@@ -34,7 +43,7 @@ from tqdm import tqdm
 
 from models import ContrastiveLoss
 from models.checkpoints import FORMAT
-from utils.engine.checkpoint import capture_rng_state, restore_rng_state, save_atomic
+from utils.engine.checkpoint import capture_rng_state, non_finite_tensors, restore_rng_state, save_atomic
 from utils.engine.data_order import ResumableEpochSampler, SeededItems
 from utils.engine.distributed import DistContext, all_gather_object, barrier
 from utils.engine.optimization import build_optimizer, build_scheduler
@@ -128,6 +137,7 @@ class Trainer:
                 find_unused_parameters=config.find_unused_parameters)
         self.step_module = step_module
         self.progress = Progress()
+        self.saved_steps: Dict[str, int] = {}  # checkpoint name -> the global step it holds (written by this run)
 
     # ----------------------------------------------------------------------------------------- state
     def checkpoint(self, with_training_state: bool = True) -> Dict[str, Any]:
@@ -135,26 +145,46 @@ class Trainer:
         rng = all_gather_object(capture_rng_state()) if with_training_state else None
         payload = {"format": FORMAT, "model": self.model.learned_state_dict(),
                    "model_config": self.model.config.to_dict(), **asdict(self.progress), "args": self.args,
-                   "world_size": self.ctx.world_size}
+                   "world_size": self.ctx.world_size, "device": str(self.ctx.device)}
         if with_training_state:
             payload.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                            scaler=self.scaler.state_dict() if self.scaler is not None else None, rng=rng)
         return payload
 
     def save(self, name: str, with_training_state: bool = True) -> None:
+        """Write checkpoint ``name`` atomically; TrainingError (on every rank: the tensors are the same on all)
+        instead of writing a payload with a NaN or inf tensor, so the file keeps its last good content."""
         payload = self.checkpoint(with_training_state)
+        bad = non_finite_tensors(payload)
+        if bad:
+            raise TrainingError(f"step {self.progress.global_step}: {len(bad)} tensors are not finite (e.g. "
+                                f"{bad[:3]}); {name} is not written. {self._last_good()}")
         if self.ctx.is_main and self.output_dir is not None:
             save_atomic(payload, f"{self.output_dir}/{name}")
+        self.saved_steps[name] = self.progress.global_step
         barrier()
+
+    def _last_good(self) -> str:
+        if "ckpt_last.pt" in self.saved_steps:
+            return (f"The last good checkpoint is {self.output_dir}/ckpt_last.pt (step "
+                    f"{self.saved_steps['ckpt_last.pt']}). Try a lower --lr (or --precision fp32).")
+        return "No checkpoint of this run was written. Try a lower --lr (or --precision fp32)."
 
     def load_training_state(self, payload: Dict[str, Any], source: str) -> None:
         """Resume: optimizer, schedule, scaler, progress and this rank's RNG from ``payload`` (a checkpoint
         utils.engine.checkpoint.read_resumable_checkpoint accepted; model tensors are loaded by the caller)."""
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
+        planned_lrs = list(self.scheduler.base_lrs)  # the flags' learning rates, per group
+        planned_decay = [g["weight_decay"] for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(payload["optimizer"])  # moments; also the saved groups' lr / decay ...
+        for group, lr, decay in zip(self.optimizer.param_groups, planned_lrs, planned_decay):
+            group["initial_lr"], group["weight_decay"] = lr, decay  # ... which the flags replace
         if self.scaler is not None and payload.get("scaler") is not None:
             self.scaler.load_state_dict(payload["scaler"])
         self.progress = Progress(**{k: payload[k] for k in asdict(Progress())})
+        # The schedule of the flags (the checkpoint's WarmupCosine may plan another total) at the saved step.
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, self.config.warmup_proportion,
+                                         start_step=self.progress.global_step)
+        self.saved_steps["ckpt_last.pt"] = self.progress.global_step
         if self.progress.step_in_epoch > self.steps_per_epoch:  # == : stopped after an epoch's last step
             raise TrainingError(f"--resume {source}: saved at step {self.progress.step_in_epoch} of an epoch "
                              f"that now has {self.steps_per_epoch} steps; resume with the same batch size, "
@@ -199,6 +229,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.clip_grad_norm)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.trainable if p.grad is not None])
+        self._check_finite(loss_sum / self.accum, grad_norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -212,12 +243,21 @@ class Trainer:
         return {"loss": loss_sum / self.accum, "grad_norm": grad_norm, "data_time": data_time,
                 "step_time": time.perf_counter() - start}
 
+    def _check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """TrainingError before the update of the step being run when its loss, or (without a loss scaler) its
+        gradient norm, is NaN or inf. One synchronisation with the device per step; the values are the same on
+        every rank (the loss of the global batch, the all-reduced gradient), so all ranks stop together."""
+        loss_value, norm_value = torch.stack([loss.detach().float(), torch.as_tensor(grad_norm).float()
+                                              .to(loss.device)]).tolist()
+        checked = [("loss", loss_value)] + ([("gradient norm", norm_value)] if self.scaler is None else [])
+        bad = [f"the {what} is {value}" for what, value in checked if not math.isfinite(value)]
+        if bad:
+            self.model.zero_grad(set_to_none=True)
+            raise TrainingError(f"training step {self.progress.global_step + 1} (epoch {self.progress.epoch + 1}): "
+                                f"{', '.join(bad)}; stopped before the update. {self._last_good()}")
+
     def _log_step(self, stats: Dict[str, Any], epoch: int) -> None:
         loss = float(stats["loss"])
-        if not math.isfinite(loss):
-            raise TrainingError(f"the training loss became {loss} at step {self.progress.global_step}; "
-                             f"the last good checkpoint is {self.output_dir}/ckpt_last.pt (try a lower --lr "
-                             f"or --precision fp32)")
         samples = self.config.batch_size * self.ctx.world_size * self.accum
         record = {"kind": "train", "epoch": epoch + 1, "step": self.progress.global_step, "loss": loss,
                   "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(stats["grad_norm"]),
@@ -273,6 +313,9 @@ class Trainer:
             if evaluate is not None:
                 results = evaluate()
                 value = metric(results)
+                if not math.isfinite(value):
+                    raise TrainingError(f"epoch {epoch + 1}: the evaluation metric is {value}; not kept as best. "
+                                        f"{self._last_good()}")
                 record["eval"] = results
                 if p.best_value is None or value >= p.best_value:
                     p.best_value, p.best_epoch = value, epoch + 1
