@@ -29,6 +29,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from dataloaders.video_files import Failure, VideoFileDataset, collate_videos, videos_in_csv, videos_in_folder
 from dataloaders.video_reader import VideoReadError, read_video_tensor
 from models import cosine_similarity
+from utils.engine.cli import OneLineArgumentParser, one_line
+from utils.engine.folder_lock import LOCK_FILES, FolderBusyError
 from utils.inference.embedding_store import FORMAT, EmbeddingStore
 from utils.inference.inference_model import InferenceModel, add_inference_model_args, load_inference_model
 from utils.inference.prompt_visualization import (
@@ -41,12 +43,12 @@ from utils.inference.prompt_visualization import (
 
 log = logging.getLogger("infer")
 # What the library raises for bad input (messages written for the user); main turns them into one line.
-USER_ERRORS = (FileNotFoundError, ValueError)
+USER_ERRORS = (FileNotFoundError, ValueError, FolderBusyError)
 BATCH_SIZE = {"cpu": 8, "cuda": 64}  # videos per forward when --batch_size is not given
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     index = commands.add_parser("index", help="embed videos into an embedding store (resumable)")
@@ -58,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--video_dir", default=None,
                        help="find the CSV's entries under this folder, by relative path or by name with or "
                             "without extension (default: paths relative to the CSV's folder)")
-    index.add_argument("--output", required=True, help="store folder (created; re-running adds what is missing)")
+    index.add_argument("--output", required=True,
+                       help="store folder (created; re-running adds what is missing). One index process writes a "
+                            "store at a time (its .lock); a second one stops at once, naming the first")
     index.add_argument("--batch_size", type=int, default=None,
                        help=f"videos per forward (default {BATCH_SIZE['cpu']} on the CPU, {BATCH_SIZE['cuda']} "
                             "on a GPU)")
@@ -95,12 +99,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flag ranges, checked when the flags are parsed (before any model is loaded): (command, flag, minimum).
+MINIMUMS = [("index", "batch_size", 1), ("index", "chunk_size", 1), ("index", "num_workers", 0),
+            ("search", "top_k", 1), ("visualize", "frame_px", 1)]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The sub-command and its flags, ranges checked; errors are one `error: ...` line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for command, flag, minimum in MINIMUMS:
+        value = getattr(args, flag, None)
+        if args.command == command and value is not None and value < minimum:
+            parser.error(f"{command} --{flag} must be >= {minimum}, got {value}")
+    return args
+
+
 # ------------------------------------------------------------------------------------------------ index
-def _open_store_for_writing(path: str, trained: InferenceModel, source: dict[str, Any]) -> EmbeddingStore:
-    """The store at `path`, new or written by the same model from the same source; SystemExit otherwise."""
+def _check_output_folder(path: str) -> None:
+    """SystemExit unless `path` is new, empty (lock files aside) or an embedding store."""
     root = Path(path)
-    if root.is_file() or (root.is_dir() and any(root.iterdir()) and not (root / "metadata.json").is_file()):
+    if root.is_file() or (root.is_dir() and any(p.name not in LOCK_FILES for p in root.iterdir())
+                          and not (root / "metadata.json").is_file()):
         raise SystemExit(f"error: --output {root} exists and is not an embedding store; choose a new folder")
+
+
+def _open_store_for_writing(path: str, trained: InferenceModel, source: dict[str, Any]) -> EmbeddingStore:
+    """The store at `path`, new or written by the same model from the same source; SystemExit otherwise. The
+    caller holds the store's writer lock."""
+    root = Path(path)
+    _check_output_folder(path)
     store = EmbeddingStore(root)
     store.recover()
     metadata = store.metadata
@@ -172,9 +200,12 @@ def run_index(args: argparse.Namespace) -> dict[str, Any]:
     else:
         videos = videos_in_folder(args.videos)
         source = {"videos": str(Path(args.videos).expanduser().resolve())}
-    for flag in ("batch_size", "chunk_size"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise SystemExit(f"error: --{flag} must be >= 1")
+    _check_output_folder(args.output)
+    with EmbeddingStore(args.output).writer_lock():  # the whole run: one writer per store
+        return _index_locked(args, videos, source)
+
+
+def _index_locked(args: argparse.Namespace, videos, source: dict[str, Any]) -> dict[str, Any]:
     trained = load_inference_model(args)
     store = _open_store_for_writing(args.output, trained, source)
     done = set(store.load()[0])
@@ -233,8 +264,6 @@ def _model_of_store(args: argparse.Namespace, metadata: dict[str, Any]) -> Infer
 def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Print (and return) the top-k videos per query: [{"query", "results": [{"rank", "id", "score"}]}]."""
     queries = _read_texts(args.texts, args.queries)
-    if args.top_k < 1:
-        raise SystemExit("error: --top_k must be >= 1")
     store, metadata = _open_store(args.store)
     ids, embeddings = store.load()
     if embeddings is None:
@@ -321,14 +350,14 @@ COMMANDS = {"index": run_index, "search": run_search, "embed-text": run_embed_te
 
 def main(argv: list[str] | None = None) -> Any:
     """Run the sub-command of `argv` (sys.argv when None) and return its result."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as error:
-        raise SystemExit("error: " + " ".join(str(error).split())) from None
+        raise SystemExit(f"error: {one_line(error)}") from None
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from dataloaders import BadVideoError, add_data_args, build_dataset
-from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
-from models.checkpoints import CheckpointError
+from models import CheckpointError, ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
 from models.clip import load_clip
 from utils.engine.checkpoint import read_checkpoint_file, read_resumable_checkpoint, remove_stale_temporaries
+from utils.engine.cli import OneLineArgumentParser, one_line
 from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
 from utils.engine.evaluation import EvaluationError, evaluate
 from utils.engine.folder_lock import FolderBusyError, FolderLock
@@ -71,14 +71,6 @@ RESUME_COMPARED = {
     "device": "the device type (cpu / cuda) must match; cuda:0 and cuda:1 are the same",
     "epochs": "must match; --resume_extend_epochs allows a larger value (the schedule is re-planned)",
 }
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """Flag errors as one `error: ...` line (exit status 1, like every other error of the entry points) instead
-    of argparse's usage block: main.py's usage alone is dozens of lines."""
-
-    def error(self, message: str):
-        raise SystemExit(f"error: {message} (python {self.prog} --help lists the flags)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,15 +457,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cleanup_distributed()
     except USER_ERRORS as error:
         raise SystemExit(f"error: {one_line(error)}") from None
-
-
-def one_line(error: BaseException) -> str:
-    """The message of a library error on one line; an error re-raised by a DataLoader worker keeps only the
-    original message (its last line), not the worker's traceback."""
-    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    if "Original Traceback" in text:
-        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -96,3 +96,27 @@ def test_blockwise_equals_full_matrix(block_size):
                                 similarity_fn=lambda t, v: full[t][:, v], block_size=10_000)
     for name in ("t2v", "v2t", "v2t_group"):
         assert torch.equal(blockwise[name], from_full[name]), name
+
+
+def test_non_finite_scores_rank_last_and_a_nan_row_is_never_a_hit():
+    nan, inf = float("nan"), float("inf")
+    sim = torch.tensor([[nan, nan, nan],     # text 0: a NaN row (a diverged model) -> worst rank 3, not 1
+                        [nan, 0.2, 0.1],     # text 1: a NaN competitor never outranks its finite score -> 1
+                        [0.3, inf, 0.5]])    # text 2: +inf is not a score either -> 1
+    ranks = retrieval_ranks(torch.arange(3), torch.arange(3), torch.arange(3),
+                            similarity_fn=lambda t, v: sim[t][:, v])
+    assert ranks["t2v"].tolist() == [3, 1, 1]
+    # video 0 (column nan nan 0.3): its caption scores NaN -> worst 3; video 1 (nan .2 inf): 1; video 2: 1
+    assert ranks["v2t"].tolist() == [3, 1, 1]
+    assert ranks["v2t_group"].tolist() == [3, 1, 1]
+    everything_nan = metrics_from_similarity(torch.full((4, 4), nan), torch.arange(4))
+    for direction in ("t2v", "v2t", "v2t_group"):
+        assert everything_nan[direction]["R1"] == 0.0 and everything_nan[direction]["MnR"] == 4.0, direction
+    # multi-caption: video 0's two captions score NaN with it -> t2v worst (2) for both, v2t worst (5 captions),
+    # v2t_group worst (2 groups); video 1's column (.1 .2 .3 .9 .4): best own 0.4, caption 3's 0.9 higher -> 2
+    multi = torch.tensor([[nan, 0.1], [0.5, 0.2], [0.6, 0.3], [nan, 0.9], [0.0, 0.4]])
+    ranks = retrieval_ranks(torch.arange(5), torch.arange(2), torch.tensor([0, 1, 1, 0, 1]),
+                            similarity_fn=lambda t, v: multi[t][:, v])
+    assert ranks["t2v"].tolist() == [2, 2, 2, 2, 1]
+    assert ranks["v2t"].tolist() == [5, 2]
+    assert ranks["v2t_group"].tolist() == [2, 2]

@@ -10,6 +10,7 @@ import torch
 
 from tests.conftest import learned, make_trainer, step_logs, tiny_dgl_model
 from utils.engine.optimization import WarmupCosine
+from utils.engine.training import TrainingError
 
 @pytest.mark.parametrize("stop_at", [4, 6])  # mid-epoch, and after the last step of epoch 1
 def test_resume_equals_uninterrupted(tmp_path, stop_at):
@@ -71,3 +72,69 @@ def test_param_groups_decay_and_clip_lr():
     assert set(one_d) <= set(strict["new_no_decay"]["param_names"])
     trained = sum(len(g["params"]) for g in groups.values())
     assert trained == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+class NanGradient(torch.autograd.Function):
+    """The identity forward, a NaN gradient backward: a finite loss whose gradient is not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+@pytest.mark.parametrize("poison,value", [("loss", "the loss is nan"), ("gradient", "the gradient norm is nan")])
+def test_a_non_finite_step_stops_before_its_update_even_when_not_logged(tmp_path, poison, value):
+    # 12 pairs / 4 = 3 steps per epoch; only step 1 is logged (n_display 100), ckpt_last.pt after every step.
+    trainer = make_trainer(tmp_path, n_display=100, save_steps=1)
+    forward, calls = trainer.step_module.forward, []
+
+    def poisoned(text, video, video_mask):
+        calls.append(len(calls) + 1)
+        loss = forward(text, video, video_mask)
+        if len(calls) == 3:
+            return loss * float("nan") if poison == "loss" else NanGradient.apply(loss)
+        return loss
+
+    trainer.step_module.forward = poisoned
+    with pytest.raises(TrainingError) as raised:
+        trainer.train()
+    message = str(raised.value)
+    assert message.startswith(f"training step 3 (epoch 1): {value}")
+    assert f"stopped before the update. The last good checkpoint is {tmp_path}/ckpt_last.pt (step 2)." in message
+    saved = torch.load(tmp_path / "ckpt_last.pt", weights_only=True)
+    assert saved["global_step"] == 2
+    for name, tensor in learned(trainer).items():  # the parameters are the step-2 ones: step 3 updated nothing
+        assert torch.equal(tensor, saved["model"][name]), name
+
+
+def test_a_checkpoint_with_a_non_finite_tensor_is_never_written(tmp_path):
+    trainer = make_trainer(tmp_path, stop_after_steps=1)
+    assert trainer.train() == "stopped"
+    before = (tmp_path / "ckpt_last.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.never_used[1] = float("inf")
+    for name in ("ckpt_last.pt", "ckpt_best.pt"):
+        with pytest.raises(TrainingError, match=rf"^step 1: 1 tensors are not finite \(e.g. \['model.never_used'\]\); "
+                                                rf"{name} is not written. The last good checkpoint is .*\(step 1\)"):
+            trainer.save(name, with_training_state=name == "ckpt_last.pt")
+    assert (tmp_path / "ckpt_last.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_last.pt", "metrics.jsonl"]
+
+
+def test_resume_with_more_epochs_follows_the_schedule_of_the_new_total(tmp_path):
+    first = make_trainer(tmp_path, epochs=2)  # 3 steps per epoch: 6 steps, the lr reaches 0 at the end
+    assert first.train() == "finished" and first.optimizer.param_groups[0]["lr"] == 0.0
+    base = first.optimizer.param_groups[0]["initial_lr"]
+    payload = torch.load(tmp_path / "ckpt_last.pt", weights_only=True)
+    longer = make_trainer(tmp_path, epochs=4)  # 12 steps: warm-up round(0.25 x 12) = 3, cosine to 0 at 12
+    longer.model.load_learned_state_dict(payload["model"], "test")
+    longer.load_training_state(payload, "test")
+    schedule = WarmupCosine(12, 3)
+    assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(base * schedule(6)) and schedule(6) > 0.5
+    assert longer.train() == "finished" and longer.progress.global_step == 12
+    # the lr logged at step t is the one set for step t + 1: base x schedule(t)
+    assert step_logs(tmp_path, "lr")[-6:] == pytest.approx([base * schedule(t) for t in range(7, 13)])

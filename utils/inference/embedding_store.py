@@ -12,7 +12,12 @@ Writing: `append` adds a part (its .npy, then its .json, each atomically: the .j
 `*.new` files, `ids.json.new` last (the commit point), then renames them and deletes the parts. A writer starts
 with `recover()`, which finishes a committed merge and removes what was not committed, so an interruption loses
 at most the part that was being written. Readers (`load`, `failures`) change nothing and see the last commit,
-also while an indexer is writing. One writer per store at a time.
+also while an indexer is writing, and take no lock.
+
+One writer per store at a time: a writer holds `writer_lock()` (an OS file lock on `.lock`, utils.engine.folder_lock,
+released when its process ends, however it ends) for its whole session; a second writer gets FolderBusyError
+at once, naming the store and the first writer's pid, host and command (`.lock.owner`). Two unlocked writers
+would number their parts alike and merge each other's parts twice (duplicate ids).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import numpy as np
 
 from dataloaders.video_files import Failure
 from utils.atomic_file import write_atomic
+from utils.engine.folder_lock import FolderLock
 
 FORMAT = "stop-video-embeddings/1"
 EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metadata.json", "failed.csv", "parts"
@@ -123,6 +129,11 @@ class EmbeddingStore:
         return self._read()[2]
 
     # ------------------------------------------------------------------------------------------ writing
+    def writer_lock(self) -> FolderLock:
+        """`with store.writer_lock():` around a whole writing session (creates the folder); FolderBusyError when
+        another process writes the store."""
+        return FolderLock(self.root, "the embedding store")
+
     def write_metadata(self, metadata: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         _write_json(self.root / METADATA, {"format": FORMAT, **metadata})

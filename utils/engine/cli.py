@@ -1,0 +1,22 @@
+"""What the command-line entry points (main.py, infer.py) share to end in one `error: ...` line: an argument
+parser whose flag errors are that line, and the one-line form of a library error."""
+from __future__ import annotations
+
+import argparse
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Flag errors (a bad type, a value out of range) as one `error: ...` line with exit status 1, like every
+    other error of the entry points, instead of argparse's usage block (main.py's alone is dozens of lines)."""
+
+    def error(self, message: str):
+        raise SystemExit(f"error: {message} (see {self.prog} --help)")
+
+
+def one_line(error: BaseException) -> str:
+    """The message of a library error on one line; an error re-raised by a DataLoader worker keeps only the
+    original message (its last line), not the worker's traceback."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
