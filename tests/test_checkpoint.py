@@ -11,7 +11,15 @@ from torch.utils.data import DataLoader
 
 from models.checkpoints import FORMAT, CheckpointError
 from tests.conftest import PairDataset, tiny_dgl_model
-from utils.engine.checkpoint import capture_rng_state, read_resumable_checkpoint, restore_rng_state, save_atomic
+from utils.atomic_file import write_atomic
+from utils.engine.checkpoint import (
+    capture_rng_state,
+    non_finite_tensors,
+    read_resumable_checkpoint,
+    remove_stale_temporaries,
+    restore_rng_state,
+    save_atomic,
+)
 from utils.engine.data_order import ResumableEpochSampler, SeededItems
 
 
@@ -113,3 +121,25 @@ def test_seeded_items_are_reproducible_with_workers_and_leave_the_caller_rng_alo
     assert not torch.equal(items[(1, 2)]["video"], direct[2])  # another epoch, another draw
     with_workers = [b["video"][0] for b in DataLoader(items, sampler=keys, batch_size=1, num_workers=2)]
     assert all(torch.equal(a, b) for a, b in zip(direct, with_workers))
+
+
+def test_non_finite_tensors_names_every_nan_or_inf_tensor_of_model_and_optimizer():
+    payload = {"model": {"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")]), "ids": torch.arange(3)},
+               "optimizer": {"state": {0: {"exp_avg": torch.tensor([float("-inf")]), "step": torch.tensor(3.0)}},
+                             "param_groups": [{"lr": 1e-3}]},
+               "rng": [{"torch": torch.zeros(4, dtype=torch.uint8)}]}
+    assert non_finite_tensors(payload) == ["model.b", "optimizer.state.0.exp_avg"]
+    assert non_finite_tensors({"model": {"a": torch.ones(2, dtype=torch.float16)}}) == []
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed_and_nothing_else(tmp_path):
+    write_atomic(tmp_path / "ckpt_last.pt", lambda f: f.write(b"good"))
+    stale = tmp_path / ".ckpt_last.pt.4242.0123abcd.tmp"  # what write_atomic leaves when killed mid-write
+    stale.write_bytes(b"half")
+    (tmp_path / ".hparams.json.17.deadbeef.tmp").write_bytes(b"{")
+    keep = [".lock", "notes.tmp", ".ckpt_last.pt.tmp", "ckpt_best.pt"]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path) == [".ckpt_last.pt.4242.0123abcd.tmp", ".hparams.json.17.deadbeef.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep + ["ckpt_last.pt"])
+    assert (tmp_path / "ckpt_last.pt").read_bytes() == b"good"

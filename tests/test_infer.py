@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class Setup:
     query: str  # the caption of TARGET, crafted to retrieve it
     query_score: float = 0.0  # its cosine with TARGET (0 with every other video)
     embeddings: dict[str, torch.Tensor] | None = None  # video id -> encode_video of its frames
+    truncated_clip: Path | None = None  # the first 5000 bytes of clip_path
 
 
 def _save_checkpoint(model: VideoTextModel, path: Path, clip_path: Path) -> None:
@@ -147,6 +149,8 @@ def setup(tmp_path_factory) -> Setup:
     assert setup.query_score > 0.05 and query_cosine.abs().sort().values[-2] < 1e-4
 
     torch.save(clip.state_dict(), setup.clip_path)
+    setup.truncated_clip = root / "truncated_clip.pt"
+    setup.truncated_clip.write_bytes(setup.clip_path.read_bytes()[:5000])
     _save_checkpoint(model, setup.checkpoint, setup.clip_path)
     other = create_model(ModelConfig(**OPTIONS), clip)
     _perturb_learned(other, generator)
@@ -386,6 +390,20 @@ ERRORS = [
                    str(s.videos / "video0.mp4"), "--output", str(t / "x.png")], "this model has none"),
     (lambda s, t: ["visualize", "--checkpoint", str(s.checkpoint), "--video", str(s.videos / "broken.mp4"),
                    "--output", str(t / "x.png")], "broken.mp4: cannot be opened"),
+    (lambda s, t: ["visualize", "--checkpoint", str(s.checkpoint), "--video", str(s.videos / "video0.mp4"),
+                   "--output", str(t / "x.png"), "--frame_px", "0"], "visualize --frame_px must be >= 1, got 0"),
+    (lambda s, t: ["index", "--checkpoint", str(s.checkpoint), "--videos", str(s.videos), "--output", str(t / "o"),
+                   "--num_workers", "-1"], "index --num_workers must be >= 0, got -1"),
+    (lambda s, t: ["index", "--checkpoint", str(s.checkpoint), "--videos", str(s.videos), "--output", str(t / "o"),
+                   "--chunk_size", "0"], "index --chunk_size must be >= 1, got 0"),
+    (lambda s, t: ["search", "--store", str(t / "nothing"), "--top_k", "0", "a query"],
+     "search --top_k must be >= 1, got 0"),
+    (lambda s, t: ["index", "--checkpoint", str(s.checkpoint), "--pretrained_clip_name", str(s.truncated_clip),
+                   "--videos", str(s.videos), "--output", str(t / "o")], "not a readable CLIP weights file"),
+    (lambda s, t: ["embed-text", "--prompt", "none", "--pretrained_clip_name", str(s.videos / "broken.mp4"),
+                   "--output", str(t / "x.npy"), "a text"], "not a readable CLIP weights file"),
+    (lambda s, t: ["index", "--checkpoint", str(s.checkpoint), "--videos", str(s.videos), "--output", str(t / "o"),
+                   "--batch_size", "two"], "argument --batch_size: invalid int value: 'two'"),
 ]
 
 
@@ -396,6 +414,7 @@ def test_clear_one_line_errors(setup, tmp_path, make_argv, message):
         infer.main(make_argv(setup, tmp_path))
     text = str(error.value.code)
     assert message in text and text.startswith("error:") and "\n" not in text
+    assert not (tmp_path / "o").exists() or not any(p.name.endswith(".json") for p in (tmp_path / "o").iterdir())
 
 
 def test_a_store_is_only_extended_and_searched_by_its_own_model(setup, indexed, tmp_path):
@@ -415,3 +434,49 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: video folder not found: {tmp_path}/nowhere"]
+
+
+HOLD_LOCK = """
+import sys
+from utils.inference.embedding_store import EmbeddingStore
+with EmbeddingStore(sys.argv[1]).writer_lock():
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test closes stdin
+"""
+
+
+def test_a_second_writer_of_a_store_is_refused_naming_the_first_and_readers_need_no_lock(setup, indexed, tmp_path,
+                                                                                           monkeypatch):
+    store = tmp_path / "store"
+    shutil.copytree(indexed[0], store)
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(store)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        calls = count_encoded(monkeypatch)
+        with pytest.raises(SystemExit) as raised:
+            infer.main(index_argv(setup, store))
+        message = raised.value.code
+        assert message.startswith(f"error: the embedding store {store} is being written by process {holder.pid} "
+                                  f"on host {socket.gethostname()} (since "), message
+        assert "wait for it to finish" in message and "\n" not in message and calls == []
+        # a reader is not blocked by the writer
+        results = infer.main(["search", "--store", str(store), setup.query, "--top_k", "1"])
+        assert results[0]["results"][0]["id"] == TARGET
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert {p.name: p.read_bytes() for p in store.iterdir() if p.name in before} == before
+    summary = infer.main(index_argv(setup, store))  # the lock went with its process
+    assert (summary["skipped"], summary["encoded"]) == (6, 0)
+    assert EmbeddingStore(store).load()[0] == GOOD
+
+
+def test_a_first_index_that_failed_before_writing_leaves_a_folder_that_indexes_again(setup, tmp_path):
+    store = tmp_path / "new"
+    with pytest.raises(SystemExit, match="CLIP weights not found"):  # fails after taking the lock (folder made)
+        infer.main(index_argv(setup, store, "--pretrained_clip_name", str(tmp_path / "gone.pt")))
+    assert sorted(p.name for p in store.iterdir()) == [".lock"]
+    summary = infer.main(index_argv(setup, store))
+    assert summary["encoded"] == 6 and sorted(EmbeddingStore(store).load()[0]) == sorted(GOOD)

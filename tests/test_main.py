@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dataloaders.synthetic import write_dataset
-from main import main, parse_args
+from main import main, parse_args, run_files
 from models.clip import CLIP, CLIPConfig, save_clip_torchscript
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,9 +63,13 @@ def test_train_then_evaluate_end_to_end(data, tmp_path):
     log = (out / "log.txt").read_text()
     assert "samples/s" in log and "peak mem" in log and "test retrieval" in log
 
-    # --do_eval from the best checkpoint reproduces the final evaluation of the training run
+    # --do_eval from the best checkpoint reproduces the final evaluation of the training run, given as the file
+    # or as the run folder (whose ckpt_best.pt is taken)
     again = main(common_args(data, tmp_path / "eval") + ["--do_eval", "--init_model", str(out / "ckpt_best.pt")])
     assert again["test"]["t2v"] == test["t2v"] and again["test"]["v2t"] == test["v2t"]
+    from_folder = main(common_args(data, tmp_path / "eval_folder") + ["--do_eval", "--init_model", str(out)])
+    assert from_folder["test"]["t2v"] == test["t2v"] and from_folder["test"]["v2t"] == test["v2t"]
+    assert f"loaded checkpoint {out / 'ckpt_best.pt'}" in (tmp_path / "eval_folder" / "log.txt").read_text()
     sim = torch.load(out / "similarity_test.pt", weights_only=True)
     assert sim["similarity"].shape == (4, 4) and len(sim["video_ids"]) == 4
 
@@ -113,3 +117,49 @@ def test_flags_are_real_booleans():
         parse_args(["--output_dir", "x"])           # neither --do_train nor --do_eval
     with pytest.raises(SystemExit):
         parse_args(base + ["--freeze_clip", "False"])  # no type=bool flags that read "False" as True
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--max_words", "1"], "--max_words must be >= 2 (SOT and EOT), got 1"),
+    (["--max_frames", "0"], "--max_frames must be >= 1, got 0"),
+    (["--num_thread_reader", "-1"], "--num_thread_reader must be >= 0, got -1"),
+    (["--lr", "-0.5"], "--lr must be a finite number > 0, got -0.5"),
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--save_steps", "-1"], "--save_steps must be >= 0, got -1"),
+    (["--seed", "-3"], "--seed must be >= 0, got -3"),
+    (["--holdout_val_videos", "-2"], "--holdout_val_videos must be >= 0, got -2"),
+    (["--max_bad_video_fraction", "1.5"], "--max_bad_video_fraction must lie in [0, 1], got 1.5"),
+    (["--epochs", "zero"], "argument --epochs: invalid int value: 'zero'"),
+])
+def test_flag_errors_are_one_line_before_anything_is_done(data, tmp_path, change, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as raised:
+        main(common_args(data, out) + ["--do_train", "--do_eval"] + change)
+    assert raised.value.code == f"error: {message} (see {Path(sys.argv[0]).name} --help)"
+    assert not out.exists()  # refused when parsing: no folder, no log, no model loaded
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--max_words", "78"], "--max_words 78 exceeds the text context of the CLIP {clip} (77 tokens, SOT and EOT "
+                            "included)"),
+    (["--holdout_val_videos", "8"], "--holdout_val_videos 8 leaves no training video (the training split has 8)"),
+    (["--batch_size", "9"], "8 training items are fewer than one global batch (9 x 1 processes); lower --batch_size"),
+])
+def test_flags_checked_against_the_clip_and_the_data_stop_before_training(data, tmp_path, change, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as raised:
+        main(common_args(data, out) + ["--do_train", "--do_eval"] + change)
+    assert raised.value.code == "error: " + message.format(clip=data / "tiny_clip.pt")
+    assert not run_files(out)  # no hparams.json, metrics or checkpoint: nothing was trained
+
+
+def test_unreadable_clip_weights_are_one_line(data, tmp_path):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((data / "tiny_clip.pt").read_bytes()[:5000])
+    not_clip = tmp_path / "not_clip.pt"
+    torch.save({"weight": torch.ones(2)}, not_clip)
+    for path, message in ((truncated, "not a readable CLIP weights file"), (not_clip, "Not a ViT CLIP state dict")):
+        with pytest.raises(SystemExit) as raised:
+            main(common_args(data, tmp_path / path.stem) + ["--do_eval", "--pretrained_clip_name", str(path)])
+        code = raised.value.code
+        assert code.startswith(f"error: {path}: {message}") and "\n" not in code, code

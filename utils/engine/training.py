@@ -284,7 +284,11 @@ class Trainer:
             bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not self.ctx.is_main, dynamic_ncols=True)
             while p.step_in_epoch < self.steps_per_epoch:
-                stats = self._optimizer_step(batches)
+                try:
+                    stats = self._optimizer_step(batches)
+                except BaseException:
+                    bar.close()
+                    raise
                 p.global_step += 1
                 p.step_in_epoch += 1
                 loss_total = loss_total + stats["loss"]
