@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import re
@@ -86,7 +87,14 @@ def orientation_from_rotation(degrees_counterclockwise: float) -> Orientation:
 
 def frame_orientation(frame: av.VideoFrame, stream) -> Orientation:
     """From the frame's DISPLAYMATRIX side data (FFmpeg >= 7 attaches the stream's matrix to every decoded
-    frame, flips included), else the stream's legacy `rotate` tag (degrees clockwise), else upright."""
+    frame, flips included), else the stream's legacy `rotate` tag (degrees clockwise), else upright.
+
+    `frame.rotation` (computed in C) is 0 for frames without a display matrix, so those, nearly all videos, never
+    touch `frame.side_data`: PyAV caches that container on the frame, a reference cycle that only the garbage
+    collector frees, and a decoded frame freed by it inside a forked DataLoader worker deadlocks FFmpeg. A video
+    with a display matrix reads it once (the caller collects the cycle, see _decode)."""
+    if not frame.rotation and not stream.metadata.get("rotate"):
+        return UPRIGHT
     try:
         for side_data in frame.side_data:
             if getattr(side_data.type, "name", "") == "DISPLAYMATRIX":
@@ -114,9 +122,9 @@ def apply_orientation(image: np.ndarray, orientation: Orientation) -> np.ndarray
     return image
 
 
-def upright_rgb(frame: av.VideoFrame, stream) -> np.ndarray:
-    """The frame as uint8 RGB [H, W, 3] the way players display it (display rotation applied)."""
-    return np.ascontiguousarray(apply_orientation(frame.to_ndarray(format="rgb24"), frame_orientation(frame, stream)))
+def upright_rgb(frame: av.VideoFrame, orientation: Orientation) -> np.ndarray:
+    """The frame as uint8 RGB [H, W, 3] the way players display it (`orientation` from frame_orientation)."""
+    return np.ascontiguousarray(apply_orientation(frame.to_ndarray(format="rgb24"), orientation))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -172,17 +180,23 @@ def _decode(container: av.container.InputContainer, indices: list[int], convert:
     stream or at the first decoding error; only wanted frames are converted."""
     stream = container.streams.video[0]
     frames: list[np.ndarray] = []
-    decoded = 0
+    decoded, orientation, error, read_side_data = 0, None, None, False
     try:
         for frame in container.decode(video=0):
             while len(frames) < len(indices) and indices[len(frames)] == decoded:
-                frames.append(upright_rgb(frame, stream) if convert else None)
+                if orientation is None:  # the display matrix is the stream's: read it once
+                    orientation = frame_orientation(frame, stream)
+                    read_side_data = bool(frame.rotation or stream.metadata.get("rotate"))
+                frames.append(upright_rgb(frame, orientation) if convert else None)
             decoded += 1
             if decoded > indices[-1]:
                 break
-    except av.FFmpegError as error:
-        return Decoded(frames, decoded, str(error))
-    return Decoded(frames, decoded, None)
+    except av.FFmpegError as failure:
+        error = str(failure)
+    if read_side_data:
+        del frame
+        gc.collect()  # the side-data cycle of a rotated video's frame (frame_orientation), freed here, not in a worker
+    return Decoded(frames, decoded, error)
 
 
 class VideoInfo(NamedTuple):

@@ -319,3 +319,27 @@ def test_training_reader_skips_truncated_files_as_bad_videos(truncated_folder, t
     assert [item["video_index"] for item in items] == [1, 1, 1]
     assert all(item["video_mask"].tolist() == [1, 1, 1, 1] for item in items)
     assert sorted(dataset.bad_video_ids) == ["cut.mkv", "cut.mp4"]
+
+
+class _Reads(torch.utils.data.Dataset):
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return torch.from_numpy(read_frames(self.paths[index], 4))
+
+
+@pytest.mark.parametrize("degrees", [0, 90])
+def test_workers_forked_after_decoding_in_the_parent_do_not_deadlock(upright, degrees):
+    """Reading a frame's side data leaves a reference cycle; if a forked DataLoader worker collected it, FFmpeg
+    would deadlock (it did: the LMDB test hung). The parent decodes first, then two workers read."""
+    folder, _, source = upright
+    path = source if degrees == 0 else with_display_matrix(source, folder / f"fork{degrees}.mp4",
+                                                           "-display_rotation", str(degrees))
+    expected = read_frames(str(path), 4)
+    loader = torch.utils.data.DataLoader(_Reads([str(path)] * 4), batch_size=1, num_workers=2, timeout=60)
+    for batch in loader:
+        np.testing.assert_array_equal(batch[0].numpy(), expected)
