@@ -12,7 +12,7 @@ import torch
 
 from . import activitynet, custom_csv, didemo, lsmdc, msrvtt, msvd, vatex
 from .annotations import Annotations, DataFileError
-from .retrieval_dataset import BadVideoError, BadVideoWarning, RetrievalDataset
+from .retrieval_dataset import EVAL_FRAME_ORDERS, BadVideoError, BadVideoWarning, RetrievalDataset
 from .sources import FolderSource, LMDBSource
 from .video_reader import VideoReadError, read_video_tensor, read_frames
 
@@ -50,6 +50,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="release: the released multi_segments_sampling (segments of N // T frames; "
                             "evaluation at int(tick / 2 + tick * x), tick = N / T); uniform: segments that cover "
                             "every frame, centre / random frame of each (see docs/DATA.md)")
+    group.add_argument("--eval_frame_order", default="natural", choices=EVAL_FRAME_ORDERS,
+                       help="order of each clip's frames at evaluation (val and test): as sampled, reversed, or "
+                            "shuffled by a fixed per-video permutation (frame-order ablations)")
     group.add_argument("--expand_msrvtt_sentences", action=argparse.BooleanOptionalAction, default=False,
                        help="MSR-VTT training: one item per (video, caption) pair instead of per video")
     group.add_argument("--max_bad_video_fraction", type=float, default=0.05,
@@ -94,4 +97,4 @@ def build_dataset(args, split: str, resolution: int) -> RetrievalDataset:
                             max_words=args.max_words, resolution=resolution,
                             train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
                             name=f"{args.datatype} {split}",
-                            frame_sampling=getattr(args, "frame_sampling", "release"))
+                            frame_sampling=args.frame_sampling, eval_frame_order=args.eval_frame_order)

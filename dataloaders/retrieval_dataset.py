@@ -24,6 +24,10 @@ class BadVideoError(RuntimeError):
     """More videos of a split are missing or unreadable than --max_bad_video_fraction allows."""
 
 
+# The order the evaluation views give a clip's frames in: the frame-order ablations of the demo experiment.
+EVAL_FRAME_ORDERS = ("natural", "reversed", "shuffled")
+
+
 class RetrievalDataset(Dataset):
     """Captions and videos of one split.
 
@@ -43,8 +47,10 @@ class RetrievalDataset(Dataset):
 
     def __init__(self, annotations: Annotations, source, *, max_frames: int, max_words: int, resolution: int,
                  train: bool, max_bad_fraction: float = 0.05, name: str = "dataset",
-                 frame_sampling: str = DEFAULT_FRAME_SAMPLING):
-        self.name = name
+                 frame_sampling: str = DEFAULT_FRAME_SAMPLING, eval_frame_order: str = "natural"):
+        if eval_frame_order not in EVAL_FRAME_ORDERS:
+            raise ValueError(f"--eval_frame_order {eval_frame_order!r} is not one of {list(EVAL_FRAME_ORDERS)}")
+        self.name, self.eval_frame_order = name, eval_frame_order
         self.frame_sampling = check_sampling(frame_sampling)
         self.video_ids = list(annotations.video_ids)
         self.captions = list(annotations.captions)
@@ -157,4 +163,18 @@ class VideoView(Dataset):
         if not valid:
             frames, size = self.dataset.max_frames, self.dataset.resolution
             clip = torch.zeros(frames, 3, size, size), torch.ones(frames, dtype=torch.long)
-        return {"video": clip[0], "video_mask": clip[1], "video_index": video_index, "valid": valid}
+        frames = reorder_frames(clip[0], clip[1], self.dataset.eval_frame_order, video_index) if valid else clip[0]
+        return {"video": frames, "video_mask": clip[1], "video_index": video_index, "valid": valid}
+
+
+def reorder_frames(frames: torch.Tensor, mask: torch.Tensor, order: str, seed: int) -> torch.Tensor:
+    """The real frames (mask 1) of a clip [T, 3, R, R] in `order` (EVAL_FRAME_ORDERS): as sampled, reversed, or
+    shuffled by a permutation drawn from `seed` (the video's index: the same on every run and process)."""
+    if order == "natural":
+        return frames
+    real = int(mask.sum())
+    if order == "reversed":
+        permutation = torch.arange(real - 1, -1, -1)
+    else:
+        permutation = torch.randperm(real, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([frames[:real][permutation], frames[real:]])

@@ -220,3 +220,21 @@ def test_missing_annotation_file_and_folder_name_the_flag(tmp_path, synthetic):
         build_dataset(msrvtt_args(synthetic, train_csv=str(tmp_path / "nothing.csv")), "train", RESOLUTION)
     with pytest.raises(DataFileError, match="set --features_path"):
         build_dataset(msrvtt_args(synthetic, features_path=str(tmp_path / "none")), "test", RESOLUTION)
+
+
+@pytest.mark.parametrize("order", ["reversed", "shuffled"])
+def test_eval_frame_order_permutes_the_real_frames_of_each_test_clip(synthetic, order):
+    natural = build_dataset(msrvtt_args(synthetic, "--max_frames", "6"), "test", RESOLUTION).video_view()
+    changed = build_dataset(msrvtt_args(synthetic, "--max_frames", "6", "--eval_frame_order", order), "test",
+                            RESOLUTION).video_view()
+    for index in range(3):
+        a, b = natural[index], changed[index]
+        real = int(a["video_mask"].sum())
+        assert torch.equal(a["video_mask"], b["video_mask"]) and real > 2
+        # every real frame is still there, once, and (reversed) in the opposite order
+        matches = [[torch.equal(b["video"][i], a["video"][j]) for j in range(real)] for i in range(real)]
+        assert all(sum(row) >= 1 for row in matches)
+        if order == "reversed":
+            assert torch.equal(b["video"][:real], a["video"][:real].flip(0))
+        assert not torch.equal(b["video"][:real], a["video"][:real])
+        assert torch.equal(changed[index]["video"], b["video"])  # the same permutation every time
