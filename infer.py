@@ -29,7 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from dataloaders.video_files import Failure, VideoFileDataset, collate_videos, videos_in_csv, videos_in_folder
 from dataloaders.video_reader import VideoReadError, read_video_tensor
 from models import cosine_similarity
-from utils.engine.cli import OneLineArgumentParser, one_line
+from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.folder_lock import LOCK_FILES, FolderBusyError
 from utils.inference.embedding_store import FORMAT, EmbeddingStore
 from utils.inference.inference_model import InferenceModel, add_inference_model_args, load_inference_model
@@ -107,11 +107,14 @@ MINIMUMS = [("index", "batch_size", 1), ("index", "chunk_size", 1), ("index", "n
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The sub-command and its flags, ranges checked; errors are one `error: ...` line."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    for command, flag, minimum in MINIMUMS:
-        value = getattr(args, flag, None)
-        if args.command == command and value is not None and value < minimum:
-            parser.error(f"{command} --{flag} must be >= {minimum}, got {value}")
+    try:
+        args = parser.parse_args(argv)
+        for command, flag, minimum in MINIMUMS:
+            value = getattr(args, flag, None)
+            if args.command == command and value is not None and value < minimum:
+                parser.error(f"{command} --{flag} must be >= {minimum}, got {value}")
+    except FlagError as error:
+        raise SystemExit(f"error: {error}") from None
     return args
 
 

@@ -30,7 +30,7 @@ from dataloaders import BadVideoError, add_data_args, build_dataset
 from models import CheckpointError, ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
 from models.clip import load_clip
 from utils.engine.checkpoint import read_checkpoint_file, read_resumable_checkpoint, remove_stale_temporaries
-from utils.engine.cli import OneLineArgumentParser, one_line
+from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
 from utils.engine.evaluation import EvaluationError, evaluate
 from utils.engine.folder_lock import FolderBusyError, FolderLock
@@ -156,6 +156,13 @@ def resume_folder(resume: str) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The flags, every range checked here (before any slow work); errors are one `error: ...` line."""
+    try:
+        return _parse_args(argv)
+    except FlagError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.do_train or args.do_eval):

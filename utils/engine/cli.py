@@ -1,16 +1,22 @@
 """What the command-line entry points (main.py, infer.py) share to end in one `error: ...` line: an argument
-parser whose flag errors are that line, and the one-line form of a library error."""
+parser whose flag errors are a typed exception (FlagError; the entry point prints it as that line), and the
+one-line form of a library error."""
 from __future__ import annotations
 
 import argparse
 
 
+class FlagError(ValueError):
+    """A flag argparse or a range check refused; the message names it and points to --help."""
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """Flag errors (a bad type, a value out of range) as one `error: ...` line with exit status 1, like every
-    other error of the entry points, instead of argparse's usage block (main.py's alone is dozens of lines)."""
+    """Flag errors (a bad type, a value out of range, via ``parser.error``) raise FlagError, which the entry
+    points print as one `error: ...` line with exit status 1 like every other error, instead of argparse's usage
+    block (main.py's alone is dozens of lines)."""
 
     def error(self, message: str):
-        raise SystemExit(f"error: {message} (see {self.prog} --help)")
+        raise FlagError(f"{message} (see {self.prog} --help)")
 
 
 def one_line(error: BaseException) -> str:
