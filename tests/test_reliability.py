@@ -167,6 +167,18 @@ def test_resume_extend_epochs_continues_a_finished_run_on_the_new_schedule(data,
     assert torch.load(out / "ckpt_last.pt", weights_only=True)["global_step"] == 6
 
 
+def test_evaluating_non_finite_weights_stops_instead_of_reporting_metrics(data, stopped_run, tmp_path):
+    payload = torch.load(stopped_run / "ckpt_last.pt", weights_only=True)
+    payload["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                        for k, v in payload["model"].items()}
+    torch.save(payload, tmp_path / "nan.pt")  # a NaN checkpoint as written before this was refused
+    message = run_error(common_args(data, tmp_path / "eval") + ["--do_eval", "--init_model", str(tmp_path / "nan.pt")])
+    assert message == ("error: test: 4 of 4 video features are not finite (NaN or inf; e.g. ['video8', 'video9', "
+                       "'video10']): the model's weights have diverged (see the training log) or --precision "
+                       "overflows (try --precision fp32); no metrics are computed from them")
+    assert not (tmp_path / "eval" / "eval_results.json").exists()
+
+
 # ------------------------------------------------------------------------------------------ used folders
 def test_a_folder_holding_another_run_is_refused_and_overwrite_moves_it_aside(data, tmp_path):
     out = tmp_path / "run"
