@@ -14,6 +14,7 @@ from tests.conftest import PairDataset, learned, make_trainer, step_logs
 from utils.engine.distributed import DistContext, cleanup_distributed, gather_uneven, init_distributed, shard_bounds
 from utils.engine.evaluation import evaluate
 from utils.engine.precision import resolve_precision
+from utils.engine.training import TrainingError
 
 # (name, per-process batch with 2 processes, accumulation); the 1-process run uses twice the batch.
 CASES = [("plain", 2, 1), ("accumulated", 1, 2)]
@@ -44,6 +45,21 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
         local = torch.arange(10, 10 + len(shard_bounds(EVAL_ITEMS, rank, world)), dtype=torch.float)
         torch.save({"results": results, "gathered": gather_uneven(local[:, None])},
                    Path(root) / f"eval_rank{rank}.pt")
+        # A NaN loss at step 2: the loss of the global batch is the same on both ranks, so both stop (no hang).
+        diverging = make_trainer(Path(root) / "ddp_nan", ctx, n=8, batch_size=2, n_display=100)
+        forward, calls = diverging.step_module.module.forward, []
+
+        def poisoned(*inputs):
+            calls.append(1)
+            return forward(*inputs) * (float("nan") if len(calls) == 2 else 1.0)
+
+        diverging.step_module.module.forward = poisoned
+        try:
+            diverging.train()
+            outcome = "finished"
+        except TrainingError as error:
+            outcome = str(error)
+        (Path(root) / f"nan_rank{rank}.txt").write_text(outcome)
     finally:
         cleanup_distributed()
 
@@ -93,3 +109,10 @@ def test_shard_bounds_cover_everything_once():
             parts = [list(shard_bounds(n, r, world)) for r in range(world)]
             assert sum(parts, []) == list(range(n))
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_non_finite_loss_stops_every_process_at_the_same_step(ddp_run):
+    for rank in (0, 1):
+        assert (ddp_run / f"nan_rank{rank}.txt").read_text().startswith(
+            "training step 2 (epoch 1): the loss is nan, the gradient norm is nan; stopped before the update. "
+            "No checkpoint of this run was written."), rank
