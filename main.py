@@ -409,7 +409,8 @@ def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resum
                          "checkpoint's step), which this resume runs again")
     model = _build_model(args, ctx, log)
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "total": sum(p.numel() for p in model.parameters()), "trainable_by_module": model.trainable_parameter_counts()}
+              "total": sum(p.numel() for p in model.parameters()),
+              "trainable_by_module": model.trainable_parameter_counts()}
     log.info(f"parameters: {counts['trainable']:,} trainable of {counts['total']:,} "
              f"({', '.join(f'{k} {v:,}' for k, v in counts['trainable_by_module'].items())})")
     precision = resolve_precision(args.precision, ctx.device)

@@ -148,3 +148,16 @@ def reference_clip_model():
 @pytest.fixture(scope="session")
 def reference_tokenizer_module():
     return load_reference_module("simple_tokenizer")
+
+
+# ------------------------------------------------------------------------ main.py end to end (test_main, ...)
+def write_run_data(root: Path) -> Path:
+    """What main(argv) tests run on: 8 training videos (24 captions) and 4 test videos (2 opposite-direction
+    pairs), 32 px, 4 frames (dataloaders.synthetic), and a random tiny CLIP in OpenAI's format (tiny_clip.pt)."""
+    from dataloaders.synthetic import write_dataset
+    from models.clip import save_clip_torchscript
+
+    write_dataset(str(root), num_train=8, num_test=4, seed=0, image_size=32, num_frames=4, progress=False)
+    torch.manual_seed(0)
+    save_clip_torchscript(CLIP(CLIPConfig.tiny()), root / "tiny_clip.pt")
+    return root

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 import infer
 from dataloaders.synthetic import write_dataset
-from dataloaders.video_reader import read_video_tensor
 from dataloaders.video_files import Failure
+from dataloaders.video_reader import read_video_tensor
 from models import ModelConfig, VideoTextModel, create_model
 from models.checkpoints import FORMAT
 from models.clip import CLIP, CLIPConfig

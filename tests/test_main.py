@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dataloaders.synthetic import write_dataset
 from main import main, parse_args, run_files
-from models.clip import CLIP, CLIPConfig, save_clip_torchscript
+from tests.conftest import write_run_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,11 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """8 training videos (24 captions) and 4 test videos (2 opposite-direction pairs), 32 px, 4 frames."""
-    root = tmp_path_factory.mktemp("synthetic")
-    write_dataset(str(root), num_train=8, num_test=4, seed=0, image_size=32, num_frames=4, progress=False)
-    torch.manual_seed(0)
-    save_clip_torchscript(CLIP(CLIPConfig.tiny()), root / "tiny_clip.pt")
-    return root
+    return write_run_data(tmp_path_factory.mktemp("synthetic"))
 
 
 def common_args(data: Path, out: Path) -> list[str]:

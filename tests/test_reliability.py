@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,13 +14,18 @@ import torch
 
 import utils.engine.training
 from main import main, parse_args, run_files
-from tests.test_main import REPO, common_args, data, read_jsonl  # noqa: F401  (data is a fixture)
+from tests.conftest import write_run_data
+from tests.test_main import common_args, read_jsonl
 from utils.engine.folder_lock import FolderLock
 from utils.engine.optimization import WarmupCosine
-from utils.engine.run_log import JsonLines
 
 # 8 pairs, batch 4: 2 steps per epoch.
 TRAIN = ["--do_train", "--batch_size", "4", "--n_display", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_run_data(tmp_path_factory.mktemp("synthetic"))
 
 
 def run_error(argv: list[str]) -> str:
