@@ -211,6 +211,8 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"--resume: checkpoint not found: {args.resume}")
     if args.features_path and not args.lmdb_dataset and not Path(args.features_path).is_dir():
         raise FileNotFoundError(f"--features_path: video folder not found: {args.features_path}")
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder")
 
 
 def run_files(folder: Path, patterns: tuple[str, ...] = RUN_FILES) -> list[Path]:

@@ -87,12 +87,13 @@ def test_stop_and_resume_through_main(data, tmp_path):
     (["--pretrained_clip_name", "ViT-B/32", "--pretrained_dir", "/nonexistent"],
      "CLIP weights not found: /nonexistent/ViT-B-32.pt"),
     (["--features_path", "/nonexistent/videos"], "--features_path: video folder not found: /nonexistent/videos"),
+    (["--output_dir", "{data}/MSRVTT_data.json"], "--output_dir {data}/MSRVTT_data.json is a file, not a folder"),
 ])
 def test_eval_errors_are_one_clear_message(data, tmp_path, change, message):
     with pytest.raises(SystemExit) as raised:
-        main(common_args(data, tmp_path) + ["--do_eval"] + change)
+        main(common_args(data, tmp_path) + ["--do_eval"] + [c.format(data=data) for c in change])
     assert isinstance(raised.value.code, str) and raised.value.code.startswith("error: ")
-    assert message in raised.value.code
+    assert message.format(data=data) in raised.value.code
 
 
 def test_command_line_error_has_no_traceback(data, tmp_path):
