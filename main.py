@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import math
-import os
 import random
 import sys
 import time
@@ -27,51 +25,20 @@ import numpy as np
 import torch
 
 from dataloaders import BadVideoError, add_data_args, build_dataset
-from models import CheckpointError, ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
+from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
 from models.clip import load_clip
-from utils.engine.checkpoint import read_checkpoint_file, read_resumable_checkpoint, remove_stale_temporaries
+from utils.engine.checkpoint import read_checkpoint_file, remove_stale_temporaries
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
 from utils.engine.evaluation import EvaluationError, evaluate
 from utils.engine.folder_lock import FolderBusyError, FolderLock
 from utils.engine.precision import PRECISIONS, resolve_precision
+from utils.engine.run_folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run_log import JsonLines, setup_logging, write_json
 from utils.engine.training import TrainConfig, Trainer, TrainingError
 
 # What the library raises for bad input (messages written for the user); main turns them into one line.
 USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
-
-# The files that make a folder hold a run (a new run never writes beside them; see --overwrite, --resume), and
-# what --overwrite moves aside with them.
-RUN_FILES = ("hparams.json", "ckpt_*.pt", "metrics.jsonl", "eval_results.json", "similarity_*.pt")
-MOVED_BY_OVERWRITE = RUN_FILES + ("log.txt",)
-
-# Flags that may differ between a run and its --resume: they do not change what is trained or evaluated, only
-# where the output goes, how often it is logged or saved, how fast data is read, when this process stops, and
-# the computation of the same function. Every other flag (data, model, optimisation, seed, precision) must
-# match the checkpoint's run; three are compared their own way (RESUME_COMPARED).
-RESUME_FREE_FLAGS = {
-    "output_dir": "must be the checkpoint's folder (checked by parse_args)",
-    "resume": "", "resume_extend_epochs": "", "overwrite": "", "do_train": "",
-    "do_eval": "whether the test split is evaluated after training",
-    "save_similarity": "whether the test similarity matrix is written",
-    "n_display": "how often steps are logged",
-    "save_steps": "how often ckpt_last.pt is written inside an epoch",
-    "stop_after_steps": "when this process stops",
-    "num_thread_reader": "DataLoader worker processes (the data of a step does not depend on them)",
-    "batch_size_val": "evaluation batch (the same features, to float rounding)",
-    "ddp_find_unused_parameters": "how DDP finds the parameters without gradient (the same gradients)",
-    "max_bad_video_fraction": "when bad videos stop the run (below it they are skipped alike)",
-    "init_model": "the checkpoint's weights replace it",
-    "conv_impl": "the same function (ModelConfig's 'computation' group)",
-    "checkpoint_activations": "the same gradients (ModelConfig's 'computation' group)",
-}
-RESUME_COMPARED = {
-    "batch_size": "the global batch --batch_size x processes must match (another process count is allowed)",
-    "device": "the device type (cpu / cuda) must match; cuda:0 and cuda:1 are the same",
-    "epochs": "must match; --resume_extend_epochs allows a larger value (the schedule is re-planned)",
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", default=None,
                      help="continue an interrupted run from this ckpt_last.pt (or its folder), at the exact step, "
                           "in that folder. The flags must be the run's (hparams.json) except those that do not "
-                          "change it (output, logging, saving, workers: RESUME_FREE_FLAGS in main.py); a "
-                          "difference is refused, naming the flags")
+                          "change it (output, logging, saving, workers: RESUME_FREE_FLAGS in "
+                          "utils/engine/run_folder.py); a difference is refused, naming the flags")
     run.add_argument("--resume_extend_epochs", action="store_true",
                      help="with --resume: allow a larger --epochs than the run's. The learning rate then follows "
                           "the schedule of the new total from the checkpoint's step on (warm-up over "
@@ -146,12 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(parser)
     add_data_args(parser)
     return parser
-
-
-def resume_folder(resume: str) -> Path:
-    """The run folder of --resume (a folder, or the folder of a checkpoint file)."""
-    path = Path(resume)
-    return path if path.is_dir() else path.parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -213,99 +174,6 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"--features_path: video folder not found: {args.features_path}")
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
         raise ValueError(f"--output_dir {args.output_dir} is a file, not a folder")
-
-
-def run_files(folder: Path, patterns: tuple[str, ...] = RUN_FILES) -> list[Path]:
-    """The files of `folder` matching `patterns` (those of a run by default), sorted."""
-    return sorted({path for pattern in patterns for path in folder.glob(pattern) if path.is_file()})
-
-
-def _claim_output_dir(args: argparse.Namespace) -> str | None:
-    """Under the folder's lock: refuse a folder holding another run, unless --resume continues it or
-    --overwrite moves its files aside (returns what was moved where, for the log)."""
-    output_dir = Path(args.output_dir)
-    existing = run_files(output_dir)
-    if not existing or args.resume:
-        return None
-    if not args.overwrite:
-        raise ValueError(f"--output_dir {output_dir} holds another run ({', '.join(p.name for p in existing)}); "
-                         "continue it with --resume, choose a new folder, or pass --overwrite to move its files "
-                         "aside first")
-    archive = output_dir / f"previous_run_{time.strftime('%Y%m%d-%H%M%S')}"
-    for suffix in range(1, 1000):
-        if not archive.exists():
-            break
-        archive = output_dir / f"previous_run_{time.strftime('%Y%m%d-%H%M%S')}_{suffix}"
-    archive.mkdir()
-    moved = run_files(output_dir, MOVED_BY_OVERWRITE)
-    for path in moved:
-        os.replace(path, archive / path.name)
-    return f"--overwrite: moved the previous run's {', '.join(p.name for p in moved)} to {archive}"
-
-
-def _plain(value: Any) -> Any:
-    """Flag values comparable across a save: tuples as lists."""
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def resume_conflicts(args: argparse.Namespace, payload: dict[str, Any], ctx: DistContext) -> list[str]:
-    """The flags of `args` that would change the run saved in `payload` (a resumable checkpoint), each as
-    "--flag NEW (the checkpoint's run: OLD)". RESUME_FREE_FLAGS may differ; RESUME_COMPARED are compared their
-    own way; every other flag must equal the saved one (a flag the checkpoint predates: its default)."""
-    saved = payload.get("args") or {}
-    parser = build_parser()
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    conflicts = []
-    for name, value in sorted(vars(args).items()):
-        if name in RESUME_FREE_FLAGS or name in RESUME_COMPARED or name in model_fields:
-            continue
-        old = saved.get(name, parser.get_default(name))
-        if _plain(old) != _plain(value):
-            conflicts.append(f"--{name} {value} (the checkpoint's run: {old})")
-    try:
-        old_config = ModelConfig.from_dict(payload.get("model_config") or
-                                           {k: v for k, v in saved.items() if k in model_fields}).to_dict()
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"--resume {args.resume}: its model configuration is not readable here ({error})") \
-            from None
-    new_config = ModelConfig.from_args(args).to_dict()
-    for name in sorted(new_config):
-        if name not in RESUME_FREE_FLAGS and _plain(old_config.get(name)) != _plain(new_config[name]):
-            conflicts.append(f"--{name} {new_config[name]} (the checkpoint's run: {old_config.get(name)})")
-    old_batch, old_world = saved.get("batch_size"), payload.get("world_size", 1)
-    if old_batch is None or old_batch * old_world != args.batch_size * ctx.world_size:
-        conflicts.append(f"--batch_size {args.batch_size} x {ctx.world_size} processes = "
-                         f"{args.batch_size * ctx.world_size} pairs per step (the checkpoint's run: {old_batch} x "
-                         f"{old_world} = {None if old_batch is None else old_batch * old_world})")
-    old_device = payload.get("device")
-    if old_device is not None and torch.device(old_device).type != ctx.device.type:
-        conflicts.append(f"--device {args.device} = {ctx.device} (the checkpoint's run: {saved.get('device')} = "
-                         f"{old_device})")
-    elif old_device is None and saved.get("device", "auto") != args.device:
-        conflicts.append(f"--device {args.device} (the checkpoint's run: {saved.get('device', 'auto')})")
-    old_epochs = saved.get("epochs")
-    if old_epochs != args.epochs:
-        if not args.resume_extend_epochs:
-            conflicts.append(f"--epochs {args.epochs} (the checkpoint's run: {old_epochs}; "
-                             "--resume_extend_epochs allows a larger value)")
-        elif old_epochs is None or args.epochs < old_epochs:
-            conflicts.append(f"--epochs {args.epochs} (the checkpoint's run: {old_epochs}; "
-                             "--resume_extend_epochs only adds epochs)")
-    return conflicts
-
-
-def _read_resume(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
-    """The --resume checkpoint, after checking that the flags continue its run (ValueError naming them)."""
-    payload = read_resumable_checkpoint(args.resume)
-    if not payload.get("args"):
-        raise CheckpointError(f"--resume {args.resume}: the checkpoint records no flags (it was not written by "
-                              "main.py), so this run cannot be checked against it")
-    conflicts = resume_conflicts(args, payload, ctx)
-    if conflicts:
-        raise ValueError(f"--resume {args.resume}: these flags would change the run: {'; '.join(conflicts)}. "
-                         "Resume with the run's flags (its hparams.json), or start a new run in another "
-                         "--output_dir")
-    return payload
 
 
 def _seed_everything(seed: int) -> None:
@@ -385,9 +253,9 @@ def _train(args: argparse.Namespace, trainer: Trainer, val_set, eval_on, results
 def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str, Any]:
     """One run in --output_dir, which the main process locks for its whole duration (FolderLock)."""
     output_dir = Path(args.output_dir)
-    resume = _read_resume(args, ctx) if args.resume else None
+    resume = read_resume(args, ctx, build_parser()) if args.resume else None
     with FolderLock(output_dir, "--output_dir") if ctx.is_main else contextlib.nullcontext():
-        moved = _claim_output_dir(args) if ctx.is_main else None
+        moved = claim_output_dir(output_dir, bool(args.resume), args.overwrite) if ctx.is_main else None
         barrier()
         log = setup_logging(output_dir, ctx.is_main)
         return _run_locked(args, ctx, argv, output_dir, resume, moved, log)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from main import main, parse_args, run_files
+from main import main, parse_args
 from tests.conftest import write_run_data
+from utils.engine.run_folder import run_files
 
 REPO = Path(__file__).resolve().parents[1]
 

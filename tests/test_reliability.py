@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import utils.engine.training
-from main import main, parse_args, run_files
+from main import main, parse_args
 from tests.conftest import write_run_data
 from tests.test_main import common_args, read_jsonl
 from utils.engine.folder_lock import FolderLock
 from utils.engine.optimization import WarmupCosine
+from utils.engine.run_folder import run_files
 
 # 8 pairs, batch 4: 2 steps per epoch.
 TRAIN = ["--do_train", "--batch_size", "4", "--n_display", "1"]
