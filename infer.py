@@ -16,35 +16,25 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dataloaders.video_files import Failure, VideoFileDataset, collate_videos, videos_in_csv, videos_in_folder
+from dataloaders.video_files import videos_in_csv, videos_in_folder
 from dataloaders.video_reader import VideoReadError, read_video_tensor
 from models import cosine_similarity
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
-from utils.engine.folder_lock import LOCK_FILES, FolderBusyError
-from utils.inference.embedding_store import FORMAT, EmbeddingStore
+from utils.engine.folder_lock import FolderBusyError
+from utils.inference.embedding_store import EmbeddingStore
+from utils.inference.indexing import BATCH_SIZE, CHUNK_SIZE, check_output_folder, index_videos
 from utils.inference.inference_model import InferenceModel, add_inference_model_args, load_inference_model
-from utils.inference.prompt_visualization import (
-    cells_to_pixels,
-    denormalise,
-    frame_weight_bars,
-    inserted_prompt_bars,
-    save_prompt_figure,
-)
+from utils.inference.prompt_visualization import write_prompt_figure
 
 log = logging.getLogger("infer")
 # What the library raises for bad input (messages written for the user); main turns them into one line.
 USER_ERRORS = (FileNotFoundError, ValueError, FolderBusyError)
-BATCH_SIZE = {"cpu": 8, "cuda": 64}  # videos per forward when --batch_size is not given
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "on a GPU)")
     index.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
                        help="DataLoader worker processes decoding videos")
-    index.add_argument("--chunk_size", type=int, default=512,
+    index.add_argument("--chunk_size", type=int, default=CHUNK_SIZE,
                        help="videos per part written to the store (an interruption loses at most one part)")
     add_inference_model_args(index)
 
@@ -119,83 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------ index
-def _check_output_folder(path: str) -> None:
-    """SystemExit unless `path` is new, empty (lock files aside) or an embedding store."""
-    root = Path(path)
-    if root.is_file() or (root.is_dir() and any(p.name not in LOCK_FILES for p in root.iterdir())
-                          and not (root / "metadata.json").is_file()):
-        raise SystemExit(f"error: --output {root} exists and is not an embedding store; choose a new folder")
-
-
-def _open_store_for_writing(path: str, trained: InferenceModel, source: dict[str, Any]) -> EmbeddingStore:
-    """The store at `path`, new or written by the same model from the same source; SystemExit otherwise. The
-    caller holds the store's writer lock."""
-    root = Path(path)
-    _check_output_folder(path)
-    store = EmbeddingStore(root)
-    store.recover()
-    metadata = store.metadata
-    if metadata is None:
-        store.write_metadata({"dtype": "float16", "model": trained.description, "source": source, "count": 0,
-                              "failed": 0})
-        return store
-    if metadata.get("format") != FORMAT:
-        raise SystemExit(f"error: {root}: not a store of format {FORMAT} (found {metadata.get('format')!r})")
-    differences = trained.differences_from(metadata["model"])
-    if differences:
-        raise SystemExit(f"error: {root} holds embeddings of another model (it differs in {', '.join(differences)})"
-                         "; index into a new --output folder")
-    if metadata["source"] != source:
-        raise SystemExit(f"error: {root} indexes {metadata['source']}, not {source}; index these videos into a new "
-                         "--output folder")
-    return store
-
-
-def _encode_pending(store: EmbeddingStore, trained: InferenceModel, videos, args: argparse.Namespace) -> int:
-    """Encode `videos` into parts of the store; returns how many failed. Work done before an interruption is
-    committed."""
-    batch_size = args.batch_size or BATCH_SIZE.get(trained.device.type, BATCH_SIZE["cpu"])
-    loader = DataLoader(VideoFileDataset(videos, trained.max_frames, trained.resolution), batch_size=batch_size,
-                        num_workers=args.num_workers, collate_fn=collate_videos,
-                        pin_memory=trained.device.type == "cuda")
-    ids: list[str] = []
-    features: list[np.ndarray] = []
-    failures: list[Failure] = []
-    num_failed = 0
-
-    def commit():
-        store.append(ids, np.concatenate(features) if features else np.zeros((0, 0), np.float16), failures)
-        ids.clear()
-        features.clear()
-        failures.clear()
-
-    with logging_redirect_tqdm(), tqdm(total=len(videos), unit="video", desc="index", dynamic_ncols=True) as bar:
-        try:
-            for batch in loader:
-                batch_failures = list(batch["failures"])
-                if batch["ids"]:
-                    encoded = trained.encode_videos(batch["video"], batch["video_mask"]).numpy().astype(np.float16)
-                    finite = np.isfinite(encoded).all(axis=1)
-                    ids.extend(i for i, ok in zip(batch["ids"], finite) if ok)
-                    features.append(encoded[finite])
-                    batch_failures += [Failure(i, "non-finite", "the embedding has NaN or inf entries (float16)")
-                                       for i, ok in zip(batch["ids"], finite) if not ok]
-                for failure in batch_failures:
-                    log.warning(f"skipped {failure.id}: {failure.reason}")
-                failures.extend(batch_failures)
-                num_failed += len(batch_failures)
-                bar.update(len(batch["ids"]) + len(batch["failures"]))
-                bar.set_postfix(failed=num_failed, refresh=False)
-                if len(ids) + len(failures) >= args.chunk_size:
-                    commit()
-        finally:
-            if ids or failures:
-                commit()
-    return num_failed
-
-
 def run_index(args: argparse.Namespace) -> dict[str, Any]:
-    """Embed the videos not yet in the store; returns {"total", "skipped", "encoded", "failed", "store"}."""
+    """Embed the videos not yet in the store; returns the summary of index_videos."""
     if args.csv:
         videos = videos_in_csv(args.csv, args.csv_column, args.video_dir)
         source = {"csv": str(Path(args.csv).resolve()),
@@ -203,28 +118,11 @@ def run_index(args: argparse.Namespace) -> dict[str, Any]:
     else:
         videos = videos_in_folder(args.videos)
         source = {"videos": str(Path(args.videos).expanduser().resolve())}
-    _check_output_folder(args.output)
+    check_output_folder(args.output)
     with EmbeddingStore(args.output).writer_lock():  # the whole run: one writer per store
-        return _index_locked(args, videos, source)
-
-
-def _index_locked(args: argparse.Namespace, videos, source: dict[str, Any]) -> dict[str, Any]:
-    trained = load_inference_model(args)
-    store = _open_store_for_writing(args.output, trained, source)
-    done = set(store.load()[0])
-    pending = [video for video in videos if video.id not in done]
-    log.info(f"{len(videos)} videos: {len(videos) - len(pending)} already in {args.output}, {len(pending)} to encode "
-             f"({trained.max_frames} frames of {trained.resolution} px, device {trained.device})")
-    start = time.time()
-    num_failed = _encode_pending(store, trained, pending, args) if pending else 0
-    count, failed_total = store.consolidate()
-    store.write_metadata({**store.metadata, "count": count, "failed": failed_total,
-                          "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    summary = {"total": len(videos), "skipped": len(videos) - len(pending), "encoded": len(pending) - num_failed,
-               "failed": num_failed, "store": str(args.output), "seconds": round(time.time() - start, 2)}
-    log.info(f"encoded {summary['encoded']}, failed {num_failed} (listed in {Path(args.output) / 'failed.csv'}), "
-             f"{count} videos in the store")
-    return summary
+        trained = load_inference_model(args)
+        return index_videos(args.output, trained, videos, source, args.batch_size, args.num_workers,
+                            args.chunk_size)
 
 
 # ------------------------------------------------------------------------------------------- text side
@@ -315,35 +213,11 @@ def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
     except VideoReadError as error:
         raise SystemExit(f"error: --video: {error}") from None
     _, details = trained.encode_videos(video[None], mask[None], return_details=True)
-    num_real = int(mask.sum())
-    encoder, grid = trained.model.video_encoder, trained.model.clip.visual.grid_size
-    record = {"video": str(video_path), "figure": str(args.output), "frames": num_real}
-    pixels = np.zeros((num_real, trained.resolution, trained.resolution), dtype=bool)
-    bars, what = None, []
-    if details.region_mask is not None:  # the released STOP
-        pixels = encoder.spatial_prompt.mask_to_pixels(details.region_mask)[0, :num_real].numpy()
-        record["region_mask"] = details.region_mask[0, :num_real].int().tolist()
-        grid = grid if encoder.spatial_prompt.cell_layout == "patch" else None
-        what.append("spatial prompt region (tinted cells)")
-    if details.selected_patches is not None:  # the paper's STOP
-        cells = details.selected_patches[0, :num_real].numpy()
-        pixels = cells_to_pixels(cells, trained.resolution)
-        record["selected_patches"] = cells.astype(int).tolist()
-        what.append("spatially prompted patches (tinted)")
-    if details.frame_weights is not None:
-        record["frame_weights"] = details.frame_weights[0, :num_real].float().tolist()
-        bars = frame_weight_bars(np.array(record["frame_weights"]))
-        what.append("inter-frame weights (bars)")
-    if details.inserted_prompts is not None:
-        record["inserted_prompts"] = details.inserted_prompts[0, :max(0, num_real - 1)].tolist()
-        bars = inserted_prompt_bars(np.array(record["inserted_prompts"]), config.paper_cap)
-        what.append("prompt tokens inserted between frames (bars)")
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    width, height = save_prompt_figure(denormalise(video[:num_real]), pixels, bars, output, args.frame_px, grid,
-                                       f"{video_path.name}: {', '.join(what)}")
-    record["size_px"] = [width, height]
+    record = {"video": str(video_path), "figure": str(args.output),
+              **write_prompt_figure(trained.model, video, mask, details, output, args.frame_px, video_path.name)}
     output.with_suffix(".json").write_text(json.dumps(record))
+    width, height = record["size_px"]
     log.info(f"wrote {output} ({width} x {height} px) and {output.with_suffix('.json')}")
     return record
 
@@ -356,7 +230,8 @@ def main(argv: list[str] | None = None) -> Any:
     args = parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    log.setLevel(logging.INFO)
+    for name in ("infer", "utils.inference"):  # this command's and the library's progress lines
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as error:

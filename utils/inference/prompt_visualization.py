@@ -4,18 +4,22 @@ number of prompt tokens the paper's STOP inserts between two frames (bars betwee
 
 Drawn with matplotlib's object API (no pyplot, no global backend change; PNG through Agg). The figure has a
 fixed layout in units of `frame_px`, the side of one frame panel: (K + 1) * frame_px wide (K frames plus the
-margins) and 2.5 * frame_px high (title, frames, bars), at DPI dots per inch.
+margins) and 2.5 * frame_px high (title, frames, bars), at DPI dots per inch. write_prompt_figure draws it
+from a model's VideoDetails (infer.py visualize); the functions above draw it from arrays.
 """
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from dataloaders.transforms import CLIP_MEAN, CLIP_STD
+from models.prompted_video import VideoDetails
+from models.video_text_model import VideoTextModel
 
 DPI = 100
 # Layout in frame_px units. Horizontal: left margin, K frames, right margin. Vertical, bottom to top:
@@ -99,3 +103,42 @@ def save_prompt_figure(frames: np.ndarray, region_pixels: np.ndarray, bars: Bars
     figure.text(0.5, 1 - TITLE * unit_h / 2, title, ha="center", va="center", fontsize=fontsize)
     figure.savefig(path, dpi=DPI, format="png")
     return width, height
+
+
+def write_prompt_figure(model: VideoTextModel, video: torch.Tensor, mask: torch.Tensor, details: VideoDetails,
+                        path: str | os.PathLike, frame_px: int = 160, name: str = "") -> dict[str, Any]:
+    """Draw what `model`'s STOP prompts did on one video: its frames [T, 3, R, R] (CLIP-normalised, as encoded)
+    and mask [T] and the VideoDetails of its encoding (batch of one). Writes the PNG at `path` (parent folders
+    made; title `name` and what is drawn) and returns the numbers drawn: {"frames": the real frames K, then those
+    the model has: "region_mask" (the released STOP's kept cells, int [K, g, g]), "selected_patches" (the
+    paper's, int [K, g, g]), "frame_weights" ([K]), "inserted_prompts" ([K - 1]); "size_px": [width, height]}."""
+    num_real = int(mask.sum())
+    resolution = video.shape[-1]
+    encoder, grid = model.video_encoder, model.clip.visual.grid_size
+    record: dict[str, Any] = {"frames": num_real}
+    pixels = np.zeros((num_real, resolution, resolution), dtype=bool)
+    bars, what = None, []
+    if details.region_mask is not None:  # the released STOP
+        pixels = encoder.spatial_prompt.mask_to_pixels(details.region_mask)[0, :num_real].numpy()
+        record["region_mask"] = details.region_mask[0, :num_real].int().tolist()
+        grid = grid if encoder.spatial_prompt.cell_layout == "patch" else None
+        what.append("spatial prompt region (tinted cells)")
+    if details.selected_patches is not None:  # the paper's STOP
+        cells = details.selected_patches[0, :num_real].numpy()
+        pixels = cells_to_pixels(cells, resolution)
+        record["selected_patches"] = cells.astype(int).tolist()
+        what.append("spatially prompted patches (tinted)")
+    if details.frame_weights is not None:
+        record["frame_weights"] = details.frame_weights[0, :num_real].float().tolist()
+        bars = frame_weight_bars(np.array(record["frame_weights"]))
+        what.append("inter-frame weights (bars)")
+    if details.inserted_prompts is not None:
+        record["inserted_prompts"] = details.inserted_prompts[0, :max(0, num_real - 1)].tolist()
+        bars = inserted_prompt_bars(np.array(record["inserted_prompts"]), model.config.paper_cap)
+        what.append("prompt tokens inserted between frames (bars)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = save_prompt_figure(denormalise(video[:num_real]), pixels, bars, path, frame_px, grid,
+                                       f"{name}: {', '.join(what)}")
+    record["size_px"] = [width, height]
+    return record
