@@ -91,7 +91,8 @@ def video_source(args) -> FolderSource | LMDBSource:
 
 def build_dataset(args, split: str, resolution: int) -> RetrievalDataset:
     """The `split` ("train", "val" or "test") of --datatype as a RetrievalDataset of frames of `resolution` px
-    (the model's input size); training samples frames at random, val and test at segment centres. Besides the
+    (the model's input size); frames are sampled by --frame_sampling (training at random, val and test
+    deterministically) and ordered by --eval_frame_order at evaluation. Besides the
     data flags, `args` carries the model's input flags --max_frames and --max_words (models.add_model_args)."""
     return RetrievalDataset(load_annotations(args, split), video_source(args), max_frames=args.max_frames,
                             max_words=args.max_words, resolution=resolution,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .annotations import Annotations, data_file, expect, read_json
+from .annotations import Annotations, check_caption, data_file, expect, read_json
 
 SPLIT_FILES = {"train": "train.json", "val": "val_1.json", "test": "val_1.json"}
 
@@ -20,5 +20,5 @@ def load_annotations(args, split: str) -> Annotations:
         sentences = entry.get("sentences") if isinstance(entry, dict) else None
         expect(isinstance(sentences, list) and bool(sentences) and all(isinstance(s, str) for s in sentences),
                path, video_id, "needs a non-empty 'sentences' list of strings")
-        pairs.append((video_id, " ".join(s.strip() for s in sentences)))
+        pairs.append((video_id, check_caption(" ".join(s.strip() for s in sentences), path, video_id)))
     return Annotations.from_pairs(pairs)

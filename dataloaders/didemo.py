@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .annotations import Annotations, data_file, expect, read_json
+from .annotations import Annotations, check_caption, data_file, expect, read_json
 
 
 def load_annotations(args, split: str) -> Annotations:
@@ -22,4 +22,5 @@ def load_annotations(args, split: str) -> Annotations:
                and all(isinstance(d, str) for d in description), path, f"entry {row}",
                "needs a string 'video' and a 'description' string or list of strings")
         paragraphs.setdefault(entry["video"], []).extend(d.strip() for d in description)
-    return Annotations.from_pairs((video, " ".join(texts)) for video, texts in paragraphs.items())
+    return Annotations.from_pairs((video, check_caption(" ".join(texts), path, f"video {video}"))
+                                  for video, texts in paragraphs.items())

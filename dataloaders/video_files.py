@@ -25,7 +25,8 @@ class UserVideo(NamedTuple):
 
 
 class Failure(NamedTuple):
-    """A video that could not be embedded: `kind` is "missing", "empty", "unreadable" or "non-finite"."""
+    """A video that could not be embedded: `kind` is "missing", "empty", "unreadable", "truncated" or
+    "non-finite"."""
 
     id: str
     kind: str

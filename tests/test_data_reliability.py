@@ -343,3 +343,14 @@ def test_workers_forked_after_decoding_in_the_parent_do_not_deadlock(upright, de
     loader = torch.utils.data.DataLoader(_Reads([str(path)] * 4), batch_size=1, num_workers=2, timeout=60)
     for batch in loader:
         np.testing.assert_array_equal(batch[0].numpy(), expected)
+
+
+@pytest.mark.parametrize("datatype", ["activitynet", "didemo"])
+def test_an_all_empty_paragraph_is_named(tmp_path, datatype):
+    if datatype == "activitynet":
+        content = {"v_abc": {"duration": 3.0, "timestamps": [[0, 1], [1, 2]], "sentences": [" ", ""]}}
+        (tmp_path / "train.json").write_text(json.dumps(content))
+    else:
+        (tmp_path / "train_data.json").write_text(json.dumps([{"video": "v1", "description": ["  "]}]))
+    with pytest.raises(DataFileError, match="empty caption"):
+        load_annotations(data_args("--datatype", datatype, "--data_path", str(tmp_path)), "train")
