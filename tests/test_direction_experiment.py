@@ -31,6 +31,9 @@ def test_experiment_tables_the_runs_and_resumes(tmp_path):
     again = direction_experiment.main(["--output", str(out), "--seeds", "0", "--methods", "meanp", "paper", *TOY])
     assert (out / "seed0" / "paper" / "ckpt_last.pt").stat().st_mtime_ns == trained  # read, not retrained
     assert again == rows[:2]
+    tabled = direction_experiment.main(["--output", str(out), "--seeds", "0", "--methods", "meanp", "dgl",
+                                        "--report_only", *TOY])
+    assert [r["key"] for r in tabled] == ["meanp"] and not (out / "seed0" / "dgl").exists()  # nothing trained
 
 
 def test_shuffled_rows_need_their_trained_method():

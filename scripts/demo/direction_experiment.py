@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--readout", default="average_frame_cls_token", help="--visual_output_type of the runs")
+    parser.add_argument("--report_only", action="store_true",
+                        help="train nothing: table the runs that have finished (e.g. while others still run)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further main.py flags for every trained run (last on the command line)")
     args = parser.parse_args(argv)
@@ -197,11 +199,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     rows, clips, prepared = [], {}, {}
     for seed in args.seeds:
+        if args.report_only and not (out / f"seed{seed}" / "tiny_clip.json").is_file():
+            raise SystemExit(f"error: --report_only: seed {seed} has no tiny CLIP in {out} yet")
         data, clip, clips[seed] = seed_data(args, seed)
         prepared[seed] = data, clip, report.twins(json.loads((data / "synthetic_metadata.json").read_text()))
     for method in args.methods:  # method by method: the first rows are complete over the seeds first
         for seed in args.seeds:
             data, clip, twin_of = prepared[seed]
+            if args.report_only and not (out / f"seed{seed}" / method / "eval_results.json").is_file():
+                continue
             print(f"== seed {seed}: {METHODS[method][0]}", flush=True)
             summary = report.run_summary(METHODS[method][0], run_method(args, method, seed, data, clip), twin_of)
             rows.append({"seed": seed, "key": method, "method": summary["method"],
