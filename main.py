@@ -33,6 +33,7 @@ from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_
 from utils.engine.evaluation import EvaluationError, evaluate
 from utils.engine.folder_lock import FolderBusyError, FolderLock
 from utils.engine.precision import PRECISIONS, resolve_precision
+from utils.engine.renormalisation import add_renormalisation_args, methods_from_args
 from utils.engine.run_folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run_log import JsonLines, setup_logging, write_json
 from utils.engine.training import TrainConfig, Trainer, TrainingError
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep the CLIP backbone frozen (--no-freeze_clip trains it at lr * coef_lr)")
     optim.add_argument("--ddp_find_unused_parameters", action=argparse.BooleanOptionalAction, default=True,
                        help="let DDP handle trainable tensors without gradient (STOP's region-score conv has none)")
+    add_renormalisation_args(parser)
     add_model_args(parser)
     add_data_args(parser)
     return parser
@@ -144,8 +146,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{flag} must lie in [0, 1], got {getattr(args, flag)}")
     try:
         ModelConfig.from_args(args)  # --max_frames, --max_words and every other model option
+        post_process = methods_from_args(args)
     except ValueError as error:
         parser.error(str(error))
+    if post_process and not args.do_eval:
+        parser.error(f"--{' / --'.join(post_process)} post-process the test evaluation: add --do_eval")
     if args.resume and not args.do_train:
         parser.error("--resume continues training: add --do_train")
     if args.resume_extend_epochs and not args.resume:
@@ -287,28 +292,32 @@ def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resum
     _seed_everything(args.seed + ctx.rank)  # per-rank random streams (dropout) from here on
     # Every split and the Trainer before anything is written: bad data or flags stop the run here.
     resolution = model.clip.visual.input_resolution
-    trainer = val_set = test_set = None
+    trainer = val_set = test_set = query_bank = None
+    post_process = methods_from_args(args)
     if args.do_train:
         train_set = build_dataset(args, "train", resolution)
         val_set = build_dataset(args, "val", resolution) if args.eval_every_epoch else None
         trainer = _make_trainer(args, ctx, model, precision, metrics_log, train_set, resume, log)
     if args.do_eval:
         test_set = build_dataset(args, "test", resolution)
+    if "qb_norm" in post_process:  # QB-Norm's query bank: the training captions
+        query_bank = train_set if args.do_train else build_dataset(args, "train", resolution)
     if ctx.is_main:
         write_json(output_dir / "hparams.json",
                    {**vars(args), "model_config": model.config.to_dict(), "image_resolution": resolution,
                     "world_size": ctx.world_size, "device": str(ctx.device), "parameters": counts,
                     "torch": torch.__version__, "resumed_at_step": resume["global_step"] if resume else None})
 
-    def eval_on(dataset, split, save_similarity=False):
+    def eval_on(dataset, split, save_similarity=False, post_process=None):
         return evaluate(model, dataset, ctx, args.batch_size_val, args.num_thread_reader, precision, split,
-                        save_similarity=str(output_dir / f"similarity_{split}.pt") if save_similarity else None)
+                        save_similarity=str(output_dir / f"similarity_{split}.pt") if save_similarity else None,
+                        post_process=post_process, query_bank=query_bank)
 
     results: dict[str, Any] = {}
     if trainer is not None and _train(args, trainer, val_set, eval_on, results, log):
         return results  # stopped by --stop_after_steps: no test evaluation
     if test_set is not None:
-        test = eval_on(test_set, "test", args.save_similarity)
+        test = eval_on(test_set, "test", args.save_similarity, post_process)
         results["test"] = test
         if val_set is not None:
             results["best_epoch_selected_on_test_split"] = _same_data(val_set, test_set)

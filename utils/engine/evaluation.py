@@ -8,6 +8,10 @@ are computed blockwise (t2v, v2t, and v2t_group; see that module for the multi-c
 Every evaluated feature is checked: a NaN or infinite text or video feature (a diverged model, or an overflow
 under float16) stops the evaluation with ``EvaluationError`` instead of producing metrics (a NaN row would
 otherwise rank however the comparison rule happens to treat it).
+
+With ``post_process`` (utils.engine.renormalisation: dual softmax, QB-Norm) the results also hold the metrics
+after each re-normalisation under "post_processed", beside the raw ones; QB-Norm's query bank (``query_bank``,
+a dataset whose captions are encoded like the test captions) is scored against the same kept videos.
 """
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from utils.engine.checkpoint import save_atomic
 from utils.engine.distributed import DistContext, all_gather_object, gather_uneven, shard_bounds
 from utils.engine.metrics import format_metrics, retrieval_metrics, similarity_matrix
 from utils.engine.precision import Precision
+from utils.engine.renormalisation import describe, post_processed_metrics
 from utils.engine.run_log import get_logger
 
 
@@ -74,22 +80,30 @@ def _check_order(index: torch.Tensor, n: int, what: str) -> None:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int, num_workers: int,
              precision: Precision, split: str, save_similarity: str | None = None,
-             block_size: int = 1024) -> Dict[str, Any]:
-    """Retrieval metrics of ``model`` on ``dataset`` (see the module docstring). The same dict on every rank."""
+             block_size: int = 1024, post_process: Dict[str, Dict[str, Any]] | None = None,
+             query_bank=None) -> Dict[str, Any]:
+    """Retrieval metrics of ``model`` on ``dataset`` (see the module docstring). The same dict on every rank.
+    ``post_process``: {method: parameters} (renormalisation.methods_from_args); ``query_bank``: a dataset with
+    ``text_view()`` and ``captions``, needed by "qb_norm"."""
     log = get_logger()
     was_training = model.training
     model.eval()
     start = time.time()
     device = ctx.device
-    texts = _encode_shard(dataset.text_view(), lambda b: model.encode_text(b["text"].to(device)),
-                          (), "caption_index", ctx, batch_size, num_workers, precision, f"eval {split} texts")
+
+    def encode_texts(source, desc):
+        encoded = _encode_shard(source.text_view(), lambda b: model.encode_text(b["text"].to(device)), (),
+                                "caption_index", ctx, batch_size, num_workers, precision, desc)
+        _check_order(encoded["caption_index"], len(encoded["feats"]), desc)
+        return encoded
+
+    texts = encode_texts(dataset, f"eval {split} texts")
     videos = _encode_shard(dataset.video_view(),
                            lambda b: model.encode_video(b["video"].to(device), b["video_mask"].to(device)),
                            ("valid",), "video_index", ctx, batch_size, num_workers, precision,
                            f"eval {split} videos")
     encode_seconds = time.time() - start
-    num_captions, num_videos = len(texts["feats"]), len(videos["feats"])
-    _check_order(texts["caption_index"], num_captions, f"{split} captions")
+    num_videos = len(videos["feats"])
     _check_order(videos["video_index"], num_videos, f"{split} videos")
 
     caption_to_video = torch.as_tensor(dataset.caption_to_video, dtype=torch.long, device=device)
@@ -117,11 +131,23 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
                "encode_seconds": encode_seconds, "total_seconds": time.time() - start}
     log.info(f"{split} retrieval ({results['num_captions']} captions, {results['num_videos']} videos, "
              f"{encode_seconds:.1f}s to encode):\n{format_metrics(metrics)}")
+    bank_sim = None
+    if post_process and "qb_norm" in post_process:
+        bank_feats = encode_texts(query_bank, f"eval {split} query bank")["feats"]
+        _check_finite(bank_feats, query_bank.captions, "query bank caption", split)
+        bank_sim = similarity_matrix(bank_feats, video_feats, block_size=block_size).cpu()
+    if post_process or save_similarity:
+        sim = similarity_matrix(text_feats, video_feats, block_size=block_size).cpu()
+    if post_process:
+        results["post_processed"] = post_processed_metrics(sim, caption_to_video.cpu(), post_process, bank_sim)
+        log.info(f"{split} retrieval, {describe(results['post_processed'])}")
     if save_similarity and ctx.is_main:
         kept_video_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
         kept_caption_list = [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok]
-        torch.save({"similarity": similarity_matrix(text_feats, video_feats, block_size=block_size).cpu(),
-                    "caption_to_video": caption_to_video.cpu(), "video_ids": kept_video_ids,
-                    "captions": kept_caption_list}, save_similarity)
+        saved = {"similarity": sim, "caption_to_video": caption_to_video.cpu(), "video_ids": kept_video_ids,
+                 "captions": kept_caption_list}
+        if bank_sim is not None:
+            saved["query_bank_similarity"] = bank_sim
+        save_atomic(saved, save_similarity)
     model.train(was_training)
     return results

@@ -34,6 +34,8 @@ RESUME_FREE_FLAGS = {
     "resume": "", "resume_extend_epochs": "", "overwrite": "", "do_train": "",
     "do_eval": "whether the test split is evaluated after training",
     "save_similarity": "whether the test similarity matrix is written",
+    **{flag: "a post-processing of the test evaluation, reported beside its raw metrics" for flag in (
+        "dual_softmax", "dual_softmax_temperature", "qb_norm", "qb_norm_k", "qb_norm_beta", "qb_norm_theta")},
     "n_display": "how often steps are logged",
     "save_steps": "how often ckpt_last.pt is written inside an epoch",
     "stop_after_steps": "when this process stops",

@@ -1,0 +1,73 @@
+"""Re-normalise a saved similarity matrix (main.py --save_similarity) offline: dual softmax and / or QB-Norm.
+
+    python scripts/renormalise.py runs/x_eval/similarity_test.pt --dual_softmax
+    python scripts/renormalise.py runs/x_eval/similarity_test.pt --qb_norm --qb_norm_beta 20
+
+Prints the raw and the post-processed metrics and writes them to <matrix>_post_processed.json beside the
+matrix (or --output). QB-Norm needs the query bank's similarities, which main.py saves in the same file
+(query_bank_similarity) when it evaluates with --qb_norm --save_similarity. See utils/engine/renormalisation.py.
+"""
+
+# ruff: noqa: E402
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python scripts/renormalise.py`: import from the repo root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse
+from typing import Any
+
+import torch
+
+from utils.engine.cli import OneLineArgumentParser, one_line
+from utils.engine.metrics import format_metrics, metrics_from_similarity
+from utils.engine.renormalisation import add_renormalisation_args, describe, methods_from_args, post_processed_metrics
+from utils.engine.run_log import write_json
+
+
+def renormalise_file(path: Path, methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{"similarity_file", "raw", "post_processed"} of the matrix file ``path``; ValueError for a file that is
+    not one main.py wrote, or QB-Norm on a file without the query bank."""
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a similarity file of main.py --save_similarity ({one_line(error)})") from None
+    if not isinstance(saved, dict) or not {"similarity", "caption_to_video"} <= set(saved):
+        raise ValueError(f"{path}: not a similarity file of main.py --save_similarity (no similarity / "
+                         "caption_to_video)")
+    if "qb_norm" in methods and "query_bank_similarity" not in saved:
+        raise ValueError(f"{path} holds no query_bank_similarity: evaluate with --qb_norm --save_similarity to "
+                         "save the training captions' scores with it")
+    sim = saved["similarity"]
+    return {"similarity_file": str(path), "raw": metrics_from_similarity(sim, saved["caption_to_video"]),
+            "post_processed": post_processed_metrics(sim, saved["caption_to_video"], methods,
+                                                     saved.get("query_bank_similarity"))}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("similarity", type=Path, help="a similarity_<split>.pt written by main.py --save_similarity")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the JSON to write (default: <similarity>_post_processed.json beside it)")
+    add_renormalisation_args(parser)
+    try:
+        args = parser.parse_args(argv)
+        methods = methods_from_args(args)
+        if not methods:
+            parser.error("nothing to do: pass --dual_softmax and/or --qb_norm")
+        if not args.similarity.is_file():
+            raise FileNotFoundError(f"similarity file not found: {args.similarity}")
+        result = renormalise_file(args.similarity, methods)
+        output = args.output or args.similarity.with_name(f"{args.similarity.stem}_post_processed.json")
+        write_json(output, result)
+    except (FileNotFoundError, ValueError) as error:  # FlagError is a ValueError
+        raise SystemExit(f"error: {one_line(error)}") from None
+    print(f"raw:\n{format_metrics(result['raw'])}\n{describe(result['post_processed'])}\nwritten to {output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
