@@ -12,9 +12,9 @@ import torch
 
 from . import activitynet, custom_csv, didemo, lsmdc, msrvtt, msvd, vatex
 from .annotations import Annotations, DataFileError
-from .retrieval_dataset import EVAL_FRAME_ORDERS, BadVideoError, BadVideoWarning, RetrievalDataset
+from .retrieval_dataset import FRAME_ORDERS, BadVideoError, BadVideoWarning, RetrievalDataset, frame_order
 from .sources import FolderSource, LMDBSource
-from .video_reader import VideoReadError, read_video_tensor, read_frames
+from .video_reader import VideoReadError, read_frames, read_video_tensor
 
 # --datatype -> function (args, split) -> Annotations
 DATASETS = {
@@ -50,9 +50,13 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="release: the released multi_segments_sampling (segments of N // T frames; "
                             "evaluation at int(tick / 2 + tick * x), tick = N / T); uniform: segments that cover "
                             "every frame, centre / random frame of each (see docs/DATA.md)")
-    group.add_argument("--eval_frame_order", default="natural", choices=EVAL_FRAME_ORDERS,
-                       help="order of each clip's frames at evaluation (val and test): as sampled, reversed, or "
-                            "shuffled by a fixed per-video permutation (frame-order ablations)")
+    orders = f"{', '.join(FRAME_ORDERS)} (or the released 0, 1, 2)"
+    group.add_argument("--train_frame_order", default="natural", type=_frame_order_flag, metavar="ORDER",
+                       help=f"{orders}: order of each training clip's frames: as sampled, reversed, or shuffled "
+                            "by a new permutation per draw (frame-order ablations)")
+    group.add_argument("--eval_frame_order", default="natural", type=_frame_order_flag, metavar="ORDER",
+                       help=f"{orders}: order of each clip's frames at evaluation (val and test): as sampled, "
+                            "reversed, or shuffled by a fixed per-video permutation (frame-order ablations)")
     group.add_argument("--expand_msrvtt_sentences", action=argparse.BooleanOptionalAction, default=False,
                        help="MSR-VTT training: one item per (video, caption) pair instead of per video")
     group.add_argument("--max_bad_video_fraction", type=float, default=0.05,
@@ -62,6 +66,13 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="if > 0: take this many training videos (a fixed random choice) out of training and "
                             "use them as the val split, for model selection without the test set")
     return parser
+
+
+def _frame_order_flag(value: str) -> str:
+    try:
+        return frame_order(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def load_annotations(args, split: str) -> Annotations:
@@ -92,10 +103,11 @@ def video_source(args) -> FolderSource | LMDBSource:
 def build_dataset(args, split: str, resolution: int) -> RetrievalDataset:
     """The `split` ("train", "val" or "test") of --datatype as a RetrievalDataset of frames of `resolution` px
     (the model's input size); frames are sampled by --frame_sampling (training at random, val and test
-    deterministically) and ordered by --eval_frame_order at evaluation. Besides the
+    deterministically) and ordered by --train_frame_order / --eval_frame_order. Besides the
     data flags, `args` carries the model's input flags --max_frames and --max_words (models.add_model_args)."""
     return RetrievalDataset(load_annotations(args, split), video_source(args), max_frames=args.max_frames,
                             max_words=args.max_words, resolution=resolution,
                             train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
                             name=f"{args.datatype} {split}",
-                            frame_sampling=args.frame_sampling, eval_frame_order=args.eval_frame_order)
+                            frame_sampling=args.frame_sampling,
+                            frame_order=args.train_frame_order if split == "train" else args.eval_frame_order)

@@ -24,17 +24,33 @@ class BadVideoError(RuntimeError):
     """More videos of a split are missing or unreadable than --max_bad_video_fraction allows."""
 
 
-# The order the evaluation views give a clip's frames in: the frame-order ablations of the demo experiment.
-EVAL_FRAME_ORDERS = ("natural", "reversed", "shuffled")
+# The order a clip's frames are given in (--train_frame_order, --eval_frame_order): the frame-order ablations.
+FRAME_ORDERS = ("natural", "reversed", "shuffled")
+# Other names of them: the released code's 0 / 1 / 2 (CLIP4Clip, DGL, STOP) and its words.
+FRAME_ORDER_ALIASES = {"0": "natural", "normal": "natural", "1": "reversed", "reverse": "reversed",
+                       "2": "shuffled", "random": "shuffled", "shuffle": "shuffled"}
+
+
+def frame_order(value: str) -> str:
+    """A frame order's name (FRAME_ORDERS, or an alias of FRAME_ORDER_ALIASES) -> its name in FRAME_ORDERS;
+    ValueError for anything else."""
+    name = FRAME_ORDER_ALIASES.get(value, value)
+    if name not in FRAME_ORDERS:
+        raise ValueError(f"{value!r} is not a frame order: one of {list(FRAME_ORDERS)} or the released 0 (natural), "
+                         f"1 (reversed), 2 (shuffled)")
+    return name
 
 
 class RetrievalDataset(Dataset):
     """Captions and videos of one split.
 
     Items (training and evaluation alike; training samples frames at random, evaluation deterministically, with
-    the `frame_sampling` rule of dataloaders/sampling.py, "release" by default): {"text": int64 [max_words], "video": float32 [max_frames, 3, R, R], "video_mask": int64
-    [max_frames] (1 = real frame), "video_index": int, "caption_index": int}. One item per caption, or with
-    `train_unit == "video"` in training one per video with a random caption of it.
+    the `frame_sampling` rule of dataloaders/sampling.py, "release" by default): {"text": int64 [max_words],
+    "video": float32 [max_frames, 3, R, R], "video_mask": int64 [max_frames] (1 = real frame), "video_index": int,
+    "caption_index": int}. One item per caption, or with `train_unit == "video"` in training one per video with a
+    random caption of it. The real frames come in
+    `frame_order` (FRAME_ORDERS; `reorder_frames`): shuffled training items draw a new permutation each time,
+    the evaluation views a fixed one per video.
 
     For evaluation: `video_ids`, `captions`, `caption_to_video` (int64 [num_captions]) and the views
     `text_view()` (every caption once) and `video_view()` (every video once, with "valid").
@@ -47,10 +63,10 @@ class RetrievalDataset(Dataset):
 
     def __init__(self, annotations: Annotations, source, *, max_frames: int, max_words: int, resolution: int,
                  train: bool, max_bad_fraction: float = 0.05, name: str = "dataset",
-                 frame_sampling: str = DEFAULT_FRAME_SAMPLING, eval_frame_order: str = "natural"):
-        if eval_frame_order not in EVAL_FRAME_ORDERS:
-            raise ValueError(f"--eval_frame_order {eval_frame_order!r} is not one of {list(EVAL_FRAME_ORDERS)}")
-        self.name, self.eval_frame_order = name, eval_frame_order
+                 frame_sampling: str = DEFAULT_FRAME_SAMPLING, frame_order: str = "natural"):
+        if frame_order not in FRAME_ORDERS:
+            raise ValueError(f"frame order {frame_order!r} is not one of {list(FRAME_ORDERS)}")
+        self.name, self.frame_order = name, frame_order
         self.frame_sampling = check_sampling(frame_sampling)
         self.video_ids = list(annotations.video_ids)
         self.captions = list(annotations.captions)
@@ -121,7 +137,8 @@ class RetrievalDataset(Dataset):
             caption_index, video_index = self._pair(index)
             clip = self.load_video(video_index, self.train)
             if clip is not None:
-                return {"text": self.tokenize(caption_index), "video": clip[0], "video_mask": clip[1],
+                frames = reorder_frames(clip[0], clip[1], self.frame_order, None if self.train else video_index)
+                return {"text": self.tokenize(caption_index), "video": frames, "video_mask": clip[1],
                         "video_index": video_index, "caption_index": caption_index}
             index = int(torch.randint(len(self), ()))
         raise BadVideoError(f"{self.name}: no readable video in {MAX_RESAMPLE_ATTEMPTS} random draws")
@@ -163,18 +180,21 @@ class VideoView(Dataset):
         if not valid:
             frames, size = self.dataset.max_frames, self.dataset.resolution
             clip = torch.zeros(frames, 3, size, size), torch.ones(frames, dtype=torch.long)
-        frames = reorder_frames(clip[0], clip[1], self.dataset.eval_frame_order, video_index) if valid else clip[0]
+        frames = reorder_frames(clip[0], clip[1], self.dataset.frame_order, video_index) if valid else clip[0]
         return {"video": frames, "video_mask": clip[1], "video_index": video_index, "valid": valid}
 
 
-def reorder_frames(frames: torch.Tensor, mask: torch.Tensor, order: str, seed: int) -> torch.Tensor:
-    """The real frames (mask 1) of a clip [T, 3, R, R] in `order` (EVAL_FRAME_ORDERS): as sampled, reversed, or
-    shuffled by a permutation drawn from `seed` (the video's index: the same on every run and process)."""
+def reorder_frames(frames: torch.Tensor, mask: torch.Tensor, order: str, seed: int | None) -> torch.Tensor:
+    """The real frames (mask 1) of a clip [T, 3, R, R] in `order` (FRAME_ORDERS): as sampled, reversed, or
+    shuffled by a permutation drawn from `seed` (evaluation: the video's index, the same on every run and
+    process) or, for `seed` None (training), from torch's global RNG (a new permutation per draw, reproducible
+    under utils.engine.data_order.SeededItems)."""
     if order == "natural":
         return frames
     real = int(mask.sum())
     if order == "reversed":
         permutation = torch.arange(real - 1, -1, -1)
     else:
-        permutation = torch.randperm(real, generator=torch.Generator().manual_seed(seed))
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        permutation = torch.randperm(real, generator=generator)
     return torch.cat([frames[:real][permutation], frames[real:]])

@@ -16,6 +16,7 @@ from dataloaders.synthetic import write_video
 from dataloaders.video_reader import read_video_tensor
 from models.tokenizer import tokenize
 from preprocess.folder_to_lmdb import folder_to_lmdb
+from tests.conftest import FRAMES, TINY, tiny_model
 from tests.data_fixtures import RESOLUTION, data_args, msrvtt_args, synthetic_root
 
 
@@ -67,7 +68,8 @@ def test_msrvtt_train_one_item_per_video_with_random_caption(synthetic):
 
 
 def test_msrvtt_expanded_sentences_one_item_per_pair(synthetic):
-    dataset = build_dataset(msrvtt_args(synthetic, "--expand_msrvtt_sentences", "--max_frames", "4"), "train", RESOLUTION)
+    dataset = build_dataset(msrvtt_args(synthetic, "--expand_msrvtt_sentences", "--max_frames", "4"), "train",
+                            RESOLUTION)
     assert len(dataset) == 36
     item = dataset[7]
     assert item["caption_index"] == 7 and item["video_index"] == 2
@@ -238,3 +240,64 @@ def test_eval_frame_order_permutes_the_real_frames_of_each_test_clip(synthetic, 
             assert torch.equal(b["video"][:real], a["video"][:real].flip(0))
         assert not torch.equal(b["video"][:real], a["video"][:real])
         assert torch.equal(changed[index]["video"], b["video"])  # the same permutation every time
+
+
+def _training_item(dataset, index: int, seed: int = 3) -> dict:
+    torch.manual_seed(seed)  # the training frame sampler draws at random: the same draw for every order
+    return dataset[index]
+
+
+@pytest.mark.parametrize("order,released", [("reversed", "1"), ("shuffled", "2")])
+def test_train_frame_order_permutes_the_frames_of_training_items(synthetic, order, released):
+    args = ("--max_frames", "6")
+    natural = build_dataset(msrvtt_args(synthetic, *args, "--train_frame_order", "0"), "train", RESOLUTION)
+    changed = build_dataset(msrvtt_args(synthetic, *args, "--train_frame_order", released), "train", RESOLUTION)
+    assert natural.frame_order == "natural" and changed.frame_order == order  # the released numbers, as names
+    a, b = _training_item(natural, 0), _training_item(changed, 0)
+    real = int(a["video_mask"].sum())
+    assert real > 2 and torch.equal(a["video_mask"], b["video_mask"]) and torch.equal(a["text"], b["text"])
+    assert sorted(b["video"][:real].sum(dim=(1, 2, 3)).tolist()) == sorted(a["video"][:real].sum(dim=(1, 2, 3))
+                                                                           .tolist())  # the same frames
+    assert not torch.equal(b["video"][:real], a["video"][:real])
+    if order == "reversed":
+        assert torch.equal(b["video"][:real], a["video"][:real].flip(0))
+    else:  # a new permutation per draw (under the same sampled frames: the seed of the draw decides)
+        draws = {tuple(torch.argsort(_training_item(changed, 0, seed)["video"][:real].sum(dim=(1, 2, 3))).tolist())
+                 for seed in range(3, 8)}
+        assert len(draws) > 1
+    # the evaluation order is its own flag: the test split keeps its natural order
+    test = build_dataset(msrvtt_args(synthetic, *args, "--train_frame_order", released), "test", RESOLUTION)
+    assert test.frame_order == "natural"
+
+
+def test_reversed_frames_change_stops_video_features_and_leave_meanps_unchanged(synthetic):
+    """Acceptance: --eval_frame_order 1 through the data path, encoded by a tiny STOP and a tiny meanP."""
+    def videos(order):
+        view = build_dataset(msrvtt_args(synthetic, "--max_frames", str(FRAMES), "--eval_frame_order", order),
+                             "test", TINY.image_resolution).video_view()
+        items = [view[i] for i in range(len(view))]
+        return torch.stack([it["video"] for it in items]), torch.stack([it["video_mask"] for it in items])
+
+    natural, reversed_ = videos("0"), videos("1")
+    assert not torch.equal(natural[0], reversed_[0]) and torch.equal(natural[1], reversed_[1])
+    with torch.no_grad():
+        stop, meanp = tiny_model(max_frames=FRAMES), tiny_model(prompt="none")
+        stop_change = (stop.encode_video(*natural) - stop.encode_video(*reversed_)).abs().amax(dim=1)
+        torch.testing.assert_close(meanp.encode_video(*reversed_), meanp.encode_video(*natural), rtol=0, atol=1e-6)
+    assert bool((stop_change > 1e-3).all())  # every video's STOP feature depends on the order
+
+
+@pytest.mark.parametrize("value,name", [("0", "natural"), ("normal", "natural"), ("1", "reversed"),
+                                        ("reverse", "reversed"), ("2", "shuffled"), ("random", "shuffled"),
+                                        ("shuffled", "shuffled")])
+def test_frame_order_flags_take_the_names_and_the_released_numbers(value, name):
+    args = data_args("--train_frame_order", value, "--eval_frame_order", value)
+    assert args.train_frame_order == name and args.eval_frame_order == name
+
+
+def test_an_unknown_frame_order_names_the_flag():
+    from main import main
+
+    with pytest.raises(SystemExit, match=r"argument --train_frame_order: '3' is not a frame order: one of "
+                                         r"\['natural', 'reversed', 'shuffled'\] or the released 0"):
+        main(["--do_train", "--output_dir", "x", "--train_frame_order", "3"])
