@@ -2,6 +2,7 @@
 
     python main.py --do_train --do_eval --datatype msrvtt ... --output_dir outputs/x        # one process
     torchrun --nproc_per_node 4 main.py --do_train ...                                    # DDP, any node count
+    srun python main.py --do_train ...                                                    # one SLURM task per GPU
     python main.py --do_eval --init_model outputs/x/ckpt_best.pt ... --output_dir outputs/x_eval
 
 Model flags come from models.add_model_args, data flags from dataloaders.add_data_args. See docs/TRAINING.md.

@@ -11,6 +11,9 @@
 #   OUTPUT_DIR       output folder (default outputs/<dataset>_<date-time>)
 #   PRECISION        amp (default), bf16 or fp32;  NUM_WORKERS  DataLoader workers per process (default 8)
 #   DRY_RUN=1        print the command instead of running it
+# Under SLURM (scripts/slurm.sbatch: `srun bash scripts/msrvtt.sh`) every srun task is one process: the script runs
+# main.py with python, which reads SLURM's environment (utils/engine/distributed.py), and the global batch is split
+# over the step's tasks.
 
 die() {
     echo "error: $*" >&2
@@ -46,6 +49,12 @@ if [ -z "${NPROC_PER_NODE:-}" ]; then
     NPROC_PER_NODE=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
     [ "$NPROC_PER_NODE" -ge 1 ] || NPROC_PER_NODE=1
 fi
+SRUN_TASKS=${SLURM_STEP_NUM_TASKS:-${SLURM_NTASKS:-1}}
+if [ -n "${SLURM_PROCID:-}" ] && (( SRUN_TASKS > 1 )); then  # one task of an srun step: the world is the step
+    NNODES=1
+    NPROC_PER_NODE=$SRUN_TASKS
+    UNDER_SRUN=1
+fi
 
 # split_global_batch GLOBAL MAX_PER_PROCESS -> sets BATCH_SIZE and ACCUM so that
 # BATCH_SIZE x (NPROC_PER_NODE x NNODES) x ACCUM = GLOBAL with BATCH_SIZE <= MAX_PER_PROCESS.
@@ -64,10 +73,12 @@ split_global_batch() {
     fi
 }
 
-# run_main ARGS...: main.py in one process, or under torchrun.
+# run_main ARGS...: main.py in one process, under torchrun, or as one task of srun.
 run_main() {
     local launcher
-    if (( NNODES > 1 )); then
+    if [ -n "${UNDER_SRUN:-}" ]; then
+        launcher=(python)
+    elif (( NNODES > 1 )); then
         [ -n "${MASTER_ADDR:-}" ] && [ -n "${NODE_RANK:-}" ] || die "NNODES > 1 needs MASTER_ADDR and NODE_RANK"
         launcher=(torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC_PER_NODE"
                   --master_addr "$MASTER_ADDR" --master_port "${MASTER_PORT:-29500}")

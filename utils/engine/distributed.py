@@ -1,15 +1,23 @@
 """Process-group set-up and the collectives training and evaluation need.
 
-One process when not launched by ``torchrun`` (``WORLD_SIZE`` unset or 1); otherwise ``torch.distributed`` is
-initialised from torchrun's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
-``MASTER_PORT``; multi-node works through torchrun's rendezvous), with NCCL on GPUs and gloo on CPU.
-All helpers below also work, as identities, in a single process.
+How the process was started (``launch_from_environment``):
+* torchrun (``WORLD_SIZE`` set): ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``
+  (multi-node through torchrun's rendezvous). It wins over SLURM's variables (torchrun inside an allocation).
+* SLURM's srun (``SLURM_PROCID`` set, more than one task: ``SLURM_STEP_NUM_TASKS``, else ``SLURM_NTASKS``): one
+  task per process; rank ``SLURM_PROCID``, local rank ``SLURM_LOCALID``; the process group meets at
+  ``MASTER_ADDR`` (default: the first host of ``SLURM_STEP_NODELIST`` / ``SLURM_JOB_NODELIST`` /
+  ``SLURM_NODELIST``) and ``MASTER_PORT`` (default 20000 + SLURM_JOB_ID mod 20000, so two jobs sharing a node do
+  not collide). A task that sees a single GPU (``--gpus-per-task 1``) uses it whatever its local rank.
+* otherwise one process.
+``torch.distributed`` is initialised with NCCL on GPUs and gloo on CPU. All helpers below also work, as
+identities, in a single process.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Mapping
 
 import torch
 import torch.distributed as dist
@@ -56,20 +64,79 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return device
 
 
-def init_distributed(device: str = "auto") -> DistContext:
-    """Initialise from torchrun's environment; ``device`` as for resolve_device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+@dataclass(frozen=True)
+class Launch:
+    """How this process was started: by "torchrun", by SLURM's "srun", or as a "single" process; its global
+    rank, the world size, its rank on its node and where the process group meets (a torch init_method)."""
+    launcher: str = "single"
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    init_method: str = "env://"
+
+
+def _int(env: Mapping[str, str], name: str, default: str) -> int:
+    value = env.get(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"the environment variable {name}={value!r} is not an integer") from None
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: "gpu[03-05,9],cpu1" -> "gpu03", "a-[1-2]-ib" -> "a-1-ib"."""
+    match = re.match(r"([^,\[]*)(?:\[([^\]]*)\]([^,]*))?", nodelist.strip())
+    prefix, ranges, suffix = match.group(1), match.group(2), match.group(3) or ""
+    host = prefix + (re.split(r"[-,]", ranges)[0] + suffix if ranges else "")
+    if not host:
+        raise ValueError(f"cannot read a host from the SLURM node list {nodelist!r}")
+    return host
+
+
+def _slurm_tasks(env: Mapping[str, str]) -> int:
+    """The tasks of this srun step (SLURM_STEP_NUM_TASKS, else the job's SLURM_NTASKS)."""
+    return _int(env, "SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))
+
+
+def launch_from_environment(env: Mapping[str, str]) -> Launch:
+    """The Launch that ``env`` (os.environ) describes (the module docstring); ValueError naming a variable that
+    is not a number or a rank outside the world."""
+    if "WORLD_SIZE" in env:
+        launch = Launch("torchrun", _int(env, "RANK", "0"), _int(env, "WORLD_SIZE", "1"),
+                        _int(env, "LOCAL_RANK", "0"))
+    elif "SLURM_PROCID" in env and _slurm_tasks(env) > 1:
+        nodelist = next((env[k] for k in ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
+                         if env.get(k)), None)
+        if "MASTER_ADDR" not in env and nodelist is None:
+            raise ValueError("srun launch: neither MASTER_ADDR nor a SLURM node list (SLURM_NODELIST) is set")
+        addr = env.get("MASTER_ADDR") or first_host(nodelist)
+        port = env.get("MASTER_PORT") or str(20000 + _int(env, "SLURM_JOB_ID", "9500") % 20000)
+        launch = Launch("slurm", _int(env, "SLURM_PROCID", "0"), _slurm_tasks(env), _int(env, "SLURM_LOCALID", "0"),
+                        f"tcp://{addr}:{port}")
+    else:
+        return Launch()
+    if not 0 <= launch.rank < launch.world_size:
+        raise ValueError(f"{launch.launcher}: rank {launch.rank} is outside the world of {launch.world_size} "
+                         "processes")
+    return launch
+
+
+def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None) -> DistContext:
+    """Initialise from the launcher's environment (``env``, default os.environ; see launch_from_environment);
+    ``device`` as for resolve_device."""
+    launch = launch_from_environment(os.environ if env is None else env)
+    gpu = launch.local_rank
+    if launch.launcher == "slurm" and torch.cuda.is_available() and torch.cuda.device_count() == 1:
+        gpu = 0  # srun --gpus-per-task 1: each task sees its own GPU as device 0
+    dev = resolve_device(device, gpu)
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
-                                world_size=world_size, rank=rank,
+    if launch.world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=launch.init_method,
+                                world_size=launch.world_size, rank=launch.rank,
                                 device_id=dev if use_cuda else None)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+    return DistContext(rank=launch.rank, world_size=launch.world_size, local_rank=launch.local_rank, device=dev)
 
 
 def cleanup_distributed() -> None:

@@ -1,0 +1,83 @@
+"""The launch environment: SLURM's srun variables parsed into rank / world size / local rank and the meeting
+point, torchrun's winning over them, one process otherwise (fabricated environments, no process started)."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils.engine import distributed
+from utils.engine.distributed import Launch, first_host, init_distributed, launch_from_environment
+
+SRUN = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
+        "SLURM_JOB_ID": "123456", "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_JOB_NODELIST": "gpu[07-08]"}
+
+
+def test_srun_variables_give_rank_world_and_local_rank(monkeypatch):
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    for name, value in SRUN.items():
+        monkeypatch.setenv(name, value)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = init_distributed("cpu")  # reads os.environ
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.device) == (5, 8, 1, torch.device("cpu"))
+    # the first node of the step, port 20000 + 123456 mod 20000
+    assert calls == [{"backend": "gloo", "init_method": "tcp://gpu07:23456", "world_size": 8, "rank": 5,
+                      "device_id": None}]
+
+
+def test_master_address_and_port_and_the_job_count_fallbacks():
+    env = {**SRUN, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29400"}
+    assert launch_from_environment(env).init_method == "tcp://10.0.0.1:29400"
+    no_step = {k: v for k, v in SRUN.items() if not k.startswith("SLURM_STEP")}
+    assert launch_from_environment({**no_step, "SLURM_NTASKS": "6"}) == Launch("slurm", 5, 6, 1, "tcp://gpu07:23456")
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({**SRUN, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, Launch("torchrun", 1, 2, 1)),  # torchrun wins
+    ({**SRUN, "SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"}, Launch()),  # one task (the batch script itself)
+    ({"SLURM_NTASKS": "4", "SLURM_JOB_ID": "7"}, Launch()),                   # an allocation, not an srun task
+    ({}, Launch()),
+])
+def test_torchrun_wins_and_one_task_is_one_process(env, expected):
+    assert launch_from_environment(env) == expected
+
+
+@pytest.mark.parametrize("nodelist,host", [("gpu[03-05,9],cpu1", "gpu03"), ("node7", "node7"), ("n1,n2", "n1"),
+                                           ("a-[1-2]-ib", "a-1-ib"), ("x[3]", "x3")])
+def test_first_host_of_a_slurm_node_list(nodelist, host):
+    assert first_host(nodelist) == host
+
+
+@pytest.mark.parametrize("env,message", [
+    ({**SRUN, "SLURM_PROCID": "x"}, r"the environment variable SLURM_PROCID='x' is not an integer"),
+    ({**SRUN, "SLURM_PROCID": "8"}, "slurm: rank 8 is outside the world of 8 processes"),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}, "neither MASTER_ADDR nor a SLURM node list"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
+])
+def test_bad_launch_variables_are_named(env, message):
+    with pytest.raises(ValueError, match=message):
+        launch_from_environment(env)
+
+
+def test_the_dataset_scripts_run_one_python_process_per_srun_task(tmp_path):
+    """scripts/slurm.sbatch runs `srun bash scripts/msrvtt.sh`: under a task's variables the script starts python
+    (not torchrun) and splits the global batch 128 over the step's 8 tasks."""
+    root = tmp_path / "msrvtt"
+    (root / "videos").mkdir(parents=True)
+    for name in ("MSRVTT_train.9k.csv", "MSRVTT_data.json", "MSRVTT_JSFUSION_test.csv"):
+        (root / name).touch()
+    env = {**os.environ, "MSRVTT_ROOT": str(root), "PRETRAINED_DIR": str(tmp_path), "DRY_RUN": "1",
+           "OUTPUT_DIR": str(tmp_path / "out"), "SLURM_PROCID": "3", "SLURM_NTASKS": "8", "NPROC_PER_NODE": "4"}
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["bash", "scripts/msrvtt.sh"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("python main.py ")
+    assert "--batch_size 16 --gradient_accumulation_steps 1" in proc.stdout
+    assert "global batch 128 = 16 per process x 8 processes x 1 accumulation steps" in proc.stderr
