@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import math
 import random
 import sys
@@ -30,6 +31,7 @@ from models import ModelConfig, VideoTextModel, add_model_args, create_model, lo
 from models.clip import load_clip
 from utils.engine.checkpoint import read_checkpoint_file, remove_stale_temporaries
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
+from utils.engine.curves import plot_training_curves
 from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
 from utils.engine.evaluation import EvaluationError, evaluate
 from utils.engine.folder_lock import FolderBusyError, FolderLock
@@ -37,6 +39,7 @@ from utils.engine.precision import PRECISIONS, resolve_precision
 from utils.engine.renormalisation import add_renormalisation_args, methods_from_args
 from utils.engine.run_folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run_log import JsonLines, setup_logging, write_json
+from utils.engine.tensorboard_log import TensorBoardLog
 from utils.engine.training import TrainConfig, Trainer, TrainingError
 
 # What the library raises for bad input (messages written for the user); main turns them into one line.
@@ -88,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate on the val split after every epoch and keep the best in ckpt_best.pt")
     run.add_argument("--save_similarity", action="store_true",
                      help="also write the test text x video similarity matrix (similarity_test.pt)")
+    run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
+                     help="also log TensorBoard scalars (loss, lr per group, gradient norm, samples/s, data time, "
+                          "val and test metrics) to <output_dir>/tensorboard/ (needs the tensorboard package)")
+    run.add_argument("--plot_curves", action=argparse.BooleanOptionalAction, default=True,
+                     help="draw the training curves of metrics.jsonl into <output_dir>/training_curves.png at the "
+                          "end of a training run (scripts/plot_curves.py draws them for any run folder)")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=5)
@@ -150,6 +159,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         post_process = methods_from_args(args)
     except ValueError as error:
         parser.error(str(error))
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        parser.error("--tensorboard needs the tensorboard package (pip install tensorboard), or leave it out")
     if post_process and not args.do_eval:
         parser.error(f"--{' / --'.join(post_process)} post-process the test evaluation: add --do_eval")
     if args.resume and not args.do_train:
@@ -264,16 +275,27 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
         moved = claim_output_dir(output_dir, bool(args.resume), args.overwrite) if ctx.is_main else None
         barrier()
         log = setup_logging(output_dir, ctx.is_main)
-        return _run_locked(args, ctx, argv, output_dir, resume, moved, log)
+        tensorboard = None
+        if args.tensorboard and ctx.is_main:  # a resume drops the events of the steps it runs again
+            tensorboard = TensorBoardLog(output_dir, purge_step=resume["global_step"] + 1 if resume else None)
+        metrics_log = JsonLines(output_dir / "metrics.jsonl", enabled=ctx.is_main,
+                                listeners=[tensorboard.write] if tensorboard else [])
+        try:
+            results = _run_locked(args, ctx, argv, output_dir, resume, moved, log, metrics_log)
+        finally:
+            if tensorboard is not None:
+                tensorboard.close()
+        if args.plot_curves and args.do_train and ctx.is_main:
+            log.info(f"training curves: {plot_training_curves(output_dir)}")
+        return results
 
 
 def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resume, moved: str | None,
-                log) -> dict[str, Any]:
+                log, metrics_log: JsonLines) -> dict[str, Any]:
     log.info("arguments: " + " ".join(argv))
     log.info(f"{ctx.world_size} process(es), device {ctx.device}")
     if moved:
         log.info(moved)
-    metrics_log = JsonLines(output_dir / "metrics.jsonl", enabled=ctx.is_main)
     if ctx.is_main:
         removed = remove_stale_temporaries(output_dir)
         if removed:

@@ -23,7 +23,8 @@ from utils.engine.distributed import DistContext
 # The files that make a folder hold a run (a new run never writes beside them; see --overwrite, --resume), and
 # what --overwrite moves aside with them.
 RUN_FILES = ("hparams.json", "ckpt_*.pt", "metrics.jsonl", "eval_results.json", "similarity_*.pt")
-MOVED_BY_OVERWRITE = RUN_FILES + ("log.txt",)
+MOVED_BY_OVERWRITE = RUN_FILES + ("log.txt", "training_curves.png", "*_post_processed.json")
+MOVED_FOLDERS = ("tensorboard",)  # --tensorboard's event files
 
 # Flags that may differ between a run and its --resume: they do not change what is trained or evaluated, only
 # where the output goes, how often it is logged or saved, how fast data is read, when this process stops, and
@@ -34,6 +35,8 @@ RESUME_FREE_FLAGS = {
     "resume": "", "resume_extend_epochs": "", "overwrite": "", "do_train": "",
     "do_eval": "whether the test split is evaluated after training",
     "save_similarity": "whether the test similarity matrix is written",
+    "tensorboard": "whether the scalars are also logged for TensorBoard",
+    "plot_curves": "whether training_curves.png is drawn",
     **{flag: "a post-processing of the test evaluation, reported beside its raw metrics" for flag in (
         "dual_softmax", "dual_softmax_temperature", "qb_norm", "qb_norm_k", "qb_norm_beta", "qb_norm_theta")},
     "n_display": "how often steps are logged",
@@ -85,7 +88,8 @@ def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> str | N
             break
         archive = output_dir / f"previous_run_{time.strftime('%Y%m%d-%H%M%S')}_{suffix}"
     archive.mkdir()
-    moved = run_files(output_dir, MOVED_BY_OVERWRITE)
+    moved = run_files(output_dir, MOVED_BY_OVERWRITE) + [output_dir / name for name in MOVED_FOLDERS
+                                                         if (output_dir / name).is_dir()]
     for path in moved:
         os.replace(path, archive / path.name)
     return f"--overwrite: moved the previous run's {', '.join(p.name for p in moved)} to {archive}"

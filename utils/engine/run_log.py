@@ -7,7 +7,7 @@ import logging
 import resource
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Sequence
 
 import torch
 
@@ -40,15 +40,19 @@ def get_logger() -> logging.Logger:
 
 
 class JsonLines:
-    """Appends one JSON object per call to a file (``metrics.jsonl``); a no-op off the main rank."""
+    """Appends one JSON object per call to a file (``metrics.jsonl``); a no-op off the main rank. ``listeners``
+    receive every record written (main.py's TensorBoard log)."""
 
-    def __init__(self, path: str | Path, enabled: bool = True):
-        self.path, self.enabled = Path(path), enabled
+    def __init__(self, path: str | Path, enabled: bool = True,
+                 listeners: Sequence[Callable[[Dict[str, Any]], None]] = ()):
+        self.path, self.enabled, self.listeners = Path(path), enabled, list(listeners)
 
     def write(self, record: Dict[str, Any]) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
+            for listener in self.listeners:
+                listener(record)
 
     def drop_after(self, step: int) -> int:
         """Remove the records of steps after ``step`` (written by a run killed after its last checkpoint, which a

@@ -261,6 +261,7 @@ class Trainer:
         samples = self.config.batch_size * self.ctx.world_size * self.accum
         record = {"kind": "train", "epoch": epoch + 1, "step": self.progress.global_step, "loss": loss,
                   "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(stats["grad_norm"]),
+                  "lr_groups": {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)},
                   "data_time": stats["data_time"], "step_time": stats["step_time"],
                   "samples_per_s": samples / max(stats["step_time"], 1e-9),
                   "peak_memory_mb": peak_memory_mb(self.ctx.device)}
