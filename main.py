@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder of OpenAI's CLIP weights (ViT-B-32.pt ...); default $STOP_PRETRAINED_DIR or "
                           "~/models/pretrained")
     run.add_argument("--pretrained_clip_name", default="ViT-B/32",
-                     help="ViT-B/32, ViT-B/16 (looked up in --pretrained_dir) or a path to CLIP weights")
+                     help="ViT-B/32, ViT-B/16, ViT-L/14 (looked up in --pretrained_dir), a path to CLIP weights "
+                          "or a Hugging Face transformers CLIP folder (docs/MODEL.md)")
     run.add_argument("--init_model", default=None,
                      help="start from these trained weights: a run folder, a checkpoint of ours (ckpt_best.pt / "
                           "ckpt_last.pt), a state dict, or a checkpoint of the released implementation")
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate on the val split after every epoch and keep the best in ckpt_best.pt")
     run.add_argument("--save_similarity", action="store_true",
                      help="also write the test text x video similarity matrix (similarity_test.pt)")
+    run.add_argument("--retrieval_report", action=argparse.BooleanOptionalAction, default=True,
+                     help="after the test evaluation also write rank_histogram_test.png and worst_queries_test.json "
+                          "(the worst-ranked queries with their top videos' names) beside eval_results.json")
     run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
                      help="also log TensorBoard scalars (loss, lr per group, gradient norm, samples/s, data time, "
                           "val and test metrics) to <output_dir>/tensorboard/ (needs the tensorboard package)")
@@ -207,7 +211,7 @@ def _build_model(args: argparse.Namespace, ctx: DistContext, log) -> VideoTextMo
     """The model of the flags on its device, with --init_model loaded and CLIP unlocked with --no-freeze_clip."""
     _seed_everything(args.seed)  # identical model initialisation on every rank
     config = ModelConfig.from_args(args)
-    clip = load_clip(args.pretrained_clip_name, args.pretrained_dir)
+    clip = load_clip(args.pretrained_clip_name, args.pretrained_dir, config.clip_activation)
     if config.max_words > clip.context_length:
         raise ValueError(f"--max_words {config.max_words} exceeds the text context of the CLIP "
                          f"{args.pretrained_clip_name} ({clip.context_length} tokens, SOT and EOT included)")
@@ -331,16 +335,17 @@ def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resum
                     "world_size": ctx.world_size, "device": str(ctx.device), "parameters": counts,
                     "torch": torch.__version__, "resumed_at_step": resume["global_step"] if resume else None})
 
-    def eval_on(dataset, split, save_similarity=False, post_process=None):
+    def eval_on(dataset, split, save_similarity=False, post_process=None, report=False):
         return evaluate(model, dataset, ctx, args.batch_size_val, args.num_thread_reader, precision, split,
                         save_similarity=str(output_dir / f"similarity_{split}.pt") if save_similarity else None,
-                        post_process=post_process, query_bank=query_bank)
+                        post_process=post_process, query_bank=query_bank,
+                        report_dir=str(output_dir) if report else None)
 
     results: dict[str, Any] = {}
     if trainer is not None and _train(args, trainer, val_set, eval_on, results, log):
         return results  # stopped by --stop_after_steps: no test evaluation
     if test_set is not None:
-        test = eval_on(test_set, "test", args.save_similarity, post_process)
+        test = eval_on(test_set, "test", args.save_similarity, post_process, args.retrieval_report)
         results["test"] = test
         if val_set is not None:
             results["best_epoch_selected_on_test_split"] = _same_data(val_set, test_set)

@@ -1,17 +1,19 @@
 """A tiny training run's TensorBoard events (read back by tensorboard's own reader) and training-curves PNG;
-scripts/plot_curves.py on any run folder."""
+scripts/plot_curves.py on any run folder; an evaluation's rank histogram and worst queries."""
 from __future__ import annotations
 
 import json
 
 import matplotlib.image
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from main import main
 from scripts.plot_curves import main as plot_curves_main
 from tests.conftest import step_logs, write_run_data
 from tests.test_main import common_args
+from utils.engine.retrieval_report import worst_queries
 from utils.engine.tensorboard_log import scalars
 
 
@@ -55,10 +57,34 @@ def test_post_processed_test_metrics_get_their_own_tags():
     assert len(tags) == 10  # five metrics of each: no parameter or count is a scalar
 
 
+def test_worst_queries_by_hand():
+    sim = torch.tensor([[0.9, 0.1, 0.0, 0.2],   # caption 0 -> video a: rank 1
+                        [0.8, 0.3, 0.5, 0.1],   # caption 1 -> video b: rank 3 (a 0.8, c 0.5 above it)
+                        [0.1, 0.7, 0.6, 0.0]])  # caption 2 -> video c: rank 2 (b 0.7 above it)
+    report = worst_queries(sim, torch.tensor([0, 1, 2]), ["a", "b", "c", "d"], ["c0", "c1", "c2"], worst=2, top=2)
+    assert report["t2v"] == [
+        {"caption": "c1", "video": "b", "rank": 3, "score": pytest.approx(0.3),
+         "top_videos": [{"video": "a", "score": pytest.approx(0.8)}, {"video": "c", "score": pytest.approx(0.5)}]},
+        {"caption": "c2", "video": "c", "rank": 2, "score": pytest.approx(0.6),
+         "top_videos": [{"video": "b", "score": pytest.approx(0.7)}, {"video": "c", "score": pytest.approx(0.6)}]}]
+    # v2t: video b's own caption c1 (0.3) is below c2 (0.7): rank 2; video c: c1 0.5 < c2 0.6, rank 1; a: rank 1;
+    # d has no caption and is no query
+    assert [(q["video"], q["rank"], q["own_captions"]) for q in report["v2t"]] == [("b", 2, ["c1"]), ("a", 1, ["c0"])]
+    assert [c["caption"] for c in report["v2t"][0]["top_captions"]] == ["c2", "c1"]
+
+
 def test_no_curves_without_training_and_clear_errors(data, tmp_path):
     out = tmp_path / "eval"
-    main(common_args(data, out) + ["--do_eval"])
+    results = main(common_args(data, out) + ["--do_eval"])
     assert not (out / "training_curves.png").exists() and not (out / "tensorboard").exists()
+    # the evaluation's report beside eval_results.json: its worst t2v query has the largest rank of the run
+    report = json.loads((out / "worst_queries_test.json").read_text())
+    assert len(report["t2v"]) == 4 and len(report["v2t"]) == 4 and len(report["t2v"][0]["top_videos"]) == 4
+    assert [q["rank"] for q in report["t2v"]] == sorted((q["rank"] for q in report["t2v"]), reverse=True)
+    assert sum(q["rank"] for q in report["t2v"]) / 4 == pytest.approx(results["test"]["t2v"]["MnR"])
+    assert matplotlib.image.imread(out / "rank_histogram_test.png").std() > 0
+    main(common_args(data, tmp_path / "plain") + ["--do_eval", "--no-retrieval_report"])
+    assert not list((tmp_path / "plain").glob("rank_histogram_*")) and not list((tmp_path / "plain").glob("worst_*"))
     with pytest.raises(SystemExit, match="metrics.jsonl holds no training step to draw"):
         plot_curves_main([str(out)])
     with pytest.raises(SystemExit, match="no metrics.jsonl"):

@@ -27,6 +27,7 @@ from utils.engine.distributed import DistContext, all_gather_object, gather_unev
 from utils.engine.metrics import format_metrics, retrieval_metrics, similarity_matrix
 from utils.engine.precision import Precision
 from utils.engine.renormalisation import describe, post_processed_metrics
+from utils.engine.retrieval_report import write_retrieval_report
 from utils.engine.run_log import get_logger
 
 
@@ -81,10 +82,11 @@ def _check_order(index: torch.Tensor, n: int, what: str) -> None:
 def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int, num_workers: int,
              precision: Precision, split: str, save_similarity: str | None = None,
              block_size: int = 1024, post_process: Dict[str, Dict[str, Any]] | None = None,
-             query_bank=None) -> Dict[str, Any]:
+             query_bank=None, report_dir: str | None = None) -> Dict[str, Any]:
     """Retrieval metrics of ``model`` on ``dataset`` (see the module docstring). The same dict on every rank.
     ``post_process``: {method: parameters} (renormalisation.methods_from_args); ``query_bank``: a dataset with
-    ``text_view()`` and ``captions``, needed by "qb_norm"."""
+    ``text_view()`` and ``captions``, needed by "qb_norm"; ``report_dir``: write the rank histogram and the
+    worst queries there (utils.engine.retrieval_report, main rank)."""
     log = get_logger()
     was_training = model.training
     model.eval()
@@ -136,14 +138,18 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
         bank_feats = encode_texts(query_bank, f"eval {split} query bank")["feats"]
         _check_finite(bank_feats, query_bank.captions, "query bank caption", split)
         bank_sim = similarity_matrix(bank_feats, video_feats, block_size=block_size).cpu()
-    if post_process or save_similarity:
+    if post_process or save_similarity or report_dir:
         sim = similarity_matrix(text_feats, video_feats, block_size=block_size).cpu()
     if post_process:
         results["post_processed"] = post_processed_metrics(sim, caption_to_video.cpu(), post_process, bank_sim)
         log.info(f"{split} retrieval, {describe(results['post_processed'])}")
+    kept_video_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
+    kept_caption_list = [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok]
+    if report_dir and ctx.is_main:
+        written = write_retrieval_report(report_dir, split, sim, caption_to_video.cpu(), kept_video_ids,
+                                         kept_caption_list)
+        log.info(f"{split} retrieval report: {', '.join(str(p) for p in written)}")
     if save_similarity and ctx.is_main:
-        kept_video_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
-        kept_caption_list = [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok]
         saved = {"similarity": sim, "caption_to_video": caption_to_video.cpu(), "video_ids": kept_video_ids,
                  "captions": kept_caption_list}
         if bank_sim is not None:

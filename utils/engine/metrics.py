@@ -113,12 +113,17 @@ def retrieval_metrics(text_feats: torch.Tensor, video_feats: torch.Tensor, capti
     return {name: metrics_from_ranks(r) for name, r in ranks.items()}
 
 
-def metrics_from_similarity(sim: torch.Tensor, caption_to_video: torch.Tensor) -> Dict[str, Dict[str, float]]:
-    """Same metrics from a precomputed [Nt, Nv] similarity matrix."""
+def ranks_from_similarity(sim: torch.Tensor, caption_to_video: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """``retrieval_ranks`` of a precomputed [Nt, Nv] similarity matrix."""
     texts = torch.arange(sim.shape[0])
     videos = torch.arange(sim.shape[1])
-    return retrieval_metrics(texts, videos, caption_to_video,
-                             similarity_fn=lambda t, v: sim[t][:, v], block_size=max(1, sim.shape[0]))
+    return retrieval_ranks(texts, videos, caption_to_video, similarity_fn=lambda t, v: sim[t][:, v],
+                           block_size=max(1, sim.shape[0]))
+
+
+def metrics_from_similarity(sim: torch.Tensor, caption_to_video: torch.Tensor) -> Dict[str, Dict[str, float]]:
+    """Same metrics from a precomputed [Nt, Nv] similarity matrix."""
+    return {name: metrics_from_ranks(r) for name, r in ranks_from_similarity(sim, caption_to_video).items()}
 
 
 def format_metrics(metrics: Dict[str, Dict[str, float]]) -> str:

@@ -23,7 +23,8 @@ from utils.engine.distributed import DistContext
 # The files that make a folder hold a run (a new run never writes beside them; see --overwrite, --resume), and
 # what --overwrite moves aside with them.
 RUN_FILES = ("hparams.json", "ckpt_*.pt", "metrics.jsonl", "eval_results.json", "similarity_*.pt")
-MOVED_BY_OVERWRITE = RUN_FILES + ("log.txt", "training_curves.png", "*_post_processed.json")
+MOVED_BY_OVERWRITE = RUN_FILES + ("log.txt", "training_curves.png", "*_post_processed.json", "rank_histogram_*.png",
+                                  "worst_queries_*.json")
 MOVED_FOLDERS = ("tensorboard",)  # --tensorboard's event files
 
 # Flags that may differ between a run and its --resume: they do not change what is trained or evaluated, only
@@ -37,6 +38,7 @@ RESUME_FREE_FLAGS = {
     "save_similarity": "whether the test similarity matrix is written",
     "tensorboard": "whether the scalars are also logged for TensorBoard",
     "plot_curves": "whether training_curves.png is drawn",
+    "retrieval_report": "whether the test rank histogram and worst queries are written",
     **{flag: "a post-processing of the test evaluation, reported beside its raw metrics" for flag in (
         "dual_softmax", "dual_softmax_temperature", "qb_norm", "qb_norm_k", "qb_norm_beta", "qb_norm_theta")},
     "n_display": "how often steps are logged",
