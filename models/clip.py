@@ -1,24 +1,31 @@
 """OpenAI CLIP (ViT image encoder + causal text encoder), loadable from OpenAI's released weights.
 
-Module and parameter names are OpenAI's, so a state dict of `ViT-B-32.pt` loads as it is. Every size is derived
-from the checkpoint's tensor shapes (`CLIPConfig.from_state_dict`), so one loader serves ViT-B/32, ViT-B/16 and the
-tiny configurations the tests use. Tensors are batch-first ([N, L, D]) throughout.
+Module and parameter names are OpenAI's, so a state dict of `ViT-B-32.pt` loads as it is; a Hugging Face
+transformers CLIP folder is converted to them (models/hf_clip.py). Every size is derived from the checkpoint's
+tensor shapes (`CLIPConfig.from_state_dict`), so one loader serves ViT-B/32, ViT-B/16, ViT-L/14 and the tiny
+configurations the tests use. The MLP activation is OpenAI's QuickGELU or GELU (open_clip's LAION / DataComp
+models): `load_clip` takes it from what the weights declare, else from its `activation` argument, else
+QuickGELU, and logs which. Tensors are batch-first ([N, L, D]) throughout.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import os
 import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models import hf_clip
 
 OPENAI_URL = "https://openaipublic.azureedge.net/clip/models/{sha}/{file}"
 # name -> (file name, SHA-256 of the file as published by OpenAI)
@@ -26,10 +33,21 @@ PRETRAINED = {
     "ViT-B/32": ("ViT-B-32.pt", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
     "ViT-B/16": ("ViT-B-16.pt", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"),
     "ViT-L/14": ("ViT-L-14.pt", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"),
+    "ViT-L/14@336px": ("ViT-L-14-336px.pt", "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"),
 }
 DEFAULT_PRETRAINED_DIR = "~/models/pretrained"
 # Non-tensor entries that OpenAI's TorchScript archives carry in their state dict.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+DEFAULT_ACTIVATION = "quick_gelu"  # for weights that declare none: OpenAI's (and the released STOP's) CLIPs
+log = logging.getLogger(__name__)
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}  # the MLP activation; nn.GELU is the exact (erf) GELU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +64,11 @@ class CLIPConfig:
     transformer_width: int
     transformer_heads: int
     transformer_layers: int
+    activation: str = DEFAULT_ACTIVATION  # of every MLP, a key of ACTIVATIONS
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown CLIP activation {self.activation!r} (one of {list(ACTIVATIONS)})")
 
     @classmethod
     def vit_b_32(cls) -> CLIPConfig:
@@ -54,6 +77,11 @@ class CLIPConfig:
     @classmethod
     def vit_b_16(cls) -> CLIPConfig:
         return cls(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12)
+
+    @classmethod
+    def vit_l_14(cls, image_resolution: int = 224) -> CLIPConfig:
+        """ViT-L/14 (image_resolution 336: ViT-L/14@336px): 24 visual layers of width 1024, 12 text layers."""
+        return cls(768, image_resolution, 24, 1024, 14, 77, 49408, 768, 12, 12)
 
     @classmethod
     def tiny(cls) -> CLIPConfig:
@@ -65,8 +93,10 @@ class CLIPConfig:
         return self.vision_width // 64
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> CLIPConfig:
-        """Derive every size from the tensor shapes of an OpenAI-named ViT CLIP state dict."""
+    def from_state_dict(cls, state_dict: dict[str, torch.Tensor], activation: str = DEFAULT_ACTIVATION
+                        ) -> CLIPConfig:
+        """Derive every size from the tensor shapes of an OpenAI-named ViT CLIP state dict (the activation, which
+        no tensor shows, is given)."""
         needed = ["visual.conv1.weight", "visual.positional_embedding", "text_projection",
                   "positional_embedding", "token_embedding.weight", "ln_final.weight"]
         missing = [k for k in needed if k not in state_dict]
@@ -89,16 +119,12 @@ class CLIPConfig:
             transformer_width=width,
             transformer_heads=width // 64,
             transformer_layers=_count_blocks(state_dict, "transformer.resblocks."),
+            activation=activation,
         )
 
 
 def _count_blocks(state_dict: dict, prefix: str) -> int:
     return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
-
-
-class QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
 
 
 def attention(attn: nn.MultiheadAttention, q_x: torch.Tensor, kv_x: torch.Tensor | None = None,
@@ -121,15 +147,16 @@ def attention(attn: nn.MultiheadAttention, q_x: torch.Tensor, kv_x: torch.Tensor
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). x: [N, L, D]."""
+    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). x: [N, L, D]. `activation`: a key of
+    ACTIVATIONS."""
 
-    def __init__(self, d_model: int, n_head: int):
+    def __init__(self, d_model: int, n_head: int, activation: str = DEFAULT_ACTIVATION):
         super().__init__()
         self.attn = nn.MultiheadAttention(d_model, n_head)
         self.ln_1 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(d_model, d_model * 4)),
-            ("gelu", QuickGELU()),
+            ("gelu", ACTIVATIONS[activation]()),
             ("c_proj", nn.Linear(d_model * 4, d_model)),
         ]))
         self.ln_2 = nn.LayerNorm(d_model)
@@ -140,10 +167,10 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int):
+    def __init__(self, width: int, layers: int, heads: int, activation: str = DEFAULT_ACTIVATION):
         super().__init__()
         self.width, self.layers = width, layers
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, activation) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
         for block in self.resblocks:
@@ -153,7 +180,7 @@ class Transformer(nn.Module):
 
 class VisionTransformer(nn.Module):
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int,
-                 output_dim: int):
+                 output_dim: int, activation: str = DEFAULT_ACTIVATION):
         super().__init__()
         self.input_resolution, self.patch_size = input_resolution, patch_size
         self.width, self.layers, self.heads, self.output_dim = width, layers, heads, output_dim
@@ -163,7 +190,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid_size ** 2 + 1, width))
         self.ln_pre = nn.LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, activation)
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -186,9 +213,10 @@ class CLIP(nn.Module):
         self.config = config
         self.context_length, self.vocab_size = config.context_length, config.vocab_size
         self.visual = VisionTransformer(config.image_resolution, config.vision_patch_size, config.vision_width,
-                                        config.vision_layers, config.vision_heads, config.embed_dim)
+                                        config.vision_layers, config.vision_heads, config.embed_dim,
+                                        config.activation)
         self.transformer = Transformer(config.transformer_width, config.transformer_layers,
-                                       config.transformer_heads)
+                                       config.transformer_heads, config.activation)
         self.token_embedding = nn.Embedding(config.vocab_size, config.transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(config.context_length, config.transformer_width))
         self.ln_final = nn.LayerNorm(config.transformer_width)
@@ -225,10 +253,11 @@ class CLIP(nn.Module):
         return x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)] @ self.text_projection
 
 
-def build_clip(state_dict: dict[str, torch.Tensor]) -> CLIP:
-    """Build a float32 CLIP in eval mode from an OpenAI-named state dict, every size taken from its shapes."""
+def build_clip(state_dict: dict[str, torch.Tensor], activation: str = DEFAULT_ACTIVATION) -> CLIP:
+    """Build a float32 CLIP in eval mode from an OpenAI-named state dict, every size taken from its shapes, the
+    MLPs computing `activation`."""
     state_dict = {k: v for k, v in state_dict.items() if k not in _OPENAI_EXTRA_KEYS}
-    model = CLIP(CLIPConfig.from_state_dict(state_dict))
+    model = CLIP(CLIPConfig.from_state_dict(state_dict, activation))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -258,7 +287,9 @@ def _missing_weights_message(name_or_path: str, path: Path) -> str:
         lines += [f"Download {file} from OpenAI ({OPENAI_URL.format(sha=sha, file=file)})",
                   f"and put it at {path} (or pass --pretrained_dir DIR). Expected SHA-256: {sha}"]
     else:
-        lines.append("Pass an OpenAI TorchScript archive (.pt), a torch.save state dict or a .safetensors file.")
+        lines.append("Pass an OpenAI TorchScript archive (.pt), a torch.save state dict, a .safetensors file or a "
+                     "Hugging Face transformers CLIP folder (config.json + model.safetensors); a hub name such as "
+                     "openai/clip-vit-base-patch32 is not downloaded: download the folder and pass its path.")
     return "\n".join(lines)
 
 
@@ -290,22 +321,75 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def load_clip(name_or_path: str, pretrained_dir: str | None = None) -> CLIP:
-    """Load a float32 CLIP in eval mode from a released name (`ViT-B/32`, `ViT-B/16`, resolved in
-    `pretrained_dir`, default ~/models/pretrained or $STOP_PRETRAINED_DIR) or from a file path."""
+class ClipWeights(NamedTuple):
+    """What CLIP weights hold: OpenAI-named tensors (as stored) and the activation they declare (None: none)."""
+
+    state_dict: dict[str, torch.Tensor]
+    activation: str | None
+    declared_by: str | None  # what declares it, for messages
+
+
+def read_clip_weights(path: Path) -> ClipWeights:
+    """The weights at `path`: a transformers CLIP folder (converted; the activation its config.json gives), an
+    OpenAI TorchScript archive (QuickGELU, as every archive OpenAI ships), a torch.save state dict or a
+    .safetensors file (which declare none). ValueError for anything else."""
+    if path.is_dir():
+        activation = hf_clip.read_config(path)
+        state_dict = hf_clip.convert_state_dict(read_clip_state_dict(hf_clip.weights_file(path)))
+        return ClipWeights(state_dict, activation, f"{hf_clip.CONFIG_FILE} (hidden_act)")
+    if _is_torchscript_archive(path):
+        return ClipWeights(read_clip_state_dict(path), "quick_gelu", "an OpenAI TorchScript archive")
+    return ClipWeights(read_clip_state_dict(path), None, None)
+
+
+def clip_weights_file(path: Path) -> Path:
+    """The file that holds the tensors of the CLIP weights at `path` (itself, or a transformers folder's)."""
+    return hf_clip.weights_file(path) if path.is_dir() else path
+
+
+def choose_activation(requested: str | None, weights: ClipWeights, path: Path) -> str:
+    """The activation to build `weights` with, logged: the declared one (`requested` must then agree), else
+    `requested`, else DEFAULT_ACTIVATION (a warning that says how to choose GELU). ValueError on a contradiction."""
+    if requested is not None and requested not in ACTIVATIONS:
+        raise ValueError(f"--clip_activation {requested!r} is not one of {list(ACTIVATIONS)}")
+    if weights.activation is not None:
+        if requested not in (None, weights.activation):
+            raise ValueError(f"--clip_activation {requested} contradicts the weights: {weights.declared_by} says "
+                             f"{weights.activation}; drop the flag")
+        log.info(f"CLIP {path}: {weights.activation} activation, as {weights.declared_by} says")
+        return weights.activation
+    if requested is not None:
+        log.info(f"CLIP {path}: {requested} activation (--clip_activation)")
+        return requested
+    log.warning(f"CLIP {path}: {DEFAULT_ACTIVATION} activation, the default for weights that do not declare one "
+                "(OpenAI's CLIPs); GELU CLIPs such as open_clip's LAION / DataComp models need --clip_activation gelu")
+    return DEFAULT_ACTIVATION
+
+
+def load_clip(name_or_path: str, pretrained_dir: str | None = None, activation: str | None = None) -> CLIP:
+    """Load a float32 CLIP in eval mode from a released name (`ViT-B/32`, ..., resolved in `pretrained_dir`,
+    default ~/models/pretrained or $STOP_PRETRAINED_DIR), a file path or a transformers CLIP folder.
+    activation ("quick_gelu" or "gelu", --clip_activation): for weights that declare none; None takes the
+    declared one, else DEFAULT_ACTIVATION (choose_activation). FileNotFoundError when there are no such weights,
+    ValueError naming the path for weights that are not a ViT CLIP or declare another activation."""
     path = resolve_clip_path(name_or_path, pretrained_dir)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(_missing_weights_message(name_or_path, path))
     try:
-        return build_clip(read_clip_state_dict(path))
+        weights = read_clip_weights(path)
+        return build_clip(weights.state_dict, choose_activation(activation, weights, path))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
 
 
 def save_clip_torchscript(model: CLIP, path: str | Path) -> None:
     """Save `model` as OpenAI ships CLIP: a TorchScript archive (encode_image / encode_text traced) holding
-    fp16 weights and the `input_resolution`, `context_length`, `vocab_size` entries. `load_clip` reads it."""
+    fp16 weights and the `input_resolution`, `context_length`, `vocab_size` entries. `load_clip` reads it (as
+    QuickGELU, like every OpenAI archive: a GELU model is refused)."""
     config = model.config
+    if config.activation != "quick_gelu":
+        raise ValueError(f"a {config.activation} CLIP cannot be saved as an OpenAI archive (read as QuickGELU): save "
+                         "its state dict and load it with --clip_activation gelu")
     model = copy.deepcopy(model).float().eval()
     for key, value in (("input_resolution", config.image_resolution), ("context_length", config.context_length),
                        ("vocab_size", config.vocab_size)):

@@ -39,11 +39,12 @@ def model_inputs(model: VideoTextModel) -> ModelInputs:
 def create_model(config: ModelConfig | None = None, clip: CLIP | str | os.PathLike = DEFAULT_CLIP,
                  pretrained_dir: str | None = None) -> VideoTextModel:
     """A new model of `config` (default: the released STOP) on `clip`: a loaded CLIP, or a name (`ViT-B/32`,
-    looked up in `pretrained_dir`) or path of CLIP weights (models.clip.load_clip). The prompt modules are at
-    their random initialisation; CLIP is frozen (model.unlock_clip() trains it too)."""
+    looked up in `pretrained_dir`) or path of CLIP weights (models.clip.load_clip, with config.clip_activation).
+    The prompt modules are at their random initialisation; CLIP is frozen (model.unlock_clip() trains it too)."""
+    config = config or ModelConfig()
     if not isinstance(clip, CLIP):
-        clip = load_clip(str(clip), pretrained_dir)
-    return VideoTextModel(clip, config or ModelConfig())
+        clip = load_clip(str(clip), pretrained_dir, config.clip_activation)
+    return VideoTextModel(clip, config)
 
 
 def build_model(args, clip: CLIP) -> VideoTextModel:
@@ -58,7 +59,7 @@ class TrainedModel:
     model: VideoTextModel
     kind: str | None  # "checkpoint", "state dict", "released checkpoint"; None without weights (meanP)
     checkpoint: Path | None  # the weights file
-    clip_path: Path | None  # the CLIP weights file (None when a loaded CLIP was passed in)
+    clip_path: Path | None  # the CLIP weights file or folder (None when a loaded CLIP was passed in)
     saved_args: dict[str, Any]  # the run arguments saved in the checkpoint (empty for other layouts)
 
     @property
@@ -90,7 +91,9 @@ def load_trained(path: str | os.PathLike | None, config: ModelConfig | None = No
     config: the configuration to build (the weights must fit it). Without it: the configuration saved in the
       checkpoint (defaults for layouts that save none), with `overrides` (option name -> value) applied.
     clip / pretrained_dir: the CLIP (loaded, a name or a path); default the checkpoint's `pretrained_clip_name`
-      (and its `pretrained_dir` where that folder exists), else ViT-B/32.
+      (and its `pretrained_dir` where that folder exists), else ViT-B/32. A name or path is loaded with the
+      configuration's clip_activation (a checkpoint's saved one when rebuilding it); a checkpoint that records
+      another activation than the CLIP's is warned about.
     Raises FileNotFoundError (no such file), CheckpointError (unreadable, or not fitting the configuration),
     ValueError (an invalid configuration).
     """
@@ -110,8 +113,12 @@ def load_trained(path: str | os.PathLike | None, config: ModelConfig | None = No
         saved_dir = state.args.get("pretrained_dir")
         pretrained_dir = pretrained_dir or (saved_dir if saved_dir and Path(saved_dir).is_dir() else None)
         clip_path = resolve_clip_path(name, pretrained_dir)
-        clip = load_clip(name, pretrained_dir)
+        clip = load_clip(name, pretrained_dir, config.clip_activation)
     model = create_model(config, clip)
+    trained_on, activation = saved_config(state).get("clip_activation"), model.clip.config.activation
+    if trained_on not in (None, activation):
+        log.warning(f"{checkpoint} was trained on a CLIP computing {trained_on}, this CLIP computes {activation}: "
+                    "its features will differ from the run's (--clip_activation)")
     if checkpoint is not None:
         model.load_learned_state_dict(state.state, f"{checkpoint} ({state.kind})")
     if state.kind == "released checkpoint" and config.uses_stop and config.spatial_mask_grid != "lattice":

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 from typing import Any
 
+from models.clip import ACTIVATIONS
 from models.conv3d import CONV_IMPLS
 
 PROMPTS = ("dgl", "none")
@@ -22,6 +23,7 @@ SHARED_LATENT_SPACES = ("transformer", "linear")
 VISUAL_OUTPUT_TYPES = ("global_prompt0", "average_global_prompt", "average_frame_cls_token",
                        "average_global_prompt_and_frame_cls_token")
 SPATIAL_MASK_GRIDS = ("patch", "lattice")
+CLIP_ACTIVATIONS = tuple(ACTIVATIONS)
 
 
 def str_to_bool(value: str | bool) -> bool:
@@ -87,6 +89,10 @@ class ModelConfig:
     spatial_mask_grid: str = option("patch", "cells of the spatial region mask: patch = the ViT patches; lattice = "
                                              "the released code's layout, pixel (r, c) in cell (r mod g, c mod g) "
                                              "(for its checkpoints)", SPATIAL_MASK_GRIDS)
+    clip_activation: str | None = option(
+        None, "the CLIP's MLP activation: quick_gelu (OpenAI) or gelu (open_clip's LAION / DataComp models). Default: "
+              "what the weights declare (a transformers folder's config.json, QuickGELU for OpenAI's archives), else "
+              "quick_gelu (models.clip.load_clip logs which)", CLIP_ACTIVATIONS, type=str)
     max_frames: int = option(12, "frames sampled per video (the transformer latent space holds local prompts for "
                                  "exactly this many)", group="model inputs")
     max_words: int = option(32, "text length in tokens, SOT and EOT included", group="model inputs")
@@ -173,9 +179,10 @@ class ModelConfig:
                     object.__setattr__(self, f.name, kernel_size(getattr(self, f.name)))
                 except argparse.ArgumentTypeError as error:
                     raise ValueError(f"--{f.name}: {error}") from None
-            choices = f.metadata["choices"]
-            if choices and getattr(self, f.name) not in choices:
-                raise ValueError(f"--{f.name} {getattr(self, f.name)!r} is not one of {list(choices)}")
+            choices, value = f.metadata["choices"], getattr(self, f.name)
+            unset = value is None and f.default is None  # an option whose default is "not given"
+            if choices and value not in choices and not unset:
+                raise ValueError(f"--{f.name} {value!r} is not one of {list(choices)}")
         for name in ("text_prompt_length", "local_each_frame_prompt_length", "global_visual_prompt_length",
                      "spatial_top_k", "paper_attention_layer"):
             if getattr(self, name) < 0:

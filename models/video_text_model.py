@@ -24,10 +24,15 @@ WD_EXCLUDES = ("bias", "bias_and_1d")
 
 
 class VideoTextModel(nn.Module):
-    """STOP / DGL / meanP (see ModelConfig) on `clip`, whose parameters are frozen (requires_grad False)."""
+    """STOP / DGL / meanP (see ModelConfig) on `clip`, whose parameters are frozen (requires_grad False).
+    `config.clip_activation` must be None (the CLIP's, whichever it is) or the CLIP's activation."""
 
     def __init__(self, clip: CLIP, config: ModelConfig):
         super().__init__()
+        activation = clip.config.activation
+        if config.clip_activation not in (None, activation):
+            raise ValueError(f"--clip_activation {config.clip_activation}, but this CLIP computes {activation}: load "
+                             "its weights with that activation (models.clip.load_clip)")
         self.clip, self.config = clip, config
         for parameter in clip.parameters():
             parameter.requires_grad_(False)

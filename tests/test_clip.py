@@ -1,11 +1,14 @@
 """The CLIP backbone and its loader against OpenAI's reference implementation (clip/model.py)."""
 
+import argparse
 import dataclasses
+import logging
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from models import ModelConfig, add_model_args, create_model
 from models.clip import CLIP, CLIPConfig, build_clip, load_clip, save_clip_torchscript
 
 B32_SHA = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
@@ -16,9 +19,16 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def reference_clip(reference_clip_model, config: CLIPConfig, seed: int = 0):
+    """OpenAI's CLIP of `config`'s sizes; a gelu config swaps its QuickGELU for nn.GELU (open_clip's CLIP)."""
     torch.manual_seed(seed)
     fields = dataclasses.asdict(config)
-    return reference_clip_model.CLIP(**fields).eval()
+    quick_gelu = reference_clip_model.QuickGELU
+    if fields.pop("activation") == "gelu":
+        reference_clip_model.QuickGELU = torch.nn.GELU  # looked up when the blocks are built
+    try:
+        return reference_clip_model.CLIP(**fields).eval()
+    finally:
+        reference_clip_model.QuickGELU = quick_gelu
 
 
 def save_like_openai(reference_clip_model, model, path):
@@ -77,6 +87,45 @@ def test_state_dict_and_torchscript_match_reference(reference_clip_model, config
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     assert loaded.config == config
     assert_same_features(loaded, reference16, config)
+
+
+def test_a_gelu_state_dict_with_clip_activation_gelu_matches_a_gelu_reference(reference_clip_model, tmp_path,
+                                                                              caplog):
+    """open_clip's LAION / DataComp ViTs: OpenAI's names, GELU. --clip_activation gelu computes them; without it
+    the default (QuickGELU) is used and a warning says so."""
+    config = dataclasses.replace(SMALL, activation="gelu")
+    reference = reference_clip(reference_clip_model, config)
+    assert isinstance(reference.visual.transformer.resblocks[0].mlp.gelu, torch.nn.GELU)
+    torch.save(reference.state_dict(), tmp_path / "gelu.pt")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "gelu.safetensors")
+    for name in ("gelu.pt", "gelu.safetensors"):
+        with caplog.at_level(logging.INFO, logger="models.clip"):
+            model = load_clip(str(tmp_path / name), activation="gelu")
+        assert model.config == config and "gelu activation (--clip_activation)" in caplog.text
+        assert_same_features(model, reference, config)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="models.clip"):
+        default = load_clip(str(tmp_path / "gelu.pt"))
+    assert default.config.activation == "quick_gelu"
+    assert "quick_gelu activation, the default for weights that do not declare one" in caplog.text
+    assert "--clip_activation gelu" in caplog.text
+    images, _ = inputs(config)
+    with torch.no_grad():
+        assert relative_error(default.encode_image(images), reference.encode_image(images)) > 1e-3
+    args = add_model_args(argparse.ArgumentParser()).parse_args(["--clip_activation", "gelu"])
+    assert create_model(ModelConfig.from_args(args), tmp_path / "gelu.pt").clip.config.activation == "gelu"
+
+
+def test_openai_archives_are_quick_gelu(tmp_path):
+    save_clip_torchscript(CLIP(CLIPConfig.tiny()), tmp_path / "tiny.pt")
+    assert load_clip(str(tmp_path / "tiny.pt"), activation="quick_gelu").config.activation == "quick_gelu"
+    with pytest.raises(ValueError, match="--clip_activation gelu contradicts the weights: an OpenAI TorchScript "
+                                         "archive says quick_gelu"):
+        load_clip(str(tmp_path / "tiny.pt"), activation="gelu")
+    with pytest.raises(ValueError, match="a gelu CLIP cannot be saved as an OpenAI archive"):
+        save_clip_torchscript(CLIP(dataclasses.replace(CLIPConfig.tiny(), activation="gelu")), tmp_path / "g.pt")
+    with pytest.raises(ValueError, match="unknown CLIP activation 'relu'"):
+        dataclasses.replace(CLIPConfig.tiny(), activation="relu")
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@ library)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,28 @@ def test_create_model_takes_a_clip_or_its_weights_file(tmp_path):
     assert create_model(ModelConfig(max_frames=FRAMES), clip).clip is clip
     with pytest.raises(FileNotFoundError, match="CLIP weights not found"):
         create_model(ModelConfig(), tmp_path / "ViT-B-32.pt")
+
+
+def test_the_clip_activation_is_saved_in_checkpoints_and_restored(tmp_path, caplog):
+    torch.manual_seed(0)
+    clip_file = _clip_file(tmp_path, CLIP(dataclasses.replace(TINY, activation="gelu")))  # declares none
+    model = create_model(ModelConfig(max_frames=FRAMES, clip_activation="gelu"), clip_file).eval()
+    assert model.clip.config.activation == "gelu" and model.config.clip_activation == "gelu"
+    save_atomic({"format": FORMAT, "model": model.learned_state_dict(), "model_config": model.config.to_dict(),
+                 "args": {"pretrained_clip_name": str(clip_file)}}, tmp_path / "ckpt_best.pt")
+    trained = load_trained(tmp_path)
+    assert trained.model.clip.config.activation == "gelu" and trained.config.clip_activation == "gelu"
+    assert load_trained(tmp_path, overrides={"clip_activation": None}).model.clip.config.activation == "quick_gelu"
+    video, mask = video_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model.eval().encode_video(video, mask), model.encode_video(video, mask),
+                                   rtol=1e-5, atol=1e-6)
+    # main.py --init_model builds the flags' configuration: here the default activation, not the run's
+    with caplog.at_level(logging.WARNING, logger="models.factory"):
+        load_trained(tmp_path, config=ModelConfig(max_frames=FRAMES), clip=clip_file)
+    assert "was trained on a CLIP computing gelu, this CLIP computes quick_gelu" in caplog.text
+    with pytest.raises(ValueError, match="--clip_activation gelu, but this CLIP computes quick_gelu"):
+        create_model(ModelConfig(clip_activation="gelu"), CLIP(TINY))
 
 
 def _imports(path: Path) -> set[str]:

@@ -104,6 +104,7 @@ def test_every_option_is_a_flag_and_a_saved_config_round_trips():
     (dict(spatial_kernel=(3, 4, 5)), "--spatial_kernel: expected three odd"),
     (dict(adapter_width=0), "--adapter_width must be >= 1"),
     (dict(unified_transformer_layers=0), "--unified_transformer_layers must be >= 1"),
+    (dict(clip_activation="relu"), "--clip_activation 'relu' is not one of"),
 ])
 def test_invalid_options_are_rejected(options, message):
     with pytest.raises(ValueError, match=message):

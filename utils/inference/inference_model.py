@@ -17,6 +17,7 @@ import torch
 
 from models import ModelConfig, ModelInputs, TrainedModel, VideoTextModel, add_model_args, load_trained
 from models.checkpoints import RUN_FOLDER_CHECKPOINTS
+from models.clip import clip_weights_file
 from models.prompted_video import VideoDetails
 from models.tokenizer import tokenize
 from utils.engine.distributed import DEVICE_HELP, resolve_device
@@ -35,8 +36,9 @@ def add_inference_model_args(parser: argparse.ArgumentParser) -> argparse.Argume
                             "checkpoint of ours, a state dict of this project's names or a checkpoint of the "
                             "released implementation (then give the model flags); omit only with --prompt none")
     group.add_argument("--pretrained_clip_name", default=None,
-                       help="ViT-B/32, ViT-B/16 (looked up in --pretrained_dir) or a path to CLIP weights "
-                            "(default: the one the checkpoint was trained on, else ViT-B/32)")
+                       help="ViT-B/32, ViT-B/16, ViT-L/14 (looked up in --pretrained_dir), a path to CLIP weights "
+                            "or a Hugging Face transformers CLIP folder (default: the one the checkpoint was trained "
+                            "on, else ViT-B/32)")
     group.add_argument("--pretrained_dir", default=None,
                        help="folder of OpenAI's CLIP weights; default $STOP_PRETRAINED_DIR or ~/models/pretrained")
     group.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -110,11 +112,12 @@ class InferenceModel:
 
 
 def describe(trained: TrainedModel) -> dict[str, Any]:
-    """What identifies a trained model's embeddings: weights and CLIP (paths and SHA-256), configuration."""
+    """What identifies a trained model's embeddings: weights and CLIP (paths and SHA-256 of the files holding the
+    tensors: a transformers CLIP folder's weights file), configuration."""
     checkpoint, clip_path = trained.checkpoint, trained.clip_path
     return {"checkpoint": str(checkpoint.resolve()) if checkpoint else None,
             "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
-            "clip": str(clip_path.resolve()), "clip_sha256": file_sha256(clip_path),
+            "clip": str(clip_path.resolve()), "clip_sha256": file_sha256(clip_weights_file(clip_path)),
             "config": trained.config.to_dict(), "max_words": trained.inputs.max_words,
             "image_resolution": trained.inputs.resolution, "embed_dim": trained.model.clip.visual.output_dim}
 
