@@ -81,7 +81,14 @@ class ModelConfig:
     global_visual_prompt_length: int = option(4, "global visual prompts (inserted at layer 0, attended by every "
                                                  "frame)")
     unified_transformer_layers: int | None = option(
-        None, "layers that receive fresh prompts (default: every layer of the CLIP, 12 for ViT-B)", type=int)
+        None, "layers of both encoders that receive fresh prompts (default: every layer; --visual_prompt_layers / "
+              "--text_prompt_layers set one encoder's)", type=int)
+    visual_prompt_layers: int | None = option(
+        None, "visual layers that receive fresh local prompts (default: --unified_transformer_layers, else every "
+              "visual layer: 12 for ViT-B, 24 for ViT-L)", type=int)
+    text_prompt_layers: int | None = option(
+        None, "text layers that receive fresh prompts (default: --unified_transformer_layers, else every text "
+              "layer: 12)", type=int)
     visual_output_type: str = option("global_prompt0", "video feature: global prompt 0, mean of the global prompts, "
                                                        "mean of the frame CLS tokens, or mean of both",
                                      VISUAL_OUTPUT_TYPES)
@@ -206,8 +213,9 @@ class ModelConfig:
                      "paper_temporal_scale"):
             if not abs(getattr(self, name)) < float("inf"):
                 raise ValueError(f"--{name} must be a finite number, got {getattr(self, name)}")
-        if self.unified_transformer_layers is not None and self.unified_transformer_layers < 1:
-            raise ValueError(f"--unified_transformer_layers must be >= 1, got {self.unified_transformer_layers}")
+        for name in ("unified_transformer_layers", "visual_prompt_layers", "text_prompt_layers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.visual_output_type in ("global_prompt0", "average_global_prompt") \
                 and self.global_visual_prompt_length < 1:
             raise ValueError(f"--visual_output_type {self.visual_output_type} needs "
@@ -216,6 +224,21 @@ class ModelConfig:
             raise ValueError("the linear shared latent space projects each local prompt to one prefix and one postfix "
                              f"text prompt: --text_prompt_length must be 2 x --local_each_frame_prompt_length "
                              f"({2 * self.local_each_frame_prompt_length}), got {self.text_prompt_length}")
+
+    def prompt_depths(self, visual_layers: int, text_layers: int) -> tuple[int, int]:
+        """(visual, text) layers that receive fresh prompts on a CLIP of these depths: --visual_prompt_layers /
+        --text_prompt_layers, else --unified_transformer_layers, else every layer. ValueError naming the flag
+        when one exceeds its encoder's depth."""
+        depths = []
+        for encoder, name, layers in (("visual", "visual_prompt_layers", visual_layers),
+                                      ("text", "text_prompt_layers", text_layers)):
+            given = name if getattr(self, name) is not None else "unified_transformer_layers"
+            depth = getattr(self, given) or layers
+            if depth > layers:
+                raise ValueError(f"--{given} {depth} exceeds the CLIP's {encoder} depth ({visual_layers} visual, "
+                                 f"{text_layers} text layers)")
+            depths.append(depth)
+        return depths[0], depths[1]
 
     @property
     def uses_prompts(self) -> bool:

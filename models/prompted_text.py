@@ -1,10 +1,10 @@
 """CLIP's text encoder with DGL's deep text prompts and adapters (MODEL.md section 2).
 
 Sequence: [SOT, Pt//2 prefix prompts, words 1 .. Lw-1, the other prompts (postfix)], causal, prompts without
-positional embedding, the prompt slots overwritten with layer i's prompts before block i (i < Lp). The feature is
-read at the EOT position shifted by the prefix length. Under the causal mask the postfix prompts (after every
-EOT) never reach the feature: they exist because the released implementation has them, and receive no gradient
-through this branch.
+positional embedding, the prompt slots overwritten with layer i's prompts before block i (i < Lt, the text prompt
+depth). The feature is read at the EOT position shifted by the prefix length. Under the causal mask the postfix
+prompts (after every EOT) never reach the feature: they exist because the released implementation has them, and
+receive no gradient through this branch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from models.model_config import ModelConfig
 
 
 class PromptedTextEncoder(nn.Module):
-    """ids [B, Lw] + text prompts [Lp, Pt, Wt] -> [B, E]. Holds only the adapters (config.lora); the frozen CLIP is
+    """ids [B, Lw] + text prompts [Lt, Pt, Wt] -> [B, E]. Holds only the adapters (config.lora); the frozen CLIP is
     passed in. Pt = config.text_prompt_length."""
 
     def __init__(self, width: int, layers: int, config: ModelConfig):

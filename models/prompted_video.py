@@ -129,7 +129,7 @@ def prompted_block(block: ResidualAttentionBlock, adapter: Adapter | None, x: to
 
 
 class PromptedVideoEncoder(nn.Module):
-    """video [B, T, 3, H, W] + local prompts [Lp, T*Pl, W] -> [B, E].
+    """video [B, T, 3, H, W] + local prompts [Lv, T*Pl, W] (Lv: the visual prompt depth) -> [B, E].
 
     Holds the global prompts (config.global_visual_prompt_length), STOP's spatial and temporal prompts (released:
     config.uses_stop; the paper's: config.uses_paper_stop; config.stop_prompts keeps one of the two) and the
@@ -143,7 +143,8 @@ class PromptedVideoEncoder(nn.Module):
     def __init__(self, visual: VisionTransformer, config: ModelConfig):
         super().__init__()
         self.checkpoint_blocks = config.checkpoint_activations
-        self.local_length, self.global_length = config.local_each_frame_prompt_length, config.global_visual_prompt_length
+        self.local_length = config.local_each_frame_prompt_length
+        self.global_length = config.global_visual_prompt_length
         self.output_type = config.visual_output_type
         self.global_prompts = nn.Parameter(torch.empty(self.global_length, visual.width))
         uniform_prompt_init_(self.global_prompts, visual.patch_size, visual.width)
@@ -173,7 +174,7 @@ class PromptedVideoEncoder(nn.Module):
         if self.spatial_prompt is not None:
             video, details["region_mask"] = self.spatial_prompt(video)
         tokens = visual.embed(video.flatten(0, 1)).unflatten(0, (b, t))  # [B, T, 1 + N, W]
-        local = local_prompts.unsqueeze(1)  # [Lp, 1, T*Pl, W]
+        local = local_prompts.unsqueeze(1)  # [Lv, 1, T*Pl, W]
         if self.temporal_prompt is not None:
             cells = details.get("region_mask")
             if cells is None:  # --stop_prompts temporal: no spatial mask, every cell weighs alike
@@ -181,7 +182,7 @@ class PromptedVideoEncoder(nn.Module):
                 cells = torch.zeros(b, t, g, g, dtype=torch.bool, device=video.device)
             inter_frame, details["frame_weights"] = self.temporal_prompt(tokens, cells)
             local = local + inter_frame
-        local = local.expand(-1, b, -1, -1).unflatten(2, (t, self.local_length))  # [Lp, B, T, Pl, W]
+        local = local.expand(-1, b, -1, -1).unflatten(2, (t, self.local_length))  # [Lv, B, T, Pl, W]
         tokens, slots, used = self.paper_prompts(visual, tokens, details)
 
         g = self.global_length

@@ -41,23 +41,19 @@ class VideoTextModel(nn.Module):
         if not config.uses_prompts:
             return
         visual, text_width = clip.visual, clip.transformer.width
-        deepest = min(visual.layers, clip.transformer.layers)
-        layers = config.unified_transformer_layers or deepest
-        if layers > deepest:
-            raise ValueError(f"--unified_transformer_layers {layers} exceeds the CLIP's depth ({visual.layers} "
-                             f"visual, {clip.transformer.layers} text layers)")
+        depths = config.prompt_depths(visual.layers, clip.transformer.layers)  # (visual, text)
         if config.shared_latent_space == "transformer":
             self.prompt_generator = TransformerPromptGenerator(
-                visual.width, text_width, layers, config.text_prompt_length, config.local_each_frame_prompt_length,
+                visual.width, text_width, *depths, config.text_prompt_length, config.local_each_frame_prompt_length,
                 config.max_frames)
         else:
             self.prompt_generator = LinearPromptGenerator(
-                visual.width, text_width, layers, config.local_each_frame_prompt_length, visual.patch_size)
+                visual.width, text_width, *depths, config.local_each_frame_prompt_length, visual.patch_size)
         self.text_encoder = PromptedTextEncoder(text_width, clip.transformer.layers, config)
         self.video_encoder = PromptedVideoEncoder(visual, config)
 
     def prompts(self, num_frames: int) -> LayerPrompts:
-        """The layer prompts (input independent): text [Lp, Pt, Wt], visual local [Lp, num_frames * Pl, W].
+        """The layer prompts (input independent): text [Lt, Pt, Wt], visual local [Lv, num_frames * Pl, W].
         Without gradients (evaluation) they are generated once and reused while the generator's parameters are
         unchanged (same storage and version counter: optimizer steps, load_state_dict and in-place copies
         invalidate them) and under the same autocast setting."""

@@ -41,6 +41,46 @@ def test_vit_b32_trainable_parameter_counts(latent, total, generator):
     assert frozen == 151_277_313 and all(not p.requires_grad for p in model.clip.parameters())
 
 
+# ViT-L/14 (24 visual layers of width 1024, 12 text layers of width 768), T = 12: docs/MODEL.md
+VIT_L14 = {"prompt_generator.embedding": 1_376_256, "prompt_generator.block": 12_596_224,
+           "prompt_generator.text_mlp": 3_672_832, "video_encoder.global_prompts": 4_096,
+           "video_encoder.spatial_prompt": 123_064, "video_encoder.temporal_prompt": 4_223_448,
+           "video_encoder.adapters": 1_598_232, "text_encoder.adapters": 599_436}
+
+
+@pytest.mark.parametrize("resolution", [224, 336], ids=["ViT-L/14", "ViT-L/14@336px"])
+def test_vit_l14_prompts_every_visual_layer(resolution):
+    """Fresh local prompts for all 24 visual layers (the table holds 24 layers), text prompts for the 12 text
+    layers; the encoders run (shapes only, on the meta device). 336 px: a 24 x 24 grid, whose 576 patches only
+    widen the inter-frame MLP's first layer (N -> 16)."""
+    model = meta_model(CLIPConfig.vit_l_14(resolution), conv_impl="direct")  # the FFT path needs real devices
+    prompts = model.prompts(12)
+    assert prompts.visual.shape == (24, 12 * 4, 1024) and prompts.text.shape == (12, 8, 768)
+    assert model.prompt_generator.embedding.weight.shape == (8 + 12 * 4, 24 * 1024)
+    grid = resolution // 14
+    extra = (grid * grid - 256) * 16
+    counts = model.trainable_parameter_counts()
+    assert counts == {**VIT_L14, "video_encoder.temporal_prompt": VIT_L14["video_encoder.temporal_prompt"] + extra}
+    assert sum(counts.values()) == 24_193_588 + extra
+    assert sum(p.numel() for p in model.clip.parameters()) == 427_616_513 + (grid * grid - 256) * 1024
+    video = torch.empty(2, 12, 3, resolution, resolution, device="meta")
+    features, details = model.encode_video(video, torch.ones(2, 12, device="meta"), return_details=True)
+    assert features.shape == (2, 768) and details.region_mask.shape == (2, 12, grid, grid)
+    assert model.encode_text(torch.zeros(2, 32, dtype=torch.long, device="meta")).shape == (2, 768)
+
+
+def test_vit_l14_prompt_depth_flags():
+    """--unified_transformer_layers 12 is the depth ViT-L/14 had before the two depths were separate;
+    --visual_prompt_layers / --text_prompt_layers set one encoder's."""
+    old = meta_model(CLIPConfig.vit_l_14(), unified_transformer_layers=12)
+    assert old.prompts(12).visual.shape[0] == 12
+    assert sum(old.trainable_parameter_counts().values()) == 24_193_588 - 56 * 12 * 1024
+    linear = meta_model(CLIPConfig.vit_l_14(), shared_latent_space="linear")
+    assert linear.prompts(12).visual.shape[0] == 24 and sum(linear.trainable_parameter_counts().values()) == 8_220_980
+    mixed = meta_model(CLIPConfig.vit_l_14(), unified_transformer_layers=6, visual_prompt_layers=18)
+    assert (mixed.prompts(12).visual.shape[0], mixed.prompts(12).text.shape[0]) == (18, 6)
+
+
 def test_dgl_and_meanp_counts():
     assert sum(meta_model(temporal_prompt="none").trainable_parameter_counts().values()) == 13_081_528 - TEMPORAL_MODULE
     assert sum(meta_model(shared_latent_space="linear", temporal_prompt="none", lora=False)
@@ -104,6 +144,8 @@ def test_every_option_is_a_flag_and_a_saved_config_round_trips():
     (dict(spatial_kernel=(3, 4, 5)), "--spatial_kernel: expected three odd"),
     (dict(adapter_width=0), "--adapter_width must be >= 1"),
     (dict(unified_transformer_layers=0), "--unified_transformer_layers must be >= 1"),
+    (dict(visual_prompt_layers=0), "--visual_prompt_layers must be >= 1"),
+    (dict(text_prompt_layers=-1), "--text_prompt_layers must be >= 1"),
     (dict(clip_activation="relu"), "--clip_activation 'relu' is not one of"),
 ])
 def test_invalid_options_are_rejected(options, message):
@@ -112,7 +154,9 @@ def test_invalid_options_are_rejected(options, message):
 
 
 def test_prompted_layers_cannot_exceed_the_clip_depth():
-    with pytest.raises(ValueError, match="exceeds the CLIP's depth"):
+    with pytest.raises(ValueError, match="--unified_transformer_layers 4 exceeds the CLIP's visual depth"):
         tiny_model(unified_transformer_layers=4)
+    with pytest.raises(ValueError, match="--text_prompt_layers 4 exceeds the CLIP's text depth"):
+        tiny_model(unified_transformer_layers=2, text_prompt_layers=4)
     with pytest.raises(TypeError, match="unknown model options"):
         ModelConfig.from_args(None, prompts="dgl")

@@ -5,12 +5,15 @@ with an explicit [L, L] mask per video, the released token-major layout (token j
 per-cell loops for the region scores, the released expression order.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
 from models.prompted_video import VideoDetails
 from models.video_text_model import VideoTextModel
-from tests.conftest import FRAMES, SOT, TINY, WORDS, text_batch, tiny_model, video_batch
+from tests.conftest import FRAMES, TINY, text_batch, tiny_model, video_batch
+
 
 def reference_block(block, adapter, x, attn_mask):
     """Released block on seq-first x [L, N, D]: attention, then x + mlp(ln_2 x) + 0.1 * LoRA(x)."""
@@ -128,6 +131,7 @@ VARIANTS = [
          text_prompt_length=5),
     dict(shared_latent_space="linear", local_each_frame_prompt_length=2, global_visual_prompt_length=1,
          text_prompt_length=4, unified_transformer_layers=1),
+    dict(unified_transformer_layers=1, visual_prompt_layers=3),
 ]
 
 
@@ -147,6 +151,28 @@ def test_encoders_match_the_reference(options):
         torch.testing.assert_close(details.frame_weights, weights)
     else:
         assert details == VideoDetails()
+
+
+@pytest.mark.parametrize("latent", ["transformer", "linear"])
+def test_a_deeper_visual_encoder_gets_fresh_prompts_in_every_layer(latent):
+    """ViT-L/14's shape in small (4 visual, 2 text layers): local prompts for all 4 visual layers, text prompts for
+    2; the encoders match the reference, and the last visual layer's slice of the latent space moves the video
+    features only."""
+    model = tiny_model(config=dataclasses.replace(TINY, vision_layers=4, transformer_layers=2),
+                       shared_latent_space=latent)
+    video, video_mask = video_batch()
+    ids = text_batch()
+    generator = model.prompt_generator
+    table = generator.embedding.weight if latent == "transformer" else generator.visual_embedding
+    with torch.no_grad():
+        assert (len(model.prompts(FRAMES).visual), len(model.prompts(FRAMES).text)) == (4, 2)
+        features, text = model.encode_video(video, video_mask), model.encode_text(ids)
+        torch.testing.assert_close(features, reference_video(model, video)[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(text, reference_text(model, ids), rtol=1e-5, atol=1e-5)
+        width = TINY.vision_width
+        table[:, 3 * width:].add_(torch.randn_like(table[:, 3 * width:]))  # layer 3 of the latent space
+        assert (model.encode_video(video, video_mask) - features).abs().max() > 1e-3
+        torch.testing.assert_close(model.encode_text(ids), text, rtol=0, atol=0)
 
 
 def test_the_stop_modules_change_the_features():

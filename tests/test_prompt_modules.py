@@ -13,38 +13,48 @@ from models.prompt_generator import LinearPromptGenerator, TransformerPromptGene
 from models.spatial_prompt import SpatialPrompt
 from models.temporal_prompt import normalise_per_video
 
+DEPTHS = [(3, 3), (3, 2), (2, 3)]  # (visual, text) prompt depths; the latent space has the larger one
 
-def test_transformer_generator_runs_each_layer_slice_as_one_sequence():
+
+@pytest.mark.parametrize("visual_layers, text_layers", DEPTHS)
+def test_transformer_generator_runs_each_layer_slice_as_one_sequence(visual_layers, text_layers):
     torch.manual_seed(0)
-    layers, width, text_width, pt, pl, t = 3, 64, 32, 4, 2, 5
-    generator = TransformerPromptGenerator(width, text_width, layers, pt, pl, t)
+    width, text_width, pt, pl, t = 64, 32, 4, 2, 5
+    generator = TransformerPromptGenerator(width, text_width, visual_layers, text_layers, pt, pl, t)
+    layers = max(visual_layers, text_layers)
     with torch.no_grad():
         text, visual = generator(t)
-        assert text.shape == (layers, pt, text_width) and visual.shape == (layers, t * pl, width)
+        assert text.shape == (text_layers, pt, text_width) and visual.shape == (visual_layers, t * pl, width)
         table = generator.embedding.weight  # [Pt + T*Pl, Lp*W], row laid out (layer, width)
+        assert table.shape == (pt + t * pl, layers * width)
         for layer in range(layers):
             out = generator.block(table[None, :, layer * width:(layer + 1) * width])[0]
-            torch.testing.assert_close(text[layer], generator.text_mlp(out[:pt]))
-            torch.testing.assert_close(visual[layer], out[pt:])
+            if layer < text_layers:
+                torch.testing.assert_close(text[layer], generator.text_mlp(out[:pt]))
+            if layer < visual_layers:
+                torch.testing.assert_close(visual[layer], out[pt:])
     with pytest.raises(ValueError, match="built for 5 frames"):
         generator(4)
 
 
-def test_linear_generator_shares_the_local_prompts_across_frames():
+@pytest.mark.parametrize("visual_layers, text_layers", DEPTHS)
+def test_linear_generator_shares_the_local_prompts_across_frames(visual_layers, text_layers):
     torch.manual_seed(0)
-    layers, width, text_width, pl, patch = 2, 64, 32, 3, 8
-    generator = LinearPromptGenerator(width, text_width, layers, pl, patch)
+    width, text_width, pl, patch = 64, 32, 3, 8
+    generator = LinearPromptGenerator(width, text_width, visual_layers, text_layers, pl, patch)
     bound = math.sqrt(6 / (3 * patch * patch + width))
     assert generator.visual_embedding.abs().max() <= bound and generator.visual_embedding.abs().max() > 0.9 * bound
+    assert generator.visual_embedding.shape == (pl, max(visual_layers, text_layers) * width)
     with torch.no_grad():
         text, visual = generator(4)
-        assert visual.shape == (layers, 4 * pl, width) and text.shape == (layers, 2 * pl, text_width)
-        for layer in range(layers):
+        assert visual.shape == (visual_layers, 4 * pl, width) and text.shape == (text_layers, 2 * pl, text_width)
+        for layer in range(max(visual_layers, text_layers)):
             rows = generator.visual_embedding[:, layer * width:(layer + 1) * width]  # [Pl, W]
-            for frame in range(4):
+            for frame in range(4 if layer < visual_layers else 0):
                 torch.testing.assert_close(visual[layer, frame * pl:(frame + 1) * pl], rows, rtol=0, atol=0)
-            torch.testing.assert_close(text[layer, :pl], generator.prefix_proj(rows))
-            torch.testing.assert_close(text[layer, pl:], generator.postfix_proj(rows))
+            if layer < text_layers:
+                torch.testing.assert_close(text[layer, :pl], generator.prefix_proj(rows))
+                torch.testing.assert_close(text[layer, pl:], generator.postfix_proj(rows))
 
 
 def score_is_channel_zero(spatial: SpatialPrompt) -> SpatialPrompt:
