@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 
-from .annotations import (Annotations, DataFileError, multi_caption_annotations, read_caption_pickle, read_json,
-                          split_list_file)
+from .annotations import (
+    Annotations,
+    DataFileError,
+    multi_caption_annotations,
+    read_caption_pickle,
+    read_json,
+    split_list_file,
+)
 
 CAPTION_FILES = ("raw-captions.json", "raw-captions.pkl")
 

@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from dataloaders.sources import VIDEO_EXTENSIONS, FolderSource, list_video_files
 from dataloaders.annotations import DataFileError
+from dataloaders.sources import VIDEO_EXTENSIONS, FolderSource, list_video_files
 from dataloaders.video_reader import VideoReadError, read_video_tensor
 
 CSV_COLUMNS = ("video_path", "path", "video", "video_id")  # looked up in this order when --csv_column is not given

@@ -50,7 +50,8 @@ class TemporalPrompt(nn.Module):
         volume = attention(self.attention, patches).view(b, 1, t, -1, width)  # [B, 1, T, N, W]
         weights = self.frame_weights(volume, cell_mask)
         impl = self.conv_impl
-        prompt = apply_conv3d(self.conv2, self.act1(apply_conv3d(self.conv1, volume, impl)), impl).squeeze(1)  # [B, T, N, W]
+        hidden = self.act1(apply_conv3d(self.conv1, volume, impl))
+        prompt = apply_conv3d(self.conv2, hidden, impl).squeeze(1)  # [B, T, N, W]
         prompt = self.mlp(prompt.transpose(2, 3)).transpose(2, 3)  # [B, T, Pl, W]
         prompt = prompt + prompt * weights[:, :, None, None]
         return prompt.reshape(b, t * self.prompt_length, width) * self.scale, weights

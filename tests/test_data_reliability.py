@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import pickle
-import shutil
 import subprocess
 
 import imageio_ffmpeg
@@ -17,10 +16,17 @@ import torch
 
 from dataloaders import BadVideoWarning, DataFileError, build_dataset, load_annotations
 from dataloaders.sampling import segment_indices
-from dataloaders.video_reader import VideoReadError, inspect_video, read_video_tensor, read_frames
+from dataloaders.video_reader import VideoReadError, inspect_video, read_frames, read_video_tensor
 from preprocess import check_videos
-from tests.data_fixtures import (RESOLUTION, coded_frames, data_args, frame_index, msrvtt_args, synthetic_root,
-                                 write_lossless_video)
+from tests.data_fixtures import (
+    RESOLUTION,
+    coded_frames,
+    data_args,
+    frame_index,
+    msrvtt_args,
+    synthetic_root,
+    write_lossless_video,
+)
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 

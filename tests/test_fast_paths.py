@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from models import conv3d as conv3d_module
 from models import ContrastiveLoss, fast_conv
+from models import conv3d as conv3d_module
 from tests.conftest import text_batch, tiny_model, video_batch
 
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import models.spatial_prompt
-from models import ContrastiveLoss, cosine_similarity
 import models.temporal_prompt
+from models import ContrastiveLoss, cosine_similarity
 from tests.conftest import TINY, text_batch, tiny_model, video_batch
 
 # Trainable tensors that receive no gradient, by design (docs/MODEL.md, "Gradient flow").

@@ -2,7 +2,6 @@
 tests/conftest.py)."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 from tests.conftest import learned, make_trainer, step_logs, tiny_dgl_model
 from utils.engine.optimization import WarmupCosine
 from utils.engine.training import TrainingError
+
 
 @pytest.mark.parametrize("stop_at", [4, 6])  # mid-epoch, and after the last step of epoch 1
 def test_resume_equals_uninterrupted(tmp_path, stop_at):
