@@ -32,6 +32,7 @@ from models.clip import load_clip
 from utils.engine.checkpoint import read_checkpoint_file, remove_stale_temporaries
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.curves import plot_training_curves
+from utils.engine.determinism import deterministic_mode
 from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
 from utils.engine.evaluation import EvaluationError, evaluate
 from utils.engine.folder_lock import FolderBusyError, FolderLock
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "jumps at the resume from the old plan's value to the new plan's; the steps already run "
                           "keep theirs. Extends a finished run too")
     run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--deterministic", action="store_true",
+                     help="deterministic kernels only (torch.use_deterministic_algorithms, cuDNN deterministic, "
+                          "no autotuning): same seed, machine, thread count and flags give the same numbers on a "
+                          "GPU too; the CPU kernels are deterministic without it (docs/TRAINING.md)")
     run.add_argument("--device", default="auto", help=DEVICE_HELP + " (under torchrun: each process's own GPU)")
     run.add_argument("--num_thread_reader", type=int, default=4, help="DataLoader worker processes per process")
     run.add_argument("--n_display", type=int, default=50, help="log the training state every this many steps")
@@ -367,7 +372,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _check_paths(args)
         ctx = init_distributed(args.device)
         try:
-            return run(args, ctx, argv)
+            with deterministic_mode(args.deterministic):
+                return run(args, ctx, argv)
         finally:
             cleanup_distributed()
     except USER_ERRORS as error:

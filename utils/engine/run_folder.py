@@ -38,6 +38,7 @@ RESUME_FREE_FLAGS = {
     "save_similarity": "whether the test similarity matrix is written",
     "tensorboard": "whether the scalars are also logged for TensorBoard",
     "plot_curves": "whether training_curves.png is drawn",
+    "deterministic": "deterministic kernels for the same function (bit-for-bit where the default kernels are not)",
     "retrieval_report": "whether the test rank histogram and worst queries are written",
     **{flag: "a post-processing of the test evaluation, reported beside its raw metrics" for flag in (
         "dual_softmax", "dual_softmax_temperature", "qb_norm", "qb_norm_k", "qb_norm_beta", "qb_norm_theta")},
