@@ -2,6 +2,7 @@
 and draw what STOP's prompts attend to.
 
     python infer.py index --checkpoint runs/x/ckpt_best.pt --videos MY_VIDEOS --output my_index
+    torchrun --nproc_per_node 4 infer.py index ...    (the videos sharded over the processes)
     python infer.py search --store my_index "a dog catches a frisbee" [--top_k 5] [--json]
     python infer.py embed-text --store my_index --output texts.npy "a dog" "a cat"
     python infer.py visualize --checkpoint runs/x/ckpt_best.pt --video clip.mp4 --output clip_prompts.png
@@ -12,6 +13,7 @@ The model flags and frame count come from the checkpoint (override them with the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +28,7 @@ from dataloaders.video_files import videos_in_csv, videos_in_folder
 from dataloaders.video_reader import VideoReadError, read_video_tensor
 from models import cosine_similarity
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
+from utils.engine.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
 from utils.engine.folder_lock import FolderBusyError
 from utils.inference.embedding_store import EmbeddingStore
 from utils.inference.indexing import BATCH_SIZE, CHUNK_SIZE, check_output_folder, index_videos
@@ -119,10 +122,22 @@ def run_index(args: argparse.Namespace) -> dict[str, Any]:
         videos = videos_in_folder(args.videos)
         source = {"videos": str(Path(args.videos).expanduser().resolve())}
     check_output_folder(args.output)
-    with EmbeddingStore(args.output).writer_lock():  # the whole run: one writer per store
-        trained = load_inference_model(args)
-        return index_videos(args.output, trained, videos, source, args.batch_size, args.num_workers,
-                            args.chunk_size)
+    ctx = init_distributed(args.device)  # one process, or one rank of torchrun's / srun's process group
+    args.device = str(ctx.device)
+    try:
+        with contextlib.ExitStack() as held:
+            error = None
+            try:
+                if ctx.is_main:  # the whole run: one writer per store (the other ranks write their own parts)
+                    held.enter_context(EmbeddingStore(args.output).writer_lock())
+                trained = load_inference_model(args)
+            except USER_ERRORS as failure:
+                error = failure
+            raise_if_any_failed(error)
+            return index_videos(args.output, trained, videos, source, args.batch_size, args.num_workers,
+                                args.chunk_size, ctx.rank, ctx.world_size)
+    finally:
+        cleanup_distributed()
 
 
 # ------------------------------------------------------------------------------------------- text side

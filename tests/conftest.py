@@ -4,6 +4,7 @@ Trainer factory (training, DDP and checkpoint tests). Test modules import them f
 
 import importlib.util
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,13 @@ def text_batch(lengths=(3, 8), words: int = WORDS, seed: int = 2) -> torch.Tenso
 
 # ---------------------------------------------------------------------------- training, DDP, checkpoints
 TRAIN_FRAMES, TRAIN_WORDS = 2, 8
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a test's process group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_dgl_model(seed: int = 0, dropout: float = 0.0) -> torch.nn.Module:

@@ -3,14 +3,13 @@ with and without gradient accumulation; sharded evaluation gathers every item on
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import PairDataset, learned, make_trainer, step_logs
+from tests.conftest import PairDataset, free_port, learned, make_trainer, step_logs
 from utils.engine.distributed import DistContext, cleanup_distributed, gather_uneven, init_distributed, shard_bounds
 from utils.engine.evaluation import evaluate
 from utils.engine.precision import resolve_precision
@@ -19,12 +18,6 @@ from utils.engine.training import TrainingError
 # (name, per-process batch with 2 processes, accumulation); the 1-process run uses twice the batch.
 CASES = [("plain", 2, 1), ("accumulated", 1, 2)]
 EVAL_ITEMS = 5  # uneven over 2 ranks: shards of 3 and 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, root: str) -> None:
@@ -67,7 +60,7 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(root)), nprocs=2, join=True)
     return root
 
 

@@ -184,3 +184,19 @@ def all_gather_object(obj: Any) -> List[Any]:
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+class RankFailedError(ValueError):
+    """Another process of the group stopped on bad input (the message names its rank and its error)."""
+
+
+def raise_if_any_failed(error: BaseException | None) -> None:
+    """Collective: each rank passes the error it stopped on, or None. When any rank failed, every rank raises:
+    its own error, or RankFailedError naming the first rank that failed. In one process: raise `error` if any."""
+    errors = all_gather_object(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    failed = [(rank, message) for rank, message in enumerate(errors) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise RankFailedError(f"rank {rank} stopped: {message}")

@@ -5,7 +5,8 @@ Layout of a store folder:
   ids.json         the N video ids (paths relative to the indexed folder, or CSV entries), in row order
   metadata.json    format, count, dim, and what wrote them (model, frames, source); see infer.py
   failed.csv       id, kind, reason of every video whose last attempt failed and that is not indexed
-  parts/           present only while (or after an interrupted) indexing: part-00000.npy + part-00000.json
+  parts/           present only while (or after an interrupted) indexing: part-00000.npy + part-00000.json;
+                   under torchrun each rank writes its own parts/rank-00001/part-00000.* (no two writers on one file)
 
 Writing: `append` adds a part (its .npy, then its .json, each atomically: the .json commits the part);
 `consolidate` merges the parts into embeddings.npy / ids.json / failed.csv. The merge writes those as
@@ -13,6 +14,10 @@ Writing: `append` adds a part (its .npy, then its .json, each atomically: the .j
 with `recover()`, which finishes a committed merge and removes what was not committed, so an interruption loses
 at most the part that was being written. Readers (`load`, `failures`) change nothing and see the last commit,
 also while an indexer is writing, and take no lock.
+
+A sharded writer (`EmbeddingStore(root, rank=r)`, infer.py index under torchrun) appends to parts/rank-r/ only;
+readers see the parts of every rank, ordered by (rank, number) after the single-process parts; rank 0 alone
+recovers and consolidates, while no rank writes.
 
 One writer per store at a time: a writer holds `writer_lock()` (an OS file lock on `.lock`, utils.engine.folder_lock,
 released when its process ends, however it ends) for its whole session; a second writer gets FolderBusyError
@@ -36,6 +41,7 @@ from utils.engine.folder_lock import FolderLock
 
 FORMAT = "stop-video-embeddings/1"
 EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metadata.json", "failed.csv", "parts"
+RANK_PREFIX = "rank-"  # parts/rank-00001/: the parts of rank 1 of a sharded (torchrun) index
 FAILED_COLUMNS = ("id", "kind", "reason")
 READ_ATTEMPTS = 3
 
@@ -61,9 +67,11 @@ class EmbeddingStore:
     """The store in folder `root` (created on the first write). Readers see the state of the last commit and
     change nothing; a writer calls `recover()` first (see the module docstring)."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, rank: int | None = None):
         self.root = Path(root)
         self.parts_dir = self.root / PARTS
+        # where `append` writes: parts/ for a single writer, parts/rank-RRRRR/ for rank `rank` of a sharded one
+        self.own_parts = self.parts_dir if rank is None else self.parts_dir / f"{RANK_PREFIX}{rank:05d}"
 
     # ------------------------------------------------------------------------------------------ reading
     @property
@@ -71,12 +79,17 @@ class EmbeddingStore:
         path = self.root / METADATA
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def _part_stems(self) -> list[Path]:
-        """Committed parts (their .json exists), in writing order."""
+    def _part_folders(self) -> list[Path]:
+        """parts/ and its rank folders, parts/ first, then by rank."""
         if not self.parts_dir.is_dir():
             return []
-        return sorted((p.with_suffix("") for p in self.parts_dir.glob("part-*.json")),
-                      key=lambda stem: int(stem.name.split("-")[1]))
+        return [self.parts_dir, *sorted(self.parts_dir.glob(RANK_PREFIX + "*"))]
+
+    def _part_stems(self, folders: list[Path] | None = None) -> list[Path]:
+        """Committed parts (their .json exists) of `folders` (default all), in folder then writing order."""
+        return [stem for folder in (self._part_folders() if folders is None else folders)
+                for stem in sorted((p.with_suffix("") for p in folder.glob("part-*.json")),
+                                   key=lambda stem: int(stem.name.split("-")[1]))]
 
     def _merged(self, name: str, committed: bool) -> Path:
         new = self.root / (name + ".new")
@@ -142,10 +155,10 @@ class EmbeddingStore:
         """Commit one part: `embeddings` [len(ids), E] (stored as float16) and the failures of its batch."""
         if embeddings.ndim != 2 or len(embeddings) != len(ids):
             raise ValueError(f"expected embeddings [{len(ids)}, E], got shape {embeddings.shape}")
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
-        stems = self._part_stems()
+        self.own_parts.mkdir(parents=True, exist_ok=True)
+        stems = self._part_stems([self.own_parts])
         number = int(stems[-1].name.split("-")[1]) + 1 if stems else 0
-        stem = self.parts_dir / f"part-{number:05d}"
+        stem = self.own_parts / f"part-{number:05d}"
         _write_npy(stem.with_suffix(".npy"), embeddings.astype(np.float16))
         _write_json(stem.with_suffix(".json"), {"ids": list(ids), "failed": [list(f) for f in failures]})
 
@@ -165,7 +178,8 @@ class EmbeddingStore:
         rename ids.json.new last. Drop what was not committed: temporaries, *.new without the commit, part
         arrays without their .json."""
         committed = (self.root / (IDS + ".new")).is_file()
-        for tmp in [*self.root.glob(".*.tmp"), *self.parts_dir.glob(".*.tmp")]:
+        folders = self._part_folders()
+        for tmp in [*self.root.glob(".*.tmp"), *(t for folder in folders for t in folder.glob(".*.tmp"))]:
             tmp.unlink()
         for name in (EMBEDDINGS, FAILED):
             new = self.root / (name + ".new")
@@ -174,13 +188,13 @@ class EmbeddingStore:
                     os.replace(new, self.root / name)
                 else:
                     new.unlink()
-        if self.parts_dir.is_dir():
-            for array in self.parts_dir.glob("part-*.npy"):
+        for folder in reversed(folders):  # rank folders before parts/ itself
+            for array in folder.glob("part-*.npy"):
                 if committed or not array.with_suffix(".json").is_file():
                     array.unlink()
             if committed:
-                for part in self.parts_dir.glob("part-*.json"):
+                for part in folder.glob("part-*.json"):
                     part.unlink()
-                self.parts_dir.rmdir()
+                folder.rmdir()
         if committed:
             os.replace(self.root / (IDS + ".new"), self.root / IDS)

@@ -2,7 +2,9 @@
 videos it does not hold yet in parts (an interruption loses at most one part), and consolidate it.
 
 The caller holds the store's writer lock (EmbeddingStore(path).writer_lock()) around open_store_for_writing and
-index_videos: one process writes a store at a time.
+index_videos: one process writes a store at a time. A sharded index (torchrun) runs index_videos on every rank,
+rank 0 holding the lock: each rank encodes its own contiguous shard of the pending videos into its own part
+folder, and rank 0 merges them once all finished.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dataloaders.video_files import Failure, UserVideo, VideoFileDataset, collate_videos
+from utils.engine.distributed import all_gather_object, barrier, raise_if_any_failed, shard_bounds
 from utils.engine.folder_lock import LOCK_FILES
 from utils.inference.embedding_store import FORMAT, EmbeddingStore
 from utils.inference.inference_model import InferenceModel
@@ -65,10 +68,12 @@ def open_store_for_writing(path: str | Path, trained: InferenceModel, source: di
 
 
 def encode_pending(store: EmbeddingStore, trained: InferenceModel, videos: list[UserVideo],
-                   batch_size: int | None = None, num_workers: int = 0, chunk_size: int = CHUNK_SIZE) -> int:
-    """Encode `videos` (float16) into parts of `store`, `chunk_size` videos a part, with a progress bar; returns
-    how many failed (unreadable, or a non-finite embedding: listed in the store's failed.csv). The work done
-    before an interruption or an error is committed. `batch_size` None: BATCH_SIZE of the model's device."""
+                   batch_size: int | None = None, num_workers: int = 0, chunk_size: int = CHUNK_SIZE,
+                   progress: bool = True) -> int:
+    """Encode `videos` (float16) into parts of `store`, `chunk_size` videos a part, with a progress bar (unless
+    not `progress`); returns how many failed (unreadable, or a non-finite embedding: listed in the store's
+    failed.csv). The work done before an interruption or an error is committed. `batch_size` None: BATCH_SIZE
+    of the model's device."""
     batch_size = batch_size or BATCH_SIZE.get(trained.device.type, BATCH_SIZE["cpu"])
     loader = DataLoader(VideoFileDataset(videos, trained.max_frames, trained.resolution), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate_videos, pin_memory=trained.device.type == "cuda")
@@ -83,7 +88,8 @@ def encode_pending(store: EmbeddingStore, trained: InferenceModel, videos: list[
         features.clear()
         failures.clear()
 
-    with logging_redirect_tqdm(), tqdm(total=len(videos), unit="video", desc="index", dynamic_ncols=True) as bar:
+    with logging_redirect_tqdm(), tqdm(total=len(videos), unit="video", desc="index", dynamic_ncols=True,
+                                       disable=not progress) as bar:
         try:
             for batch in loader:
                 batch_failures = list(batch["failures"])
@@ -109,23 +115,42 @@ def encode_pending(store: EmbeddingStore, trained: InferenceModel, videos: list[
 
 
 def index_videos(output: str | Path, trained: InferenceModel, videos: list[UserVideo], source: dict[str, Any],
-                 batch_size: int | None = None, num_workers: int = 0, chunk_size: int = CHUNK_SIZE) -> dict[str, Any]:
+                 batch_size: int | None = None, num_workers: int = 0, chunk_size: int = CHUNK_SIZE, rank: int = 0,
+                 world_size: int = 1) -> dict[str, Any]:
     """Embed into the store at `output` the `videos` it does not hold yet, then consolidate it and update its
     metadata. `source` names where the videos come from (a store indexes one source). Returns {"total",
     "skipped", "encoded", "failed", "store", "seconds"}. Raises StoreConflictError (open_store_for_writing). The
-    caller holds the store's writer lock."""
-    store = open_store_for_writing(output, trained, source)
+    caller holds the store's writer lock (rank 0 of a sharded index).
+
+    With `world_size` > 1 every rank of the process group calls it with the same `videos`: rank 0 opens the
+    store, each rank encodes its shard (shard_bounds of the pending videos) into parts/rank-R/, rank 0
+    consolidates after all finished, and every rank returns the same summary."""
+    error = None
+    try:
+        if rank == 0:
+            open_store_for_writing(output, trained, source)
+    except StoreConflictError as conflict:
+        error = conflict
+    raise_if_any_failed(error)  # also: no rank reads the store before rank 0 recovered it
+    store = EmbeddingStore(output, rank if world_size > 1 else None)
     done = set(store.load()[0])
     pending = [video for video in videos if video.id not in done]
-    log.info(f"{len(videos)} videos: {len(videos) - len(pending)} already in {output}, {len(pending)} to encode "
-             f"({trained.max_frames} frames of {trained.resolution} px, device {trained.device})")
+    shard = [pending[i] for i in shard_bounds(len(pending), rank, world_size)]
+    barrier()  # every rank read the same store before any writes to it
+    if rank == 0:
+        log.info(f"{len(videos)} videos: {len(videos) - len(pending)} already in {output}, {len(pending)} to "
+                 f"encode ({trained.max_frames} frames of {trained.resolution} px, device {trained.device}"
+                 + (f", {world_size} processes)" if world_size > 1 else ")"))
     start = time.time()
-    num_failed = encode_pending(store, trained, pending, batch_size, num_workers, chunk_size) if pending else 0
-    count, failed_total = store.consolidate()
-    store.write_metadata({**store.metadata, "count": count, "failed": failed_total,
-                          "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    summary = {"total": len(videos), "skipped": len(videos) - len(pending), "encoded": len(pending) - num_failed,
-               "failed": num_failed, "store": str(output), "seconds": round(time.time() - start, 2)}
-    log.info(f"encoded {summary['encoded']}, failed {num_failed} (listed in {Path(output) / 'failed.csv'}), "
-             f"{count} videos in the store")
-    return summary
+    failed_here = encode_pending(store, trained, shard, batch_size, num_workers, chunk_size,
+                                 progress=rank == 0) if shard else 0
+    num_failed = sum(all_gather_object(failed_here))  # every rank finished writing
+    totals = store.consolidate() if rank == 0 else None
+    count, failed_total = all_gather_object(totals)[0]
+    if rank == 0:
+        store.write_metadata({**store.metadata, "count": count, "failed": failed_total,
+                              "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        log.info(f"encoded {len(pending) - num_failed}, failed {num_failed} (listed in "
+                 f"{Path(output) / 'failed.csv'}), {count} videos in the store")
+    return {"total": len(videos), "skipped": len(videos) - len(pending), "encoded": len(pending) - num_failed,
+            "failed": num_failed, "store": str(output), "seconds": round(time.time() - start, 2)}
