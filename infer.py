@@ -4,6 +4,7 @@ and draw what STOP's prompts attend to.
     python infer.py index --checkpoint runs/x/ckpt_best.pt --videos MY_VIDEOS --output my_index
     torchrun --nproc_per_node 4 infer.py index ...    (the videos sharded over the processes)
     python infer.py search --store my_index "a dog catches a frisbee" [--top_k 5] [--json]
+    python infer.py build-ann --store my_index [--kind hnsw]   (a FAISS index search then uses on large stores)
     python infer.py embed-text --store my_index --output texts.npy "a dog" "a cat"
     python infer.py visualize --checkpoint runs/x/ckpt_best.pt --video clip.mp4 --output clip_prompts.png
 
@@ -22,14 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dataloaders.video_files import videos_in_csv, videos_in_folder
 from dataloaders.video_reader import VideoReadError, read_video_tensor
-from models import cosine_similarity
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
 from utils.engine.folder_lock import FolderBusyError
+from utils.inference.ann_index import (
+    ANN_RECORD,
+    EXACT_BELOW,
+    KINDS,
+    RECALL_K,
+    SEARCH_MODES,
+    build_ann,
+    default_params,
+    top_k,
+)
 from utils.inference.embedding_store import EmbeddingStore
 from utils.inference.indexing import BATCH_SIZE, CHUNK_SIZE, check_output_folder, index_videos
 from utils.inference.inference_model import InferenceModel, add_inference_model_args, load_inference_model
@@ -74,7 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--queries", default=None, help="file of queries, one per line")
     search.add_argument("--top_k", type=int, default=10, help="results per query")
     search.add_argument("--json", action="store_true", help="print JSON instead of text")
+    search.add_argument("--search", choices=SEARCH_MODES, default="auto",
+                        help=f"exact: score every video; ann: the store's FAISS index (build-ann); auto (default): "
+                             f"the index for stores of {EXACT_BELOW} videos or more when it is up to date, else exact")
     add_inference_model_args(search)
+
+    ann = commands.add_parser("build-ann", help="build a FAISS nearest-neighbour index of a store (needs faiss-cpu)",
+                              description="Writes STORE/ann.faiss and STORE/ann.json (with its recall@10 against "
+                                          "exact search).")
+    ann.add_argument("--store", required=True, help="store folder written by `index`")
+    ann.add_argument("--kind", choices=KINDS, default="hnsw",
+                     help="flat: exact inner product; ivf: inverted lists over k-means cells; hnsw (default): graph")
+    ann.add_argument("--nlist", type=int, default=None, help="ivf: cells (default about 4 sqrt(N))")
+    ann.add_argument("--nprobe", type=int, default=None, help="ivf: cells searched per query (default nlist / 16)")
+    ann.add_argument("--hnsw_m", type=int, default=None, help="hnsw: links per node (default 32)")
+    ann.add_argument("--ef_construction", type=int, default=None, help="hnsw: build beam (default 80)")
+    ann.add_argument("--ef_search", type=int, default=None, help="hnsw: search beam (default 64)")
+    ann.add_argument("--recall_queries", default=None,
+                     help="a .npy [Q, E] of queries for the recall (e.g. embed-text output); default stored videos")
+    ann.add_argument("--num_recall_queries", type=int, default=500,
+                     help="stored videos drawn as recall queries when --recall_queries is not given")
+    ann.add_argument("--rebuild", action="store_true", help="replace the store's ANN index")
 
     embed = commands.add_parser("embed-text", help="text embeddings to a .npy file",
                                 description="With --store: " + store_model)
@@ -94,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Flag ranges, checked when the flags are parsed (before any model is loaded): (command, flag, minimum).
 MINIMUMS = [("index", "batch_size", 1), ("index", "chunk_size", 1), ("index", "num_workers", 0),
-            ("search", "top_k", 1), ("visualize", "frame_px", 1)]
+            ("search", "top_k", 1), ("visualize", "frame_px", 1)] + [
+    ("build-ann", flag, 1) for flag in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search",
+                                         "num_recall_queries")]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,10 +216,9 @@ def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
     if embeddings is None:
         raise SystemExit(f"error: --store {args.store} holds no embeddings (see its failed.csv)")
     trained = _model_of_store(args, metadata)
-    similarity = cosine_similarity(trained.encode_texts(queries), torch.from_numpy(embeddings))  # [queries, videos]
-    scores, rows = similarity.topk(min(args.top_k, len(ids)), dim=1)
+    scores, rows = top_k(args.store, ids, embeddings, trained.encode_texts(queries), args.top_k, args.search)
     results = [{"query": query, "results": [{"rank": rank + 1, "id": ids[row], "score": round(score, 6)}
-                                            for rank, (score, row) in enumerate(zip(s.tolist(), r.tolist()))]}
+                                            for rank, (score, row) in enumerate(zip(s, r))]}
                for query, s, r in zip(queries, scores, rows)]
     if args.json:
         print(json.dumps(results, indent=1))
@@ -198,6 +228,29 @@ def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
             for hit in result["results"]:
                 print(f"{hit['rank']:4d}  {hit['score']:.4f}  {hit['id']}")
     return results
+
+
+def run_build_ann(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the store's FAISS index; print and return its record (ann.json: recall@10 against exact search)."""
+    store, _ = _open_store(args.store)
+    if (store.root / ANN_RECORD).is_file() and not args.rebuild:
+        raise SystemExit(f"error: --store {args.store} already has an ANN index ({store.root / ANN_RECORD}); pass "
+                         "--rebuild to replace it")
+    ids, embeddings = store.load()
+    if embeddings is None:
+        raise SystemExit(f"error: --store {args.store} holds no embeddings (see its failed.csv)")
+    recall_queries = None
+    if args.recall_queries:
+        if not Path(args.recall_queries).is_file():
+            raise SystemExit(f"error: --recall_queries: file not found: {args.recall_queries}")
+        recall_queries = np.load(args.recall_queries, allow_pickle=False)
+    params = {name: getattr(args, name) for name in default_params(args.kind, len(ids))
+              if getattr(args, name) is not None}
+    record = build_ann(store.root, ids, embeddings, args.kind, params, recall_queries, args.num_recall_queries)
+    print(f"{record['kind']} index of {record['count']} videos {record['params']} built in "
+          f"{record['build_seconds']} s: recall@{RECALL_K} {record[f'recall_at_{RECALL_K}']} against exact search "
+          f"({record['recall_queries']} as queries); wrote {store.root / ANN_RECORD}")
+    return record
 
 
 def run_embed_text(args: argparse.Namespace) -> np.ndarray:
@@ -237,7 +290,8 @@ def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
-COMMANDS = {"index": run_index, "search": run_search, "embed-text": run_embed_text, "visualize": run_visualize}
+COMMANDS = {"index": run_index, "search": run_search, "build-ann": run_build_ann, "embed-text": run_embed_text,
+            "visualize": run_visualize}
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -169,3 +169,27 @@ def write_run_data(root: Path) -> Path:
     torch.manual_seed(0)
     save_clip_torchscript(CLIP(CLIPConfig.tiny()), root / "tiny_clip.pt")
     return root
+
+
+# ------------------------------------------------------------------- infer.py on a meanP store (no checkpoint)
+def meanp_index_argv(clip: Path, videos: Path, output: Path, chunk_size: int = 512, batch_size: int = 2) -> list[str]:
+    """infer.py index of `videos` with the frozen CLIP `clip` and meanP (--prompt none), 4 frames, on the CPU."""
+    return ["index", "--prompt", "none", "--pretrained_clip_name", str(clip), "--max_frames", "4", "--videos",
+            str(videos), "--output", str(output), "--num_workers", "0", "--chunk_size", str(chunk_size),
+            "--batch_size", str(batch_size), "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def meanp_store(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(a random tiny CLIP file, the 18 generated videos of tests/data_fixtures.synthetic_root, their store
+    written by one infer.py index process in parts of 4)."""
+    import infer
+    from tests.data_fixtures import synthetic_root
+
+    videos = synthetic_root(tmp_path_factory.getbasetemp()) / "videos"
+    clip = tmp_path_factory.mktemp("meanp") / "clip.pt"
+    torch.manual_seed(0)
+    torch.save(CLIP(CLIPConfig.tiny()).state_dict(), clip)
+    store = clip.parent / "store"
+    infer.main(meanp_index_argv(clip, videos, store, chunk_size=4))
+    return clip, videos, store

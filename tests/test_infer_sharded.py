@@ -2,8 +2,8 @@
 equals the 1-process one, a rank killed mid-run leaves only committed parts and a re-run completes the store
 without duplicates or losses, and a busy store stops every rank with one line.
 
-The model is the frozen tiny CLIP with meanP (`--prompt none`, no checkpoint needed) on the 18 generated videos
-of tests/data_fixtures.py; sharding does not depend on the model.
+The model and videos are conftest's meanp_store (the frozen tiny CLIP with meanP on 18 generated videos);
+sharding does not depend on the model.
 """
 from __future__ import annotations
 
@@ -17,19 +17,11 @@ import torch
 import torch.multiprocessing as mp
 
 import infer
-from models.clip import CLIP, CLIPConfig
-from tests.conftest import free_port
-from tests.data_fixtures import synthetic_root
+from tests.conftest import free_port, meanp_index_argv
 from utils.inference.embedding_store import EmbeddingStore
 from utils.inference.inference_model import InferenceModel
 
 ENCODE_VIDEOS = InferenceModel.encode_videos
-
-
-def index_argv(clip: Path, videos: Path, output: Path, chunk_size: int, batch_size: int) -> list[str]:
-    return ["index", "--prompt", "none", "--pretrained_clip_name", str(clip), "--max_frames", "4", "--videos",
-            str(videos), "--output", str(output), "--num_workers", "0", "--chunk_size", str(chunk_size),
-            "--batch_size", str(batch_size), "--device", "cpu"]
 
 
 def die_on_call(call: int) -> None:
@@ -72,19 +64,6 @@ def results(run: dict) -> list:
     return [json.loads(Path(f"{run['result']}{rank}").read_text()) for rank in range(2)]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """(tiny CLIP file, video folder, videos in file order, the 1-process store)."""
-    root = synthetic_root(tmp_path_factory.getbasetemp())
-    clip = tmp_path_factory.mktemp("sharded") / "clip.pt"
-    torch.manual_seed(0)
-    torch.save(CLIP(CLIPConfig.tiny()).state_dict(), clip)
-    videos = root / "videos"
-    reference = clip.parent / "one_process"
-    infer.main(index_argv(clip, videos, reference, 4, 2))
-    return clip, videos, reference
-
-
 def assert_same_videos(store: Path, reference: Path, same_order: bool) -> None:
     ids, embeddings = EmbeddingStore(store).load()  # raises on duplicate ids
     reference_ids, expected = EmbeddingStore(reference).load()
@@ -94,14 +73,14 @@ def assert_same_videos(store: Path, reference: Path, same_order: bool) -> None:
     assert not (store / "parts").exists()
 
 
-def test_two_processes_equal_one_and_a_killed_rank_resumes_without_duplicates_or_losses(data, tmp_path):
-    clip, videos, reference = data
+def test_two_processes_equal_one_and_a_killed_rank_resumes_without_duplicates_or_losses(meanp_store, tmp_path):
+    clip, videos, reference = meanp_store
     reference_ids = EmbeddingStore(reference).load()[0]
     assert len(reference_ids) == 18
     fresh, busy, killed = tmp_path / "fresh", tmp_path / "busy", tmp_path / "killed"
-    runs = [{"argv": index_argv(clip, videos, fresh, 3, 2), "result": tmp_path / "fresh_rank"},
-            {"argv": index_argv(clip, videos, busy, 2, 2), "result": tmp_path / "busy_rank"},
-            {"argv": index_argv(clip, videos, killed, 1, 1), "result": tmp_path / "killed_rank",
+    runs = [{"argv": meanp_index_argv(clip, videos, fresh, 3, 2), "result": tmp_path / "fresh_rank"},
+            {"argv": meanp_index_argv(clip, videos, busy, 2, 2), "result": tmp_path / "busy_rank"},
+            {"argv": meanp_index_argv(clip, videos, killed, 1, 1), "result": tmp_path / "killed_rank",
              "rank1_dies_on": 3}]
     with EmbeddingStore(busy).writer_lock(), pytest.raises(mp.ProcessExitedException, match="exit code 9"):
         spawn(runs)  # rank 1 dies in the last run; mp.spawn then terminates rank 0, as torchrun does
@@ -121,6 +100,6 @@ def test_two_processes_equal_one_and_a_killed_rank_resumes_without_duplicates_or
     stored = EmbeddingStore(killed).load()[0]
     assert set(reference_ids[9:11]) <= set(stored) <= set(reference_ids)
     assert not (killed / "embeddings.npy").exists()
-    summary = infer.main(index_argv(clip, videos, killed, 2, 2))  # the re-run (here in one process)
+    summary = infer.main(meanp_index_argv(clip, videos, killed, 2, 2))  # the re-run (here in one process)
     assert (summary["skipped"], summary["encoded"], summary["failed"]) == (len(stored), 18 - len(stored), 0)
     assert_same_videos(killed, reference, same_order=False)

@@ -1,0 +1,190 @@
+"""A FAISS nearest-neighbour index of a store's videos (`infer.py build-ann`), and the top-k search of
+`infer.py search`: exact (every stored video scored) or through the index.
+
+Files beside the store (written atomically, the .json last: it commits the index):
+  ann.faiss   the serialised FAISS index of the unit-normalised stored embeddings (inner product = cosine)
+  ann.json    kind, parameters, count and ids_sha256 of the store it indexes, recall@10 against exact search,
+              build seconds
+
+FAISS is optional (`pip install faiss-cpu`, requirements-ann.txt): without it a store still searches exactly.
+An index built for other ids than the store now holds (videos added since) is not used by `auto` search.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import cosine_similarity
+from utils.atomic_file import write_atomic
+
+log = logging.getLogger(__name__)
+ANN_INDEX, ANN_RECORD = "ann.faiss", "ann.json"
+KINDS = ("flat", "ivf", "hnsw")  # exact inner product; inverted lists (k-means cells); HNSW graph
+SEARCH_MODES = ("auto", "exact", "ann")
+# `auto` search scores every video below this many (benchmarks/bench_search.py, docs/BENCHMARKS.md: exact search of
+# 10^5 float32 embeddings of 512 takes a few ms per query on a CPU, less than loading the model).
+EXACT_BELOW = 200_000
+RECALL_K = 10
+QUERY_BLOCK = 256  # queries scored at once by exact search (bounds the [queries, videos] score matrix)
+
+
+class AnnError(ValueError):
+    """No usable ANN index: FAISS is not installed, the store has none, or it indexes other videos."""
+
+
+def import_faiss():
+    """The faiss module; AnnError saying how to install it when it is missing."""
+    try:
+        import faiss
+    except ImportError:
+        raise AnnError("FAISS is not installed: pip install faiss-cpu (or -r requirements-ann.txt); without it "
+                       "search scores every stored video (--search exact)") from None
+    return faiss
+
+
+def ids_digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def unit_rows(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """float32 [N, E] rows of norm 1 (the cosine of two is their dot product)."""
+    x = torch.as_tensor(x).float()
+    return torch.nn.functional.normalize(x, dim=-1).numpy()
+
+
+def exact_top_k(queries: torch.Tensor, embeddings: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, rows) [Q, min(k, N)] of the cosine of raw `queries` [Q, E] with every stored row [N, E]."""
+    videos = torch.from_numpy(embeddings)
+    blocks = [cosine_similarity(block, videos).topk(min(k, len(embeddings)), dim=1)
+              for block in queries.split(QUERY_BLOCK)]
+    return torch.cat([b.values for b in blocks]), torch.cat([b.indices for b in blocks])
+
+
+def _new_index(faiss, kind: str, dim: int, params: dict[str, int]):
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if kind == "ivf":
+        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWFlat(dim, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = params["ef_construction"]
+    return index
+
+
+def _set_search_params(index, kind: str, params: dict[str, int]) -> None:
+    if kind == "ivf":
+        index.nprobe = params["nprobe"]
+    elif kind == "hnsw":
+        index.hnsw.efSearch = params["ef_search"]
+
+
+def default_params(kind: str, count: int) -> dict[str, int]:
+    """nlist ~ 4 sqrt(N) cells (at least 39 training vectors each, FAISS's minimum), nprobe nlist / 16;
+    HNSW M 32, efConstruction 80, efSearch 64."""
+    if kind == "ivf":
+        nlist = max(1, min(round(4 * math.sqrt(count)), count // 39))
+        return {"nlist": nlist, "nprobe": max(1, nlist // 16)}
+    if kind == "hnsw":
+        return {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64}
+    return {}
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of |found row set & exact row set| / k, rows [Q, k] (-1 = nothing found)."""
+    return float(np.mean([len(set(f[f >= 0]) & set(e)) / exact.shape[1] for f, e in zip(found, exact)]))
+
+
+class AnnIndex:
+    """A loaded index: `search(queries [Q, E] raw, k)` -> (scores, rows) [Q, k], rows -1 past what it found."""
+
+    def __init__(self, index, record: dict[str, Any]):
+        self.index, self.record = index, record
+
+    def search(self, queries: torch.Tensor | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(unit_rows(queries), min(k, self.index.ntotal))
+
+
+def build_ann(root: str | Path, ids: list[str], embeddings: np.ndarray, kind: str = "hnsw",
+              params: dict[str, int] | None = None, recall_queries: np.ndarray | None = None,
+              num_recall_queries: int = 500, seed: int = 0) -> dict[str, Any]:
+    """Build the `kind` index of the store at `root` (its `ids`, `embeddings` [N, E]), measure its recall@10
+    against exact search on `recall_queries` [Q, E] (default: `num_recall_queries` stored embeddings drawn at
+    random) and write ann.faiss, then ann.json (returned). `params` override default_params."""
+    if kind not in KINDS:
+        raise AnnError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
+    faiss = import_faiss()
+    start = time.time()
+    vectors = unit_rows(embeddings)
+    params = {**default_params(kind, len(ids)), **(params or {})}
+    index = _new_index(faiss, kind, vectors.shape[1], params)
+    if kind == "ivf":
+        index.train(vectors)
+    index.add(vectors)
+    _set_search_params(index, kind, params)
+    build_seconds = time.time() - start
+
+    if recall_queries is None:
+        rows = np.random.default_rng(seed).choice(len(ids), min(num_recall_queries, len(ids)), replace=False)
+        recall_queries, query_source = embeddings[np.sort(rows)], "stored videos"
+    else:
+        query_source = "given"
+    if recall_queries.ndim != 2 or recall_queries.shape[1] != vectors.shape[1]:
+        raise AnnError(f"--recall_queries: expected an array [Q, {vectors.shape[1]}], got {recall_queries.shape}")
+    queries = torch.from_numpy(np.asarray(recall_queries, dtype=np.float32))
+    exact = exact_top_k(queries, embeddings, RECALL_K)[1].numpy()
+    found = AnnIndex(index, {}).search(queries, RECALL_K)[1]
+    record = {"kind": kind, "params": params, "count": len(ids), "dim": int(vectors.shape[1]),
+              "ids_sha256": ids_digest(ids), f"recall_at_{RECALL_K}": round(recall_at_k(found, exact), 6),
+              "recall_queries": f"{len(queries)} {query_source}", "build_seconds": round(build_seconds, 3),
+              "faiss_version": faiss.__version__, "built": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    root = Path(root)
+    serialised = faiss.serialize_index(index)
+    write_atomic(root / ANN_INDEX, lambda f: f.write(serialised.tobytes()))
+    write_atomic(root / ANN_RECORD, lambda f: f.write(json.dumps(record, indent=1).encode()))
+    return record
+
+
+def load_ann(root: str | Path, ids: list[str]) -> AnnIndex:
+    """The index beside the store at `root`, checked to index exactly `ids`; AnnError when FAISS is missing,
+    there is none, or it indexes other videos."""
+    root = Path(root)
+    if not (root / ANN_RECORD).is_file():
+        raise AnnError(f"{root} has no ANN index: build one with `python infer.py build-ann --store {root}`")
+    record = json.loads((root / ANN_RECORD).read_text())
+    if record["count"] != len(ids) or record["ids_sha256"] != ids_digest(ids):
+        raise AnnError(f"the ANN index of {root} indexes {record['count']} videos, not the {len(ids)} the store "
+                       f"holds now: rebuild it with `python infer.py build-ann --store {root} --rebuild`")
+    faiss = import_faiss()
+    index = faiss.deserialize_index(np.fromfile(root / ANN_INDEX, dtype=np.uint8))
+    _set_search_params(index, record["kind"], record["params"])
+    return AnnIndex(index, record)
+
+
+def top_k(root: str | Path, ids: list[str], embeddings: np.ndarray, queries: torch.Tensor, k: int,
+          mode: str = "auto") -> tuple[list[list[float]], list[list[int]]]:
+    """Per query of `queries` [Q, E] (raw text features) the scores and rows of its top min(k, N) stored videos.
+    `mode` "exact" scores every video; "ann" uses the store's index (AnnError if unusable); "auto" uses it when
+    the store holds EXACT_BELOW videos or more and the index is usable, else searches exactly (logging why)."""
+    if mode not in SEARCH_MODES:
+        raise AnnError(f"--search {mode!r}: choose one of {', '.join(SEARCH_MODES)}")
+    ann = None
+    if mode == "ann" or (mode == "auto" and len(ids) >= EXACT_BELOW and (Path(root) / ANN_RECORD).is_file()):
+        try:
+            ann = load_ann(root, ids)
+        except AnnError as error:
+            if mode == "ann":
+                raise
+            log.warning(f"exact search: {error}")
+    if ann is None:
+        scores, rows = exact_top_k(queries, embeddings, k)
+        return scores.tolist(), rows.tolist()
+    scores, rows = ann.search(queries, k)
+    kept = [[(s, r) for s, r in zip(q_scores, q_rows) if r >= 0] for q_scores, q_rows in zip(scores, rows)]
+    return [[float(s) for s, _ in q] for q in kept], [[int(r) for _, r in q] for q in kept]
