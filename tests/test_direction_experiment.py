@@ -25,12 +25,16 @@ def test_experiment_tables_the_runs_and_resumes(tmp_path):
     shuffled = json.loads((out / "seed0" / "paper_shuffled" / "hparams.json").read_text())
     assert shuffled["eval_frame_order"] == "shuffled" and shuffled["init_model"].endswith("paper")
     assert [s["key"] for s in saved["summary"]] == ["meanp", "paper", "paper_shuffled"]
-    assert "| STOP (paper) |" in (out / "summary.md").read_text()
+    text = (out / "summary.md").read_text()
+    assert "| STOP (paper) |" in text
+    assert "Training curves: [seed0 paper](seed0/paper/training_curves.png)." in text  # trained runs only
+    (out / "seed0" / "paper" / "training_curves.png").unlink()  # a run older than the figure: drawn for the table
     assert matplotlib.image.imread(out / "summary.png").shape[2] == 4
     trained = (out / "seed0" / "paper" / "ckpt_last.pt").stat().st_mtime_ns
     again = direction_experiment.main(["--output", str(out), "--seeds", "0", "--methods", "meanp", "paper", *TOY])
     assert (out / "seed0" / "paper" / "ckpt_last.pt").stat().st_mtime_ns == trained  # read, not retrained
     assert again == rows[:2]
+    assert matplotlib.image.imread(out / "seed0" / "paper" / "training_curves.png").shape[2] == 4
     tabled = direction_experiment.main(["--output", str(out), "--seeds", "0", "--methods", "meanp", "dgl",
                                         "--report_only", *TOY])
     assert [r["key"] for r in tabled] == ["meanp"] and not (out / "seed0" / "dgl").exists()  # nothing trained

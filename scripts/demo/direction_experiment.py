@@ -34,6 +34,7 @@ import main as train_main
 from benchmarks.bench_conv import load_average, machine
 from dataloaders import synthetic
 from scripts.demo import report, tiny_clip_pretrain
+from utils.engine.curves import CURVES_FILE, plot_training_curves
 
 # name -> (label, main.py flags); "eval_of" methods evaluate another method's checkpoint instead of training
 METHODS = {
@@ -146,7 +147,22 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
     return out
 
 
-def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, clips: dict, seconds: float) -> str:
+def training_curves(out: Path, rows: list[dict]) -> list[str]:
+    """The training-curve figures of the trained runs among `rows`, relative to `out` (drawn from a run's
+    metrics.jsonl where main.py has not, e.g. runs older than the figure)."""
+    figures = []
+    for r in rows:
+        run = out / f"seed{r['seed']}" / r["key"]
+        if r["key"] == "meanp" or r["key"] in EVAL_OF:
+            continue
+        if not (run / CURVES_FILE).is_file():
+            plot_training_curves(run)
+        figures.append(f"seed{r['seed']}/{r['key']}/{CURVES_FILE}")
+    return figures
+
+
+def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, clips: dict, seconds: float,
+             curves: list[str]) -> str:
     def cell(stats):
         return f"{stats['mean']:.1f} ± {stats['std']:.1f} ({stats['min']:.0f}-{stats['max']:.0f})"
 
@@ -172,6 +188,9 @@ def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, cl
               f"Machine: {args.machine['cpu']} ({args.machine['logical_cpus']} logical CPUs, torch "
               f"{args.machine['torch']}, {args.machine['threads']} threads), load average at the start "
               f"{args.load_at_start}; {seconds:.0f} s in all for this invocation."]
+    if curves:
+        lines += ["", "Training curves: " + ", ".join(f"[{c.split('/')[0]} {c.split('/')[1]}]({c})" for c in curves)
+                  + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -221,7 +240,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summary = summarise(rows, args.methods)
     (out / "results.json").write_text(json.dumps({"runs": rows, "summary": summary, "tiny_clips": clips,
                                                   "args": vars(args)}, indent=1) + "\n")
-    text = markdown(summary, rows, args, clips, time.time() - start)
+    text = markdown(summary, rows, args, clips, time.time() - start, training_curves(out, rows))
     (out / "summary.md").write_text(text)
     plot(summary, rows, out / "summary.png")
     print(f"\n{text}\nwritten to {out / 'summary.md'}, {out / 'summary.png'} and {out / 'results.json'}")
