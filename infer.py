@@ -3,7 +3,7 @@ and draw what STOP's prompts attend to.
 
     python infer.py index --checkpoint runs/x/ckpt_best.pt --videos MY_VIDEOS --output my_index
     torchrun --nproc_per_node 4 infer.py index ...    (the videos sharded over the processes)
-    python infer.py search --store my_index "a dog catches a frisbee" [--top_k 5] [--json]
+    python infer.py search --store my_index "a dog catches a frisbee" [--top_k 5] [--json] [--gallery out.html]
     python infer.py build-ann --store my_index [--kind hnsw]   (a FAISS index search then uses on large stores)
     python infer.py embed-text --store my_index --output texts.npy "a dog" "a cat"
     python infer.py visualize --checkpoint runs/x/ckpt_best.pt --video clip.mp4 --output clip_prompts.png
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from dataloaders.video_files import videos_in_csv, videos_in_folder
+from dataloaders.video_files import stored_video_locator, videos_in_csv, videos_in_folder
 from dataloaders.video_reader import VideoReadError, read_video_tensor
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
@@ -40,6 +40,7 @@ from utils.inference.ann_index import (
     top_k,
 )
 from utils.inference.embedding_store import EmbeddingStore
+from utils.inference.gallery import check_gallery_path, write_gallery
 from utils.inference.indexing import BATCH_SIZE, CHUNK_SIZE, check_output_folder, index_videos
 from utils.inference.inference_model import InferenceModel, add_inference_model_args, load_inference_model
 from utils.inference.prompt_visualization import write_prompt_figure
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--search", choices=SEARCH_MODES, default="auto",
                         help=f"exact: score every video; ann: the store's FAISS index (build-ann); auto (default): "
                              f"the index for stores of {EXACT_BELOW} videos or more when it is up to date, else exact")
+    search.add_argument("--gallery", default=None,
+                        help="also write the results as thumbnail strips: a self-contained .html (or .png)")
+    search.add_argument("--gallery_frames", type=int, default=4, help="frames per thumbnail strip")
+    search.add_argument("--thumb_px", type=int, default=96, help="height of a thumbnail in pixels")
     add_inference_model_args(search)
 
     ann = commands.add_parser("build-ann", help="build a FAISS nearest-neighbour index of a store (needs faiss-cpu)",
@@ -123,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Flag ranges, checked when the flags are parsed (before any model is loaded): (command, flag, minimum).
 MINIMUMS = [("index", "batch_size", 1), ("index", "chunk_size", 1), ("index", "num_workers", 0),
-            ("search", "top_k", 1), ("visualize", "frame_px", 1)] + [
+            ("search", "top_k", 1), ("search", "gallery_frames", 1), ("search", "thumb_px", 1),
+            ("visualize", "frame_px", 1)] + [
     ("build-ann", flag, 1) for flag in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search",
                                          "num_recall_queries")]
 
@@ -209,8 +215,11 @@ def _model_of_store(args: argparse.Namespace, metadata: dict[str, Any]) -> Infer
 
 
 def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Print (and return) the top-k videos per query: [{"query", "results": [{"rank", "id", "score"}]}]."""
+    """Print (and return) the top-k videos per query: [{"query", "results": [{"rank", "id", "score"}]}]; with
+    --gallery also write them as thumbnail strips."""
     queries = _read_texts(args.texts, args.queries)
+    if args.gallery:
+        check_gallery_path(args.gallery)
     store, metadata = _open_store(args.store)
     ids, embeddings = store.load()
     if embeddings is None:
@@ -227,6 +236,10 @@ def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(result["query"])
             for hit in result["results"]:
                 print(f"{hit['rank']:4d}  {hit['score']:.4f}  {hit['id']}")
+    if args.gallery:
+        written = write_gallery(args.gallery, results, stored_video_locator(metadata["source"]),
+                                args.gallery_frames, args.thumb_px, f"search results: {args.store}")
+        log.info(f"wrote the gallery {written}")
     return results
 
 

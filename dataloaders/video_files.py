@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import pandas as pd
 import torch
@@ -66,13 +66,36 @@ def videos_in_csv(csv_path: str | os.PathLike, column: str | None = None,
     entries = list(dict.fromkeys(e.strip() for e in table[column] if e.strip()))
     if not entries:
         raise DataFileError(f"{csv_path}: column {column!r} lists no video")
+    if video_dir is not None and not Path(video_dir).expanduser().is_dir():
+        raise DataFileError(f"--video_dir: video folder not found: {video_dir}")
+    locate = csv_locator(csv_path, video_dir)
+    return [UserVideo(e, locate(e)) for e in entries]
+
+
+def csv_locator(csv_path: str | os.PathLike, video_dir: str | os.PathLike | None) -> Callable[[str], str | None]:
+    """entry -> its file or None: found under `video_dir` as the data loaders find videos, or (no `video_dir`)
+    a path relative to the CSV's folder."""
     if video_dir is not None:
-        if not Path(video_dir).expanduser().is_dir():
-            raise DataFileError(f"--video_dir: video folder not found: {video_dir}")
-        source = FolderSource(str(Path(video_dir).expanduser()))
-        return [UserVideo(e, source.locate(e)) for e in entries]
-    paths = [csv_path.parent / Path(e).expanduser() for e in entries]
-    return [UserVideo(e, str(p) if p.is_file() else None) for e, p in zip(entries, paths)]
+        return FolderSource(str(Path(video_dir).expanduser())).locate
+    folder = Path(csv_path).expanduser().parent
+
+    def locate(entry: str) -> str | None:
+        path = folder / Path(entry).expanduser()
+        return str(path) if path.is_file() else None
+
+    return locate
+
+
+def stored_video_locator(source: dict[str, Any]) -> Callable[[str], str | None]:
+    """id -> file (or None) of the videos of a store, from its metadata's `source` ({"videos": folder} or
+    {"csv", "video_dir"}, as infer.py index records it)."""
+    if "videos" in source:
+        root = Path(source["videos"])
+        return lambda video_id: str(root / video_id) if (root / video_id).is_file() else None
+    video_dir = source.get("video_dir")
+    if video_dir is not None and not Path(video_dir).is_dir():
+        return lambda video_id: None
+    return csv_locator(source["csv"], video_dir)
 
 
 class VideoFileDataset(Dataset):
