@@ -30,8 +30,9 @@ ANN_INDEX, ANN_RECORD = "ann.faiss", "ann.json"
 KINDS = ("flat", "ivf", "hnsw")  # exact inner product; inverted lists (k-means cells); HNSW graph
 SEARCH_MODES = ("auto", "exact", "ann")
 # `auto` search scores every video below this many (benchmarks/bench_search.py, docs/BENCHMARKS.md: exact search of
-# 10^5 float32 embeddings of 512 takes a few ms per query on a CPU, less than loading the model).
-EXACT_BELOW = 200_000
+# 10^4 stored embeddings of 512 takes 30 ms on 2 shared CPU cores, of 10^5 0.4 s, about what loading a ViT-B/32
+# takes; from there an index saves seconds per command, at a recall of about 0.9 or more).
+EXACT_BELOW = 100_000
 RECALL_K = 10
 QUERY_BLOCK = 256  # queries scored at once by exact search (bounds the [queries, videos] score matrix)
 
@@ -86,10 +87,11 @@ def _set_search_params(index, kind: str, params: dict[str, int]) -> None:
 
 
 def default_params(kind: str, count: int) -> dict[str, int]:
-    """nlist ~ 4 sqrt(N) cells (at least 39 training vectors each, FAISS's minimum), nprobe nlist / 16;
-    HNSW M 32, efConstruction 80, efSearch 64."""
+    """nlist ~ sqrt(N) cells (at least 39 training vectors each, FAISS's minimum; FAISS suggests up to 16 sqrt(N),
+    which k-means takes minutes to train on a CPU at 10^6), nprobe nlist / 16; HNSW M 32, efConstruction 80,
+    efSearch 64."""
     if kind == "ivf":
-        nlist = max(1, min(round(4 * math.sqrt(count)), count // 39))
+        nlist = max(1, min(round(math.sqrt(count)), count // 39))
         return {"nlist": nlist, "nprobe": max(1, nlist // 16)}
     if kind == "hnsw":
         return {"hnsw_m": 32, "ef_construction": 80, "ef_search": 64}
@@ -145,8 +147,7 @@ def build_ann(root: str | Path, ids: list[str], embeddings: np.ndarray, kind: st
               "recall_queries": f"{len(queries)} {query_source}", "build_seconds": round(build_seconds, 3),
               "faiss_version": faiss.__version__, "built": time.strftime("%Y-%m-%dT%H:%M:%S")}
     root = Path(root)
-    serialised = faiss.serialize_index(index)
-    write_atomic(root / ANN_INDEX, lambda f: f.write(serialised.tobytes()))
+    write_atomic(root / ANN_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
     write_atomic(root / ANN_RECORD, lambda f: f.write(json.dumps(record, indent=1).encode()))
     return record
 
@@ -162,7 +163,7 @@ def load_ann(root: str | Path, ids: list[str]) -> AnnIndex:
         raise AnnError(f"the ANN index of {root} indexes {record['count']} videos, not the {len(ids)} the store "
                        f"holds now: rebuild it with `python infer.py build-ann --store {root} --rebuild`")
     faiss = import_faiss()
-    index = faiss.deserialize_index(np.fromfile(root / ANN_INDEX, dtype=np.uint8))
+    index = faiss.read_index(str(root / ANN_INDEX))  # straight from the file: no second copy in memory
     _set_search_params(index, record["kind"], record["params"])
     return AnnIndex(index, record)
 
