@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.report import finish  # noqa: E402
 from dataloaders import add_data_args, build_dataset  # noqa: E402
 from dataloaders.synthetic import render_frame, write_video  # noqa: E402
 from models import add_model_args  # noqa: E402
@@ -111,13 +112,8 @@ def main(argv=None) -> int:
               "videos": f"{args.num_videos} x 398x224, 3 fps, 30 frames, H.264, mean {mean_kb:.0f} KiB",
               "max_frames": args.max_frames, "batch_size": args.batch_size, "epochs": args.epochs, "rows": rows}
     print(json.dumps(result, indent=1))
-    print("\n| workers | videos/s (steady) | videos/s (incl. start-up) |\n|---|---|---|")
-    for row in rows:
-        print(f"| {row['workers']} | {row['steady_videos_per_s']} | {row['videos_per_s']} |")
-    if args.output:
-        with open(args.output, "w") as file:
-            json.dump(result, file, indent=1)
-    return 0
+    return finish(result, ["| workers | videos/s (steady) | videos/s (incl. start-up) |", "|---|---|---|"] + [
+        f"| {row['workers']} | {row['steady_videos_per_s']} | {row['videos_per_s']} |" for row in rows], args.output)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ ANN_INDEX, ANN_RECORD = "ann.faiss", "ann.json"
 KINDS = ("flat", "ivf", "hnsw")  # exact inner product; inverted lists (k-means cells); HNSW graph
 SEARCH_MODES = ("auto", "exact", "ann")
 # `auto` search scores every video below this many (benchmarks/bench_search.py, docs/BENCHMARKS.md: exact search of
-# 10^4 stored embeddings of 512 takes 30 ms on 2 shared CPU cores, of 10^5 0.4 s, about what loading a ViT-B/32
+# 10^4 stored embeddings of 512 takes 26 ms on 2 shared CPU cores, of 10^5 0.34 s, about what loading a ViT-B/32
 # takes; from there an index saves seconds per command, at a recall of about 0.9 or more).
 EXACT_BELOW = 100_000
 RECALL_K = 10
