@@ -1,4 +1,5 @@
-"""Train and evaluate STOP (or DGL, or a frozen-CLIP meanP baseline) for text-video retrieval.
+"""Train and evaluate STOP (or DGL, or a frozen-CLIP meanP baseline) for text-video retrieval, or with
+--task recognition for action recognition (docs/RECOGNITION.md).
 
     python main.py --do_train --do_eval --datatype msrvtt ... --output_dir outputs/x        # one process
     torchrun --nproc_per_node 4 main.py --do_train ...                                    # DDP, any node count
@@ -26,10 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataloaders import BadVideoError, add_data_args, build_dataset
+from dataloaders import DATASETS, BadVideoError, add_data_args, build_dataset
+from dataloaders.recognition import (
+    RECOGNITION_DATASETS,
+    add_recognition_args,
+    build_recognition_dataset,
+    check_recognition_args,
+)
 from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
 from models.clip import load_clip
 from utils.engine.checkpoint import read_checkpoint_file, remove_stale_temporaries
+from utils.engine.classification_step import ClassificationStep
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.curves import plot_training_curves
 from utils.engine.determinism import deterministic_mode
@@ -37,6 +45,7 @@ from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_
 from utils.engine.evaluation import EvaluationError, evaluate
 from utils.engine.folder_lock import FolderBusyError, FolderLock
 from utils.engine.precision import PRECISIONS, resolve_precision
+from utils.engine.recognition_evaluation import evaluate_recognition
 from utils.engine.renormalisation import add_renormalisation_args, methods_from_args
 from utils.engine.run_folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run_log import JsonLines, setup_logging, write_json
@@ -45,10 +54,18 @@ from utils.engine.training import TrainConfig, Trainer, TrainingError
 
 # What the library raises for bad input (messages written for the user); main turns them into one line.
 USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
+# --task -> (the val metric that selects the best epoch: its name in the log, its key in the results, its value)
+SELECTION = {"retrieval": ("t2v R@1", "best_val_t2v_R1", lambda results: results["t2v"]["R1"]),
+             "recognition": ("top-1", "best_val_top1", lambda results: results["top1"])}
+RECOGNITION_ONLY_FLAGS = ("shots", "test_views", "class_template", "class_list")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run = parser.add_argument_group("run")
+    run.add_argument("--task", choices=tuple(SELECTION), default="retrieval",
+                     help="retrieval: text-video retrieval; recognition: action recognition, videos scored against "
+                          "the texts of every class, trained with cross-entropy over the classes "
+                          "(docs/RECOGNITION.md)")
     run.add_argument("--do_train", action="store_true", help="train (and evaluate on the val split each epoch)")
     run.add_argument("--do_eval", action="store_true",
                      help="evaluate on the test split: after training with the best checkpoint, else --init_model")
@@ -133,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_renormalisation_args(parser)
     add_model_args(parser)
     add_data_args(parser)
+    add_recognition_args(parser)
     return parser
 
 
@@ -170,6 +188,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(str(error))
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         parser.error("--tensorboard needs the tensorboard package (pip install tensorboard), or leave it out")
+    if args.task == "recognition":
+        if args.datatype not in RECOGNITION_DATASETS:
+            parser.error(f"--task recognition reads {', '.join(RECOGNITION_DATASETS)}; --datatype {args.datatype} "
+                         "is a retrieval dataset")
+        retrieval_only = [f"--{name}" for name in post_process] + ["--save_similarity"] * args.save_similarity
+        if retrieval_only:
+            parser.error(f"{' / '.join(retrieval_only)} belong to retrieval: leave them out with --task recognition")
+        try:
+            check_recognition_args(args)
+        except ValueError as error:
+            parser.error(str(error))
+    elif args.datatype not in DATASETS:
+        parser.error(f"--datatype {args.datatype} is an action-recognition dataset: add --task recognition")
+    elif [flag for flag in RECOGNITION_ONLY_FLAGS if getattr(args, flag) != parser.get_default(flag)]:
+        parser.error(f"--{' / --'.join(RECOGNITION_ONLY_FLAGS)} are flags of --task recognition")
     if post_process and not args.do_eval:
         parser.error(f"--{' / --'.join(post_process)} post-process the test evaluation: add --do_eval")
     if args.resume and not args.do_train:
@@ -235,7 +268,8 @@ def _build_model(args: argparse.Namespace, ctx: DistContext, log) -> VideoTextMo
 
 def _make_trainer(args: argparse.Namespace, ctx: DistContext, model, precision, metrics_log, train_set,
                   resume: dict[str, Any] | None, log) -> Trainer:
-    """The Trainer of the flags; with --resume at the checkpoint's step (model tensors, optimizer, RNG)."""
+    """The Trainer of the flags (--task recognition: the cross-entropy step over the training set's classes);
+    with --resume at the checkpoint's step (model tensors, optimizer, RNG)."""
     config = TrainConfig(
         batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, coef_lr=args.coef_lr, wd=args.wd,
         wd_exclude=args.wd_exclude, warmup_proportion=args.warmup_proportion,
@@ -243,8 +277,10 @@ def _make_trainer(args: argparse.Namespace, ctx: DistContext, model, precision, 
         seed=args.seed, num_workers=args.num_thread_reader, n_display=args.n_display,
         save_steps=args.save_steps, stop_after_steps=args.stop_after_steps,
         find_unused_parameters=args.ddp_find_unused_parameters)
+    step = (ClassificationStep(model, precision, train_set.class_tokens().to(ctx.device))
+            if args.task == "recognition" else None)
     trainer = Trainer(model, train_set, ctx, config, precision, str(args.output_dir), metrics_log,
-                      args=dict(vars(args)))
+                      args=dict(vars(args)), step_module=step)
     log.info(f"training: {len(train_set)} pairs, global batch {args.batch_size} x {ctx.world_size} processes x "
              f"{args.gradient_accumulation_steps} accumulation, {trainer.steps_per_epoch} steps per epoch, "
              f"{trainer.total_steps} steps")
@@ -264,13 +300,15 @@ def _train(args: argparse.Namespace, trainer: Trainer, val_set, eval_on, results
     """--do_train (and --resume). Returns whether the run was stopped early (--stop_after_steps); on completion
     the model holds the best epoch's weights if there was a selection."""
     start = time.time()
-    status = trainer.train(evaluate=(lambda: eval_on(val_set, "val")) if val_set is not None else None)
+    name, key, metric = SELECTION[args.task]
+    status = trainer.train(evaluate=(lambda: eval_on(val_set, "val")) if val_set is not None else None,
+                           metric=metric)
     results["train_seconds"] = time.time() - start
     if status == "finished" and trainer.progress.best_epoch is not None:
         best = read_checkpoint_file(Path(args.output_dir) / "ckpt_best.pt")
         trainer.model.load_learned_state_dict(best["model"], "ckpt_best.pt")
-        log.info(f"best val t2v R@1 {trainer.progress.best_value:.2f} at epoch {trainer.progress.best_epoch}")
-        results.update(best_epoch=trainer.progress.best_epoch, best_val_t2v_R1=trainer.progress.best_value)
+        log.info(f"best val {name} {trainer.progress.best_value:.2f} at epoch {trainer.progress.best_epoch}")
+        results.update({"best_epoch": trainer.progress.best_epoch, key: trainer.progress.best_value})
     elif status == "finished":
         log.info("no per-epoch evaluation (--no-eval_every_epoch): the last epoch's weights are evaluated")
     return status == "stopped"
@@ -326,12 +364,14 @@ def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resum
     resolution = model.clip.visual.input_resolution
     trainer = val_set = test_set = query_bank = None
     post_process = methods_from_args(args)
+    recognition = args.task == "recognition"
+    build = build_recognition_dataset if recognition else build_dataset
     if args.do_train:
-        train_set = build_dataset(args, "train", resolution)
-        val_set = build_dataset(args, "val", resolution) if args.eval_every_epoch else None
+        train_set = build(args, "train", resolution)
+        val_set = build(args, "val", resolution) if args.eval_every_epoch else None
         trainer = _make_trainer(args, ctx, model, precision, metrics_log, train_set, resume, log)
     if args.do_eval:
-        test_set = build_dataset(args, "test", resolution)
+        test_set = build(args, "test", resolution)
     if "qb_norm" in post_process:  # QB-Norm's query bank: the training captions
         query_bank = train_set if args.do_train else build_dataset(args, "train", resolution)
     if ctx.is_main:
@@ -341,6 +381,9 @@ def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resum
                     "torch": torch.__version__, "resumed_at_step": resume["global_step"] if resume else None})
 
     def eval_on(dataset, split, save_similarity=False, post_process=None, report=False):
+        if recognition:
+            return evaluate_recognition(model, dataset, ctx, args.batch_size_val, args.num_thread_reader, precision,
+                                        split, report_dir=str(output_dir) if report else None)
         return evaluate(model, dataset, ctx, args.batch_size_val, args.num_thread_reader, precision, split,
                         save_similarity=str(output_dir / f"similarity_{split}.pt") if save_similarity else None,
                         post_process=post_process, query_bank=query_bank,
@@ -350,7 +393,7 @@ def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resum
     if trainer is not None and _train(args, trainer, val_set, eval_on, results, log):
         return results  # stopped by --stop_after_steps: no test evaluation
     if test_set is not None:
-        test = eval_on(test_set, "test", args.save_similarity, post_process, args.retrieval_report)
+        test = eval_on(test_set, "test", args.save_similarity, post_process, args.retrieval_report or recognition)
         results["test"] = test
         if val_set is not None:
             results["best_epoch_selected_on_test_split"] = _same_data(val_set, test_set)

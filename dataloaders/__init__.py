@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from . import activitynet, custom_csv, didemo, lsmdc, msrvtt, msvd, vatex
-from .annotations import Annotations, DataFileError
+from .annotations import Annotations, DataFileError, holdout_indices
+from .recognition import RECOGNITION_DATASETS
 from .retrieval_dataset import FRAME_ORDERS, BadVideoError, BadVideoWarning, RetrievalDataset, frame_order
-from .sources import FolderSource, LMDBSource
+from .sources import FolderSource, LMDBSource, video_source
 from .video_reader import VideoReadError, read_frames, read_video_tensor
 
 # --datatype -> function (args, split) -> Annotations
@@ -27,7 +26,6 @@ DATASETS = {
     "csv": custom_csv.load_annotations,
 }
 SPLITS = ("train", "val", "test")
-HOLDOUT_SEED = 0
 
 __all__ = ["DATASETS", "SPLITS", "Annotations", "BadVideoError", "BadVideoWarning", "DataFileError",
            "FolderSource", "LMDBSource", "RetrievalDataset", "VideoReadError", "add_data_args", "build_dataset",
@@ -37,7 +35,9 @@ __all__ = ["DATASETS", "SPLITS", "Annotations", "BadVideoError", "BadVideoWarnin
 def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register the data flags (names of the released implementation where it has them)."""
     group = parser.add_argument_group("data")
-    group.add_argument("--datatype", default="msrvtt", choices=sorted(DATASETS), help="dataset format")
+    group.add_argument("--datatype", default="msrvtt", choices=sorted(set(DATASETS) | set(RECOGNITION_DATASETS)),
+                       help=f"dataset format: retrieval {', '.join(DATASETS)}; --task recognition "
+                            f"{', '.join(RECOGNITION_DATASETS)} (docs/RECOGNITION.md)")
     group.add_argument("--data_path", default=None,
                        help="MSR-VTT: MSRVTT_data.json; other datasets: the folder of annotation files")
     group.add_argument("--features_path", default=None, help="folder of the (compressed) videos")
@@ -82,22 +82,8 @@ def load_annotations(args, split: str) -> Annotations:
     if args.holdout_val_videos <= 0 or split == "test":
         return DATASETS[args.datatype](args, split)
     train = DATASETS[args.datatype](args, "train")
-    num_videos = len(train.video_ids)
-    if args.holdout_val_videos >= num_videos:
-        raise ValueError(f"--holdout_val_videos {args.holdout_val_videos} leaves no training video "
-                         f"(the training split has {num_videos})")
-    order = torch.randperm(num_videos, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
-    held_out = sorted(order[: args.holdout_val_videos])
-    kept = sorted(order[args.holdout_val_videos:])
+    held_out, kept = holdout_indices(len(train.video_ids), args.holdout_val_videos)
     return train.subset(held_out if split == "val" else kept)
-
-
-def video_source(args) -> FolderSource | LMDBSource:
-    if args.lmdb_dataset:
-        return LMDBSource(args.lmdb_dataset)
-    if not args.features_path:
-        raise DataFileError("no video folder given: set --features_path (or --lmdb_dataset)")
-    return FolderSource(args.features_path)
 
 
 def build_dataset(args, split: str, resolution: int) -> RetrievalDataset:

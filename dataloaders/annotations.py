@@ -10,6 +10,7 @@ import pickle
 from collections.abc import Iterable
 
 import pandas as pd
+import torch
 
 
 class DataFileError(ValueError):
@@ -90,6 +91,26 @@ def read_lines(path: str) -> list[str]:
     """Non-empty stripped lines of a text file (a list of video ids)."""
     with open(path, encoding="utf-8") as file:
         return [line.strip() for line in file if line.strip()]
+
+
+def numbered_lines(path: str) -> list[tuple[int, str]]:
+    """(1-based line number, stripped text) of the non-empty lines of a text file; CRLF and LF line ends alike
+    (the published UCF101 and HMDB51 split files end their lines with CRLF)."""
+    with open(path, encoding="utf-8", newline="") as file:
+        return [(number, line.strip()) for number, line in enumerate(file.read().splitlines(), 1) if line.strip()]
+
+
+HOLDOUT_SEED = 0
+
+
+def holdout_indices(num_videos: int, count: int) -> tuple[list[int], list[int]]:
+    """--holdout_val_videos: (held-out indices, kept indices), both ascending: a fixed random choice of `count`
+    of `num_videos` training videos (the same for every run); ValueError when none would be left to train on."""
+    if count >= num_videos:
+        raise ValueError(f"--holdout_val_videos {count} leaves no training video (the training split has "
+                         f"{num_videos})")
+    order = torch.randperm(num_videos, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
+    return sorted(order[:count]), sorted(order[count:])
 
 
 def expect(condition: bool, path: str, where: str, problem: str) -> None:

@@ -106,14 +106,16 @@ class RetrievalDataset(Dataset):
                 f"List them with `python -m preprocess.check_videos`, fix or drop them from the annotations, or "
                 f"raise --max_bad_video_fraction.")
 
-    def load_video(self, video_index: int, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(video [T, 3, R, R], mask [T]) or None for a bad video (warned about, flagged, counted)."""
+    def load_video(self, video_index: int, train: bool, num_frames: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(video [T, 3, R, R], mask [T]) or None for a bad video (warned about, flagged, counted); T is
+        `num_frames`, by default max_frames."""
         if self._bad[video_index]:
             return None
         key = self.video_keys[video_index]
         try:
-            return read_video_tensor(self.source.read(key), self.max_frames, self.resolution, train,
-                             sampling=self.frame_sampling)
+            return read_video_tensor(self.source.read(key), num_frames or self.max_frames, self.resolution, train,
+                                     sampling=self.frame_sampling)
         except VideoReadError as error:
             self._bad[video_index] = True
             warnings.warn(f"{self.name}: skipping video {self.source.describe(key)}: {error.reason} "

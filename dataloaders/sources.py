@@ -108,3 +108,12 @@ class LMDBSource:
 
     def describe(self, key: str) -> str:
         return f"{self.location}[{key}]"
+
+
+def video_source(args) -> FolderSource | LMDBSource:
+    """Where the videos of the flags are: --lmdb_dataset, else the folder --features_path."""
+    if args.lmdb_dataset:
+        return LMDBSource(args.lmdb_dataset)
+    if not args.features_path:
+        raise DataFileError("no video folder given: set --features_path (or --lmdb_dataset)")
+    return FolderSource(args.features_path)

@@ -8,7 +8,12 @@ from the order of the frames. Everything is deterministic from the seed.
     python -m dataloaders.synthetic --output_root DIR --num_train 200 --num_test 40 --seed 0
 
 writes DIR/videos/video{i}.mp4, DIR/MSRVTT_train.9k.csv, DIR/MSRVTT_data.json, DIR/MSRVTT_JSFUSION_test.csv
-and DIR/synthetic_metadata.json (colour, shape, direction of every video).
+and DIR/synthetic_metadata.json (colour, shape, direction of every video). The recognition layout (`main.py
+--task recognition --datatype csv`, docs/RECOGNITION.md) is DIR/recognition_<classes>_{train,test}.csv
+(`path,label`, paths relative to DIR/videos) and DIR/recognition_<classes>_classes.txt (`--class_list`) for two
+class sets (RECOGNITION_CLASSES): the motion direction (4 classes, e.g. "shape_moves_from_left_to_right") and
+direction x shape (12, "circle_moves_from_left_to_right"); with --class_template "a {name}" a class reads "a
+circle moves from left to right".
 """
 
 from __future__ import annotations
@@ -104,6 +109,24 @@ class VideoSpec:
         return np.stack(frames)
 
 
+RECOGNITION_CLASSES = ("direction", "direction_shape")
+
+
+def recognition_label(shape: str, direction: str, classes: str) -> str:
+    """The class of a video of `shape` moving in `direction` in the recognition layout `classes`
+    (RECOGNITION_CLASSES)."""
+    if classes not in RECOGNITION_CLASSES:
+        raise ValueError(f"unknown recognition classes {classes!r}; expected one of {RECOGNITION_CLASSES}")
+    start, end = DIRECTIONS[direction][:2]
+    return f"{'shape' if classes == 'direction' else shape}_moves_from_{start}_to_{end}"
+
+
+def recognition_class_list(classes: str) -> list[str]:
+    """Every class of the recognition layout `classes`, shapes outer, directions inner."""
+    return list(dict.fromkeys(recognition_label(shape, direction, classes) for shape in SHAPES
+                              for direction in DIRECTIONS))
+
+
 def _random_look(rng: random.Random) -> tuple[float, float, tuple[int, int, int]]:
     return rng.uniform(0.1, 0.18), rng.random(), tuple(rng.randint(0, 70) for _ in range(3))
 
@@ -143,7 +166,8 @@ def write_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264")
 def write_dataset(output_root: str, num_train: int, num_test: int, seed: int = 0,
                   image_size: int | Sequence[int] = 64, num_frames: int = 12, fps: int = 4,
                   progress: bool = True) -> list[VideoSpec]:
-    """Write the videos and MSR-VTT-style annotation files under `output_root`; returns the video specs.
+    """Write the videos, MSR-VTT-style annotation files and the recognition CSVs under `output_root`; returns
+    the video specs.
     Videos already there are kept (delete the folder to regenerate)."""
     if min(image_shape(image_size)) % 2 or max(image_shape(image_size)) % 2:
         raise ValueError(f"frame sides must be even for yuv420p, got {image_shape(image_size)}")
@@ -167,6 +191,13 @@ def write_dataset(output_root: str, num_train: int, num_test: int, seed: int = 0
     pd.DataFrame({"key": [f"ret{i}" for i in range(len(test))], "vid_key": [f"msr{v.video_id[5:]}" for v in test],
                   "video_id": [v.video_id for v in test], "sentence": [v.captions()[0] for v in test]}
                  ).to_csv(os.path.join(output_root, "MSRVTT_JSFUSION_test.csv"), index=False)
+    for classes in RECOGNITION_CLASSES:
+        for split, specs in (("train", train), ("test", test)):
+            pd.DataFrame({"path": [f"{v.video_id}.mp4" for v in specs],
+                          "label": [recognition_label(v.shape, v.direction, classes) for v in specs]}
+                         ).to_csv(os.path.join(output_root, f"recognition_{classes}_{split}.csv"), index=False)
+        with open(os.path.join(output_root, f"recognition_{classes}_classes.txt"), "w") as file:
+            file.write("".join(f"{name}\n" for name in recognition_class_list(classes)))
     with open(os.path.join(output_root, "synthetic_metadata.json"), "w") as file:
         json.dump([dataclasses.asdict(v) for v in videos], file, indent=1)
     return videos
@@ -188,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
     videos = write_dataset(args.output_root, args.num_train, args.num_test, args.seed, size, args.num_frames,
                            args.fps)
-    print(f"wrote {len(videos)} videos and the MSR-VTT annotation files to {args.output_root}")
+    print(f"wrote {len(videos)} videos, the MSR-VTT annotation files and the recognition CSVs to {args.output_root}")
     return 0
 
 

@@ -1,8 +1,9 @@
-"""The similarity of text and video features and the contrastive loss trained on it (MODEL.md section 6).
+"""The similarity of text and video features and the losses trained on it (MODEL.md section 6).
 
-`ContrastiveLoss` gathers the features of every process first (when torch.distributed is initialised with more
-than one process), so the loss is the one of the global batch; the gradient flows through this process's own
-slice only (see `all_gather_with_grad`).
+`ContrastiveLoss` (retrieval) gathers the features of every process first (when torch.distributed is initialised
+with more than one process), so the loss is the one of the global batch; the gradient flows through this
+process's own slice only (see `all_gather_with_grad`). `ClassificationLoss` (action recognition) is the
+cross-entropy over class logits of the global batch in the same way.
 """
 
 from __future__ import annotations
@@ -56,3 +57,54 @@ class ContrastiveLoss(nn.Module):
         logits = logit_scale.float() * cosine_similarity(text_features, video_features)
         targets = torch.arange(logits.shape[0], device=logits.device)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+class _DividedGradient(torch.autograd.Function):
+    """Identity forward; the gradient divided by `parts` backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, parts: int) -> torch.Tensor:
+        ctx.parts = parts
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad / ctx.parts, None
+
+
+def shared_across_processes(x: torch.Tensor) -> torch.Tensor:
+    """``x``, which every process computes identically (the class text features), with its gradient divided by
+    the number of processes: each process's backward of the global-batch loss yields the WHOLE gradient through
+    ``x``, so after the trainer's factor world and DDP's average it counts once (``x`` itself in one process)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return x
+    return _DividedGradient.apply(x, dist.get_world_size())
+
+
+def class_logits(video_features: torch.Tensor, class_features: torch.Tensor,
+                 logit_scale: torch.Tensor) -> torch.Tensor:
+    """logit_scale * cosine similarity of raw video features [b, E] and class text features [C, E] -> [b, C]
+    (float32)."""
+    return logit_scale.float() * cosine_similarity(video_features, class_features)
+
+
+class ClassificationLoss(nn.Module):
+    """Cross-entropy over the class logits (``class_logits``, the temperature being CLIP's logit scale) of the
+    batch gathered from every process.
+
+    forward(video_features [b, E], class_features [C, E], logit_scale (scalar, already exponentiated),
+    labels int64 [b]) -> scalar, computed in float32.
+    """
+
+    def __init__(self, gather: bool = True):
+        super().__init__()
+        self.gather = gather
+
+    def forward(self, video_features: torch.Tensor, class_features: torch.Tensor, logit_scale: torch.Tensor,
+                labels: torch.Tensor) -> torch.Tensor:
+        if video_features.shape[0] != labels.shape[0]:
+            raise ValueError(f"{video_features.shape[0]} videos and {labels.shape[0]} labels")
+        if self.gather:
+            video_features, labels = all_gather_with_grad(video_features), all_gather_with_grad(labels)
+            class_features, logit_scale = shared_across_processes(class_features), shared_across_processes(logit_scale)
+        return F.cross_entropy(class_logits(video_features, class_features, logit_scale), labels)

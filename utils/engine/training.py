@@ -64,6 +64,8 @@ class ContrastiveStep(torch.nn.Module):
     forward(text [b, L], video [b, T, 3, H, W], video_mask [b, T]) -> scalar loss of the global batch.
     """
 
+    INPUTS = ("text", "video", "video_mask")  # the batch entries forward takes, in order
+
     def __init__(self, model: torch.nn.Module, precision: Precision):
         super().__init__()
         self.model, self.precision, self.loss = model, precision, ContrastiveLoss(gather=True)
@@ -105,11 +107,13 @@ class TrainConfig:
 
 
 class Trainer:
-    """Owns the optimizer, schedule, scaler, sampler and progress of one training run."""
+    """Owns the optimizer, schedule, scaler, sampler and progress of one training run. ``step_module`` is the
+    module DDP wraps (default ``ContrastiveStep``; recognition's ``ClassificationStep``): its ``INPUTS`` name the
+    batch entries its forward takes, and it returns the loss of the global batch."""
 
     def __init__(self, model: torch.nn.Module, train_set, ctx: DistContext, config: TrainConfig,
                  precision: Precision, output_dir: str | None = None, metrics: JsonLines | None = None,
-                 args: Dict[str, Any] | None = None):
+                 args: Dict[str, Any] | None = None, step_module: torch.nn.Module | None = None):
         self.model, self.train_set, self.ctx, self.config = model, train_set, ctx, config
         self.precision = precision
         self.output_dir, self.metrics, self.args = output_dir, metrics, args or {}
@@ -130,7 +134,8 @@ class Trainer:
         self.scaler = precision.grad_scaler()
         self.trainable = [p for g in self.groups for p in g["params"]]
         self.logit_scales = [p for n, p in model.named_parameters() if n.endswith("logit_scale") and p.requires_grad]
-        step_module = ContrastiveStep(model, precision)
+        step_module = step_module if step_module is not None else ContrastiveStep(model, precision)
+        self.step_inputs = step_module.INPUTS
         if ctx.distributed:
             step_module = DistributedDataParallel(
                 step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
@@ -213,13 +218,11 @@ class Trainer:
             t = time.perf_counter()
             batch = next(batches)
             data_time += time.perf_counter() - t
-            text = batch["text"].to(device, non_blocking=True)
-            video = batch["video"].to(device, non_blocking=True)
-            video_mask = batch["video_mask"].to(device, non_blocking=True)
+            inputs = [batch[key].to(device, non_blocking=True) for key in self.step_inputs]
             last = micro == self.accum - 1
             sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.step_module.no_sync()
             with sync:
-                loss = self.step_module(text, video, video_mask)
+                loss = self.step_module(*inputs)
                 scaled = loss * (self.ctx.world_size / self.accum)
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_sum = loss_sum + loss.detach()
