@@ -3,7 +3,7 @@
 main.py writes the figure at the end of every training run (--plot_curves, on by default; also after
 --stop_after_steps); ``python scripts/plot_curves.py RUN_DIR`` draws it for any run folder, a running or a crashed
 one included. Panels (x axis: the optimizer step): the training loss (logged steps and each epoch's mean), the
-validation R@1 per epoch (t2v, v2t), the learning rate of every parameter group, the gradient norm (before
+validation R@1 per epoch (t2v, v2t; recognition: top-1, top-5), the learning rate of every parameter group, the gradient norm (before
 clipping), the throughput (samples/s) and the data-loading time per step.
 """
 from __future__ import annotations
@@ -58,11 +58,15 @@ def plot_training_curves(run_dir: str | Path, output: str | Path | None = None) 
     ax.set(title="training loss", yscale="log")
     ax.legend()
     ax = axes[0, 1]
-    for direction in ("t2v", "v2t"):
-        ax.plot(*_series(records, "epoch", lambda r, d=direction: (r.get("eval") or {}).get(d, {}).get("R1")),
-                "o-", label=direction)
-    ax.set(title="validation R@1 (%)")
-    ax.legend()
+    validation = [(f"{d} R@1", lambda r, d=d: (r.get("eval") or {}).get(d, {}).get("R1")) for d in ("t2v", "v2t")]
+    validation += [(f"top-{k}", lambda r, k=k: (r.get("eval") or {}).get(f"top{k}")) for k in (1, 5)]  # recognition
+    for label, value in validation:
+        steps, values = _series(records, "epoch", value)
+        if values:
+            ax.plot(steps, values, "o-", label=label)
+    ax.set(title="validation (%)")
+    if ax.lines:
+        ax.legend()
     ax = axes[0, 2]
     for group in groups:
         ax.plot(*_series(records, "train", lambda r, g=group: (r.get("lr_groups") or {}).get(g, r.get(g))),
