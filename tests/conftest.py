@@ -106,6 +106,44 @@ class PairDataset(Dataset):
                  "valid": bool(self.valid[i])} for i in range(len(self))]
 
 
+class LabelledPairDataset(PairDataset):
+    """PairDataset whose item i has class i mod ``classes`` ("label"), with what recognition training and
+    evaluation read: ``class_tokens()`` (random caption ids [classes, TRAIN_WORDS]), ``class_names``,
+    ``class_texts``, ``views`` (1) and ``video_view()`` items with a views axis and the label."""
+
+    def __init__(self, n: int, classes: int = 3, seed: int = 0, resolution: int = 32):
+        super().__init__(n, seed, resolution)
+        self.labels = torch.arange(n) % classes
+        self.class_names = [f"class{c}" for c in range(classes)]
+        self.class_texts, self.views = list(self.class_names), 1
+        self._class_tokens = PairDataset(classes, seed=seed + 5).ids
+
+    def class_tokens(self) -> torch.Tensor:
+        return self._class_tokens
+
+    def __getitem__(self, i):
+        return {**super().__getitem__(i), "label": int(self.labels[i])}
+
+    def video_view(self):
+        return [{**item, "video": item["video"][None], "video_mask": item["video_mask"][None],
+                 "label": int(self.labels[i])} for i, item in enumerate(super().video_view())]
+
+
+def classification_trainer(out_dir: Path, ctx: DistContext | None = None, n: int = 8, **overrides) -> Trainer:
+    """make_trainer's tiny DGL model and run, trained with the recognition step (cross-entropy over the classes
+    of a LabelledPairDataset of ``n`` items)."""
+    from utils.engine.classification_step import ClassificationStep
+
+    ctx = ctx or DistContext()
+    model = tiny_dgl_model().to(ctx.device)
+    dataset, precision = LabelledPairDataset(n), resolve_precision("fp32", ctx.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(1000 + ctx.rank)
+    return Trainer(model, dataset, ctx, train_config(**overrides), precision, output_dir=str(out_dir),
+                   metrics=JsonLines(out_dir / "metrics.jsonl", enabled=ctx.is_main),
+                   step_module=ClassificationStep(model, precision, dataset.class_tokens().to(ctx.device)))
+
+
 def train_config(**overrides) -> TrainConfig:
     values = dict(batch_size=4, epochs=2, lr=1e-2, coef_lr=1e-3, wd=0.2, wd_exclude="bias", warmup_proportion=0.25,
                   gradient_accumulation_steps=1, clip_grad_norm=1.0, seed=7, num_workers=0, n_display=1)

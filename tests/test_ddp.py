@@ -1,5 +1,6 @@
 """Two gloo processes give the same losses and parameter updates as one process on the same global batch,
-with and without gradient accumulation; sharded evaluation gathers every item once, in order."""
+with and without gradient accumulation, for retrieval's contrastive step and recognition's classification step;
+sharded evaluation (retrieval and recognition) gathers every item once, in order."""
 from __future__ import annotations
 
 import os
@@ -9,10 +10,19 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import PairDataset, free_port, learned, make_trainer, step_logs
+from tests.conftest import (
+    LabelledPairDataset,
+    PairDataset,
+    classification_trainer,
+    free_port,
+    learned,
+    make_trainer,
+    step_logs,
+)
 from utils.engine.distributed import DistContext, cleanup_distributed, gather_uneven, init_distributed, shard_bounds
 from utils.engine.evaluation import evaluate
 from utils.engine.precision import resolve_precision
+from utils.engine.recognition_evaluation import evaluate_recognition
 from utils.engine.training import TrainingError
 
 # (name, per-process batch with 2 processes, accumulation); the 1-process run uses twice the batch.
@@ -38,6 +48,15 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
         local = torch.arange(10, 10 + len(shard_bounds(EVAL_ITEMS, rank, world)), dtype=torch.float)
         torch.save({"results": results, "gathered": gather_uneven(local[:, None])},
                    Path(root) / f"eval_rank{rank}.pt")
+        # Recognition: cross-entropy over the classes (the class texts on every rank), then its evaluation.
+        recognition = classification_trainer(Path(root) / "ddp_recognition", ctx, batch_size=2, stop_after_steps=2)
+        recognition.train()
+        torch.save(learned(recognition), Path(root) / f"ddp_recognition_rank{rank}.pt")
+        labelled = LabelledPairDataset(EVAL_ITEMS)
+        labelled.valid[3] = False
+        torch.save(evaluate_recognition(recognition.model, labelled, ctx, batch_size=2, num_workers=0,
+                                        precision=resolve_precision("fp32", ctx.device), split="test"),
+                   Path(root) / f"recognition_eval_rank{rank}.pt")
         # A NaN loss at step 2: the loss of the global batch is the same on both ranks, so both stop (no hang).
         diverging = make_trainer(Path(root) / "ddp_nan", ctx, n=8, batch_size=2, n_display=100)
         forward, calls = diverging.step_module.module.forward, []
@@ -80,6 +99,31 @@ def test_two_processes_match_one_on_the_same_global_batch(ddp_run, tmp_path, nam
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-5, msg=f"rank {rank} {key}")
     assert any(not torch.allclose(before[k], expected[k]) for k in expected), "the steps changed nothing"
+
+
+def test_recognition_two_processes_match_one_on_the_same_global_batch(ddp_run, tmp_path):
+    """The class texts' gradient counts once (models.loss.shared_across_processes), the videos' through each
+    rank's slice; the sharded recognition evaluation gives one process's metrics on every rank."""
+    single = classification_trainer(tmp_path, DistContext(), batch_size=4, stop_after_steps=2)
+    before = learned(single)
+    single.train()
+    assert step_logs(ddp_run / "ddp_recognition") == pytest.approx(step_logs(tmp_path), abs=1e-5)
+    assert step_logs(ddp_run / "ddp_recognition", "grad_norm") == pytest.approx(step_logs(tmp_path, "grad_norm"),
+                                                                                 rel=1e-5)
+    expected = learned(single)
+    assert not torch.equal(before["prompt_generator.embedding.weight"], expected["prompt_generator.embedding.weight"])
+    for rank in (0, 1):
+        got = torch.load(ddp_run / f"ddp_recognition_rank{rank}.pt", weights_only=True)
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-5, msg=f"rank {rank} {key}")
+    labelled = LabelledPairDataset(EVAL_ITEMS)
+    labelled.valid[3] = False
+    one = evaluate_recognition(single.model, labelled, DistContext(), batch_size=2, num_workers=0,
+                               precision=resolve_precision("fp32", torch.device("cpu")), split="test")
+    for rank in (0, 1):
+        got = torch.load(ddp_run / f"recognition_eval_rank{rank}.pt", weights_only=False)
+        assert got.pop("total_seconds") >= 0 and got == {k: v for k, v in one.items() if k != "total_seconds"}
+    assert one["count"] == 4 and one["invalid_videos"] == 1 and one["invalid_video_ids"] == ["video3"]
 
 
 def test_sharded_evaluation_gathers_each_item_once(ddp_run):
