@@ -72,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--train_pairs", action="store_true",
+                        help="training videos in opposite-direction pairs, each pair in one batch "
+                             "(main.py --train_group_size 2), one random caption per video and epoch: the twin is "
+                             "a hard negative that differs only in direction")
     parser.add_argument("--readout", default="average_frame_cls_token", help="--visual_output_type of the runs")
     parser.add_argument("--report_only", action="store_true",
                         help="train nothing: table the runs that have finished (e.g. while others still run)")
@@ -96,7 +100,7 @@ def seed_data(args: argparse.Namespace, seed: int) -> tuple[Path, Path, dict]:
     if not (data / "synthetic_metadata.json").is_file():
         synthetic.main(["--output_root", str(data), "--num_train", str(args.num_train), "--num_test",
                         str(args.num_test), "--seed", str(seed), "--image_size", "64", "--num_frames",
-                        str(args.video_frames)])
+                        str(args.video_frames), *(["--train_pairs"] if args.train_pairs else [])])
     if not clip.with_suffix(".json").is_file():
         tiny_clip_pretrain.main(["--output", str(clip), "--seed", str(seed), "--steps", str(args.clip_steps)])
     return data, clip, json.loads(clip.with_suffix(".json").read_text())
@@ -120,7 +124,8 @@ def run_method(args: argparse.Namespace, method: str, seed: int, data: Path, cli
         argv = ["--do_eval", "--init_model", str(trained), "--eval_frame_order", "shuffled",
                 "--visual_output_type", args.readout, *common]
     else:
-        argv = ["--do_train", "--do_eval", "--expand_msrvtt_sentences", "--no-eval_every_epoch",
+        pairing = ["--train_group_size", "2"] if args.train_pairs else ["--expand_msrvtt_sentences"]
+        argv = ["--do_train", "--do_eval", *pairing, "--no-eval_every_epoch",
                 "--epochs", str(args.epochs), "--batch_size", str(args.batch_size), "--lr", str(args.lr),
                 "--n_display", "100", "--visual_output_type", args.readout, *common, *args.extra]
     if run.exists():  # an interrupted run: start it again
@@ -184,6 +189,7 @@ def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, cl
     lines += ["", f"Tiny CLIPs' held-out still accuracy (48 captions): {accuracy}.",
               f"Settings: {args.num_train} training / {args.num_test} test videos, {args.frames} frames, "
               f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, readout {args.readout}"
+              + (", training pairs in one batch (--train_pairs)" if args.train_pairs else "")
               + (f", extra {' '.join(args.extra)}" if args.extra else "") + ".",
               f"Machine: {args.machine['cpu']} ({args.machine['logical_cpus']} logical CPUs, torch "
               f"{args.machine['torch']}, {args.machine['threads']} threads), load average at the start "
