@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=5)
     optim.add_argument("--batch_size", type=int, default=32, help="training pairs per process and micro-step")
+    optim.add_argument("--train_group_size", type=int, default=1, metavar="G",
+                       help="shuffle the training items in groups of G consecutive rows of the training list, so "
+                            "each group shares a global batch (which G must divide): hard negatives, e.g. the "
+                            "synthetic dataset's --train_pairs (a clip and its reversed twin); 1: plain shuffle")
     optim.add_argument("--batch_size_val", type=int, default=16, help="evaluation batch per process")
     optim.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new (prompt) parameters")
     optim.add_argument("--coef_lr", type=float, default=5e-4,
@@ -167,7 +171,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (args.do_train or args.do_eval):
         parser.error("nothing to do: pass --do_train and/or --do_eval")
-    for flag in ("epochs", "batch_size", "batch_size_val", "gradient_accumulation_steps", "n_display"):
+    for flag in ("epochs", "batch_size", "batch_size_val", "gradient_accumulation_steps", "n_display",
+                 "train_group_size"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     for flag in ("num_thread_reader", "save_steps", "stop_after_steps", "seed", "holdout_val_videos"):
@@ -276,7 +281,7 @@ def _make_trainer(args: argparse.Namespace, ctx: DistContext, model, precision, 
         gradient_accumulation_steps=args.gradient_accumulation_steps, clip_grad_norm=args.clip_grad_norm,
         seed=args.seed, num_workers=args.num_thread_reader, n_display=args.n_display,
         save_steps=args.save_steps, stop_after_steps=args.stop_after_steps,
-        find_unused_parameters=args.ddp_find_unused_parameters)
+        find_unused_parameters=args.ddp_find_unused_parameters, group_size=args.train_group_size)
     step = (ClassificationStep(model, precision, train_set.class_tokens().to(ctx.device))
             if args.task == "recognition" else None)
     trainer = Trainer(model, train_set, ctx, config, precision, str(args.output_dir), metrics_log,

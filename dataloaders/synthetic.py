@@ -131,16 +131,19 @@ def _random_look(rng: random.Random) -> tuple[float, float, tuple[int, int, int]
     return rng.uniform(0.1, 0.18), rng.random(), tuple(rng.randint(0, 70) for _ in range(3))
 
 
-def synthetic_videos(num_train: int, num_test: int, seed: int = 0) -> list[VideoSpec]:
+def synthetic_videos(num_train: int, num_test: int, seed: int = 0, train_pairs: bool = False) -> list[VideoSpec]:
     """The specs of all videos: video0..video{num_train-1} for training with random colour, shape and
-    direction; then the test videos, in opposite-direction pairs identical but for the direction (an odd
-    num_test leaves the last one unpaired)."""
+    direction (with `train_pairs`, in opposite-direction pairs video{2k}, video{2k+1} like the test set, for
+    main.py --train_group_size 2); then the test videos, in opposite-direction pairs identical but for the
+    direction (an odd count leaves the last one unpaired)."""
     rng = random.Random(seed)
     videos = []
-    for index in range(num_train):
+    while len(videos) < num_train:
         size, cross, background = _random_look(rng)
-        videos.append(VideoSpec(f"video{index}", "train", rng.choice(list(COLOURS)), rng.choice(SHAPES),
-                                rng.choice(list(DIRECTIONS)), size, cross, background))
+        colour, shape, direction = rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(DIRECTIONS))
+        for direction_of_video in (direction, OPPOSITE[direction])[: 1 + train_pairs][: num_train - len(videos)]:
+            videos.append(VideoSpec(f"video{len(videos)}", "train", colour, shape, direction_of_video, size, cross,
+                                    background))
     objects = [(c, s, d) for c in COLOURS for s in SHAPES for d in ("left to right", "top to bottom")]
     rng.shuffle(objects)
     for pair in range((num_test + 1) // 2):
@@ -165,13 +168,13 @@ def write_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264")
 
 def write_dataset(output_root: str, num_train: int, num_test: int, seed: int = 0,
                   image_size: int | Sequence[int] = 64, num_frames: int = 12, fps: int = 4,
-                  progress: bool = True) -> list[VideoSpec]:
+                  progress: bool = True, train_pairs: bool = False) -> list[VideoSpec]:
     """Write the videos, MSR-VTT-style annotation files and the recognition CSVs under `output_root`; returns
     the video specs.
     Videos already there are kept (delete the folder to regenerate)."""
     if min(image_shape(image_size)) % 2 or max(image_shape(image_size)) % 2:
         raise ValueError(f"frame sides must be even for yuv420p, got {image_shape(image_size)}")
-    videos = synthetic_videos(num_train, num_test, seed)
+    videos = synthetic_videos(num_train, num_test, seed, train_pairs)
     os.makedirs(os.path.join(output_root, "videos"), exist_ok=True)
     for spec in tqdm(videos, desc="writing videos", disable=not progress):
         path = os.path.join(output_root, "videos", f"{spec.video_id}.mp4")
@@ -213,12 +216,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="frame size in pixels: one side for square frames, or HEIGHT WIDTH")
     parser.add_argument("--num_frames", type=int, default=12)
     parser.add_argument("--fps", type=int, default=4)
+    parser.add_argument("--train_pairs", action="store_true",
+                        help="training videos in opposite-direction pairs too (video2k, video2k+1), rows next to "
+                             "each other in MSRVTT_train.9k.csv: train with main.py --train_group_size 2")
     args = parser.parse_args(argv)
     if len(args.image_size) not in (1, 2):
         parser.error("--image_size takes SIDE or HEIGHT WIDTH")
     size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
     videos = write_dataset(args.output_root, args.num_train, args.num_test, args.seed, size, args.num_frames,
-                           args.fps)
+                           args.fps, train_pairs=args.train_pairs)
     print(f"wrote {len(videos)} videos, the MSR-VTT annotation files and the recognition CSVs to {args.output_root}")
     return 0
 

@@ -100,6 +100,26 @@ def test_global_batches_do_not_depend_on_the_number_of_processes(world):
     assert steps == n // global_batch
 
 
+@pytest.mark.parametrize("world", [1, 2])
+def test_grouped_shuffle_keeps_each_group_in_one_global_batch(world):
+    n, global_batch, group = 41, 8, 2  # 20 whole pairs, item 40 never used
+    per_rank = [list(iter(ResumableEpochSampler(n, global_batch // world, r, world, seed=3, group_size=group)))
+                for r in range(world)]
+    local = global_batch // world
+    batches = [sorted(i for r in range(world) for _, i in per_rank[r][s * local:(s + 1) * local])
+               for s in range(len(per_rank[0]) // local)]
+    assert len(batches) == 40 // global_batch
+    for batch in batches:
+        assert all(batch[k] % 2 == 0 and batch[k + 1] == batch[k] + 1 for k in range(0, global_batch, 2))
+    used = sorted(i for batch in batches for i in batch)
+    assert len(set(used)) == len(used) and max(used) < 40
+    orders = [ResumableEpochSampler(n, global_batch, seed=3, group_size=group).epoch_order(e).tolist()[::2]
+              for e in (0, 1)]
+    assert orders[0] != orders[1] and orders[0] != sorted(orders[0])  # the groups themselves are shuffled
+    with pytest.raises(ValueError, match="--train_group_size 3 must be >= 1 and divide the global batch"):
+        ResumableEpochSampler(n, 4, 0, 2, group_size=3)
+
+
 def test_resumed_epoch_skips_exactly_the_consumed_batches():
     sampler = ResumableEpochSampler(20, 3, rank=1, world_size=2, seed=0)
     sampler.set_epoch(2)

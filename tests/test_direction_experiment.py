@@ -2,9 +2,11 @@
 own results, the frames-shuffled row evaluates the trained checkpoint, and a second invocation reads finished
 runs instead of repeating them."""
 import json
+import shutil
 
 import matplotlib.image
 import pytest
+import torch
 
 from scripts.demo import direction_experiment, report
 
@@ -43,3 +45,28 @@ def test_experiment_tables_the_runs_and_resumes(tmp_path):
 def test_shuffled_rows_need_their_trained_method():
     with pytest.raises(SystemExit):
         direction_experiment.parse_args(["--output", "x", "--methods", "meanp", "stop_shuffled"])
+
+
+def test_parallel_jobs_with_training_pairs_equal_the_sequential_runs(tmp_path, monkeypatch):
+    """--jobs 2 (worker processes, 1 torch thread each on 2 logical CPUs) gives the same runs as --jobs 1 at 1
+    thread; --train_pairs trains on twin pairs kept in one batch, one caption per video."""
+    monkeypatch.setattr(direction_experiment.os, "cpu_count", lambda: 2)
+    methods = ["--methods", "meanp", "paper", "paper_shuffled", "--train_pairs", *TOY]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sequential = direction_experiment.main(["--output", str(tmp_path / "seq"), "--seeds", "0", *methods])
+    finally:
+        torch.set_num_threads(threads)
+    shutil.copytree(tmp_path / "seq" / "seed0" / "data", tmp_path / "par" / "seed0" / "data")  # the same inputs
+    for clip in (tmp_path / "seq" / "seed0").glob("tiny_clip.*"):
+        shutil.copy(clip, tmp_path / "par" / "seed0")
+    parallel = direction_experiment.main(["--output", str(tmp_path / "par"), "--seeds", "0", "--jobs", "2",
+                                          *methods])
+    drop = ("train_seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in parallel] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in sequential]
+    hparams = json.loads((tmp_path / "par" / "seed0" / "paper" / "hparams.json").read_text())
+    assert hparams["train_group_size"] == 2 and hparams["expand_msrvtt_sentences"] is False
+    assert "training pairs in one batch" in (tmp_path / "par" / "summary.md").read_text()
+    assert (tmp_path / "par" / "seed0" / "paper.console.txt").stat().st_size > 0

@@ -124,6 +124,7 @@ def test_flags_are_real_booleans():
     (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
     (["--save_steps", "-1"], "--save_steps must be >= 0, got -1"),
     (["--seed", "-3"], "--seed must be >= 0, got -3"),
+    (["--train_group_size", "0"], "--train_group_size must be >= 1, got 0"),
     (["--holdout_val_videos", "-2"], "--holdout_val_videos must be >= 0, got -2"),
     (["--max_bad_video_fraction", "1.5"], "--max_bad_video_fraction must lie in [0, 1], got 1.5"),
     (["--epochs", "zero"], "argument --epochs: invalid int value: 'zero'"),

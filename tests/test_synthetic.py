@@ -33,9 +33,11 @@ def test_same_seed_same_videos_other_seed_other_videos():
     assert synthetic_videos(20, 10, seed=3) != synthetic_videos(20, 10, seed=4)
 
 
-def test_test_split_is_opposite_direction_pairs_differing_only_in_frame_order():
-    videos = synthetic_videos(0, 12, seed=1)
-    assert [v.video_id for v in videos] == [f"video{i}" for i in range(12)]
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_test_split_is_opposite_direction_pairs_differing_only_in_frame_order(split):
+    """The test split always, the training split with train_pairs (main.py --train_group_size 2)."""
+    videos = synthetic_videos(0, 12, seed=1) if split == "test" else synthetic_videos(12, 0, 1, train_pairs=True)
+    assert [v.video_id for v in videos] == [f"video{i}" for i in range(12)] and {v.split for v in videos} == {split}
     for first, second in zip(videos[::2], videos[1::2]):
         assert second.direction == OPPOSITE[first.direction]
         assert (first.colour, first.shape, first.size, first.cross, first.background) == \

@@ -19,15 +19,20 @@ eval_results.json exists) are read, not repeated, so an interrupted experiment r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python scripts/demo/direction_experiment.py`: import from the repo root
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
+import torch
 from matplotlib.figure import Figure
 
 import main as train_main
@@ -72,13 +77,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--train_pairs", action="store_true",
+                        help="training videos in opposite-direction pairs, each pair in one batch "
+                             "(main.py --train_group_size 2), one random caption per video and epoch: the twin is "
+                             "a hard negative that differs only in direction")
     parser.add_argument("--readout", default="average_frame_cls_token", help="--visual_output_type of the runs")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained / evaluated at once, each in its own process with (logical CPUs / "
+                             "jobs) torch threads and its console output in seedS/METHOD.console.txt; 1: one after "
+                             "the other in this process with torch's default threads")
     parser.add_argument("--report_only", action="store_true",
                         help="train nothing: table the runs that have finished (e.g. while others still run)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further main.py flags for every trained run (last on the command line)")
     args = parser.parse_args(argv)
-    for flag in ("num_train", "num_test", "video_frames", "clip_steps", "frames", "epochs", "batch_size"):
+    for flag in ("num_train", "num_test", "video_frames", "clip_steps", "frames", "epochs", "batch_size", "jobs"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")
     if args.num_test % 2:
@@ -96,7 +109,7 @@ def seed_data(args: argparse.Namespace, seed: int) -> tuple[Path, Path, dict]:
     if not (data / "synthetic_metadata.json").is_file():
         synthetic.main(["--output_root", str(data), "--num_train", str(args.num_train), "--num_test",
                         str(args.num_test), "--seed", str(seed), "--image_size", "64", "--num_frames",
-                        str(args.video_frames)])
+                        str(args.video_frames), *(["--train_pairs"] if args.train_pairs else [])])
     if not clip.with_suffix(".json").is_file():
         tiny_clip_pretrain.main(["--output", str(clip), "--seed", str(seed), "--steps", str(args.clip_steps)])
     return data, clip, json.loads(clip.with_suffix(".json").read_text())
@@ -120,7 +133,8 @@ def run_method(args: argparse.Namespace, method: str, seed: int, data: Path, cli
         argv = ["--do_eval", "--init_model", str(trained), "--eval_frame_order", "shuffled",
                 "--visual_output_type", args.readout, *common]
     else:
-        argv = ["--do_train", "--do_eval", "--expand_msrvtt_sentences", "--no-eval_every_epoch",
+        pairing = ["--train_group_size", "2"] if args.train_pairs else ["--expand_msrvtt_sentences"]
+        argv = ["--do_train", "--do_eval", *pairing, "--no-eval_every_epoch",
                 "--epochs", str(args.epochs), "--batch_size", str(args.batch_size), "--lr", str(args.lr),
                 "--n_display", "100", "--visual_output_type", args.readout, *common, *args.extra]
     if run.exists():  # an interrupted run: start it again
@@ -128,6 +142,46 @@ def run_method(args: argparse.Namespace, method: str, seed: int, data: Path, cli
             stale.unlink()
     train_main.main(argv)
     return run
+
+
+def run_in_worker(args: argparse.Namespace, method: str, seed: int, data: Path, clip: Path) -> Path:
+    """run_method in a --jobs worker process: its console output goes to seedS/METHOD.console.txt."""
+    console = Path(args.output) / f"seed{seed}" / f"{method}.console.txt"
+    with open(console, "w") as file, contextlib.redirect_stdout(file), contextlib.redirect_stderr(file):
+        return run_method(args, method, seed, data, clip)
+
+
+def _worker_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_all(args: argparse.Namespace, runs: list[tuple[str, int]], prepared: dict) -> dict:
+    """{(method, seed): run folder} of `runs`, in this process (--jobs 1) or --jobs worker processes; the
+    frames-shuffled evaluations start once the run they evaluate has finished."""
+    def arguments(method, seed):
+        return args, method, seed, *prepared[seed][:2]
+
+    if args.jobs == 1:
+        folders = {}
+        for method, seed in runs:
+            print(f"== seed {seed}: {METHODS[method][0]}", flush=True)
+            folders[method, seed] = run_method(*arguments(method, seed))
+        return folders
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
+    waves = [[r for r in runs if r[0] not in EVAL_OF], [r for r in runs if r[0] in EVAL_OF]]
+    folders = {}
+    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_threads,
+                             initargs=(threads,)) as pool:
+        for wave in waves:
+            futures = {run: pool.submit(run_in_worker, *arguments(*run)) for run in wave}
+            print(f"== {len(wave)} runs, {args.jobs} at once, {threads} torch threads each: "
+                  f"{', '.join(f'seed {s} {m}' for m, s in wave)} (console output: seedS/METHOD.console.txt)",
+                  flush=True)
+            for (method, seed), future in futures.items():
+                folders[method, seed] = future.result()
+                print(f"   done: seed {seed} {METHODS[method][0]}", flush=True)
+    return folders
 
 
 def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
@@ -184,6 +238,7 @@ def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, cl
     lines += ["", f"Tiny CLIPs' held-out still accuracy (48 captions): {accuracy}.",
               f"Settings: {args.num_train} training / {args.num_test} test videos, {args.frames} frames, "
               f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, readout {args.readout}"
+              + (", training pairs in one batch (--train_pairs)" if args.train_pairs else "")
               + (f", extra {' '.join(args.extra)}" if args.extra else "") + ".",
               f"Machine: {args.machine['cpu']} ({args.machine['logical_cpus']} logical CPUs, torch "
               f"{args.machine['torch']}, {args.machine['threads']} threads), load average at the start "
@@ -224,18 +279,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise SystemExit(f"error: --report_only: seed {seed} has no tiny CLIP in {out} yet")
         data, clip, clips[seed] = seed_data(args, seed)
         prepared[seed] = data, clip, report.twins(json.loads((data / "synthetic_metadata.json").read_text()))
-    for method in args.methods:  # method by method: the first rows are complete over the seeds first
-        for seed in args.seeds:
-            data, clip, twin_of = prepared[seed]
-            if args.report_only and not (out / f"seed{seed}" / method / "eval_results.json").is_file():
-                continue
-            print(f"== seed {seed}: {METHODS[method][0]}", flush=True)
-            summary = report.run_summary(METHODS[method][0], run_method(args, method, seed, data, clip), twin_of)
-            rows.append({"seed": seed, "key": method, "method": summary["method"],
-                         "trainable_parameters": summary["trainable_parameters"],
-                         "train_seconds": summary["train_seconds"], "t2v_R1": summary["t2v"]["R1"],
-                         "v2t_R1": summary["v2t"]["R1"], "direction_t2v": summary["direction_t2v"],
-                         "direction_v2t": summary["direction_v2t"], "object_R1": summary["object_R1"]})
+    runs = [(method, seed) for method in args.methods for seed in args.seeds  # the first rows complete first
+            if not args.report_only or (out / f"seed{seed}" / method / "eval_results.json").is_file()]
+    for (method, seed), folder in run_all(args, runs, prepared).items():
+        summary = report.run_summary(METHODS[method][0], folder, prepared[seed][2])
+        rows.append({"seed": seed, "key": method, "method": summary["method"],
+                     "trainable_parameters": summary["trainable_parameters"],
+                     "train_seconds": summary["train_seconds"], "t2v_R1": summary["t2v"]["R1"],
+                     "v2t_R1": summary["v2t"]["R1"], "direction_t2v": summary["direction_t2v"],
+                     "direction_v2t": summary["direction_v2t"], "object_R1": summary["object_R1"]})
     rows.sort(key=lambda r: (r["seed"], args.methods.index(r["key"])))
     summary = summarise(rows, args.methods)
     (out / "results.json").write_text(json.dumps({"runs": rows, "summary": summary, "tiny_clips": clips,

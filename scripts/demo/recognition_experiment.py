@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--readout", default="average_frame_cls_token", help="--visual_output_type of the runs")
     args = parser.parse_args(argv)
+    args.train_pairs = False  # seed_data's data: training videos drawn independently, as in the demo
     for flag in ("num_train", "num_test", "video_frames", "clip_steps", "frames", "epochs", "batch_size", "shots"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")

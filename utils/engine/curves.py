@@ -3,8 +3,8 @@
 main.py writes the figure at the end of every training run (--plot_curves, on by default; also after
 --stop_after_steps); ``python scripts/plot_curves.py RUN_DIR`` draws it for any run folder, a running or a crashed
 one included. Panels (x axis: the optimizer step): the training loss (logged steps and each epoch's mean), the
-validation R@1 per epoch (t2v, v2t; recognition: top-1, top-5), the learning rate of every parameter group, the gradient norm (before
-clipping), the throughput (samples/s) and the data-loading time per step.
+validation R@1 per epoch (t2v, v2t; recognition: top-1, top-5), the learning rate of every parameter group, the
+gradient norm (before clipping), the throughput (samples/s) and the data-loading time per step.
 """
 from __future__ import annotations
 

@@ -25,14 +25,21 @@ class ResumableEpochSampler(Sampler):
     The epoch's permutation is cut to a whole number of global batches (``batch_size * world_size``; the
     remainder is dropped, like ``drop_last``), then dealt out round-robin so that each global batch is a
     contiguous slice of the permutation. ``set_epoch(e, start_batch=k)`` skips the first ``k`` batches.
+
+    ``group_size`` G > 1 permutes groups of G consecutive items (items ``gG .. gG + G - 1``) instead of single
+    items, keeping each group's order, so a group always lands in one global batch (G must divide it): hard
+    negatives, e.g. a clip and its reversed twin. Items after the last whole group are never used.
     """
 
     def __init__(self, num_items: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True):
+                 seed: int = 0, shuffle: bool = True, group_size: int = 1):
         self.num_items, self.batch_size = num_items, batch_size
         self.rank, self.world_size = rank, world_size
-        self.seed, self.shuffle = seed, shuffle
+        self.seed, self.shuffle, self.group_size = seed, shuffle, group_size
         self.epoch, self.start_batch = 0, 0
+        if group_size < 1 or (batch_size * world_size) % group_size:
+            raise ValueError(f"--train_group_size {group_size} must be >= 1 and divide the global batch "
+                             f"({batch_size} x {world_size} processes)")
         if self.batches_per_epoch == 0:
             raise ValueError(f"{num_items} training items are fewer than one global batch "
                              f"({batch_size} x {world_size} processes); lower --batch_size")
@@ -40,7 +47,7 @@ class ResumableEpochSampler(Sampler):
     @property
     def batches_per_epoch(self) -> int:
         """Per-rank batches (= global micro-batches) per epoch."""
-        return self.num_items // (self.batch_size * self.world_size)
+        return self.num_items // self.group_size * self.group_size // (self.batch_size * self.world_size)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
@@ -50,7 +57,10 @@ class ResumableEpochSampler(Sampler):
         if not self.shuffle:
             return torch.arange(self.num_items)
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.num_items, generator=generator)
+        if self.group_size == 1:
+            return torch.randperm(self.num_items, generator=generator)
+        groups = torch.randperm(self.num_items // self.group_size, generator=generator)
+        return (groups[:, None] * self.group_size + torch.arange(self.group_size)).flatten()
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         used = self.batches_per_epoch * self.batch_size * self.world_size

@@ -104,6 +104,7 @@ class TrainConfig:
     save_steps: int = 0
     stop_after_steps: int = 0
     find_unused_parameters: bool = True
+    group_size: int = 1
 
 
 class Trainer:
@@ -121,7 +122,7 @@ class Trainer:
         if self.accum < 1:
             raise ValueError("--gradient_accumulation_steps must be >= 1")
         self.sampler = ResumableEpochSampler(len(train_set), config.batch_size, ctx.rank, ctx.world_size,
-                                             seed=config.seed)
+                                             seed=config.seed, group_size=config.group_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
         if self.steps_per_epoch == 0:
             raise ValueError(f"one epoch of {len(train_set)} pairs has fewer than one optimizer step "
