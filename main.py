@@ -57,7 +57,7 @@ USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, Eval
 # --task -> (the val metric that selects the best epoch: its name in the log, its key in the results, its value)
 SELECTION = {"retrieval": ("t2v R@1", "best_val_t2v_R1", lambda results: results["t2v"]["R1"]),
              "recognition": ("top-1", "best_val_top1", lambda results: results["top1"])}
-RECOGNITION_ONLY_FLAGS = ("shots", "test_views", "class_template", "class_list")
+RECOGNITION_ONLY_FLAGS = ("split", "shots", "shots_seed", "test_views", "class_template", "class_list")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
