@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dataloaders import BadVideoWarning
 from dataloaders.recognition import build_recognition_dataset
 from main import main, parse_args
 from models import ModelConfig, create_model
@@ -90,8 +91,9 @@ def test_missing_videos_are_counted_and_left_out(data, tmp_path):
     test_csv.write_text(listed + "gone.mp4,shape_moves_from_left_to_right\n")
     flags = csv_flags(data)
     flags[flags.index("--val_csv") + 1] = str(test_csv)
-    test = main(["--do_eval", "--prompt", "none", "--output_dir", str(tmp_path / "run"),
-                 "--max_bad_video_fraction", "0.5", *flags])["test"]
+    with pytest.warns(BadVideoWarning, match=r"csv test: 1 of 5 videos not found .*gone\.mp4"):
+        test = main(["--do_eval", "--prompt", "none", "--output_dir", str(tmp_path / "run"),
+                     "--max_bad_video_fraction", "0.5", *flags])["test"]
     assert test["count"] == 4 and test["invalid_videos"] == 1 and test["invalid_video_ids"] == ["gone.mp4"]
 
 
