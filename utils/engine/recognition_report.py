@@ -23,12 +23,13 @@ def write_confusion_matrix(path: str | Path, confusion: torch.Tensor, class_name
     """A PNG of the row-normalised confusion matrix [C, C] (true x predicted), written atomically."""
     num_classes = len(class_names)
     rows = confusion.double() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
-    side = min(16.0, 3.0 + 0.25 * num_classes)
-    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
+    side = min(16.0, 3.0 + 0.25 * num_classes)  # inches for the matrix; room for the class names around it
+    fig = Figure(figsize=(side + 4.0, side + 2.5), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="fraction of the true class's videos")
-    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    fig.colorbar(image, ax=ax, label="fraction of the true class", shrink=0.8)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    fig.suptitle(title)
     if num_classes <= LABELLED_CLASSES:
         ax.set_xticks(range(num_classes), class_names, rotation=90, fontsize=7)
         ax.set_yticks(range(num_classes), class_names, fontsize=7)
