@@ -57,12 +57,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip_steps", type=int, default=3000, help="tiny-CLIP pre-training steps")
     parser.add_argument("--frames", type=int, default=4, help="--max_frames of the runs")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--few_shot_epochs", type=int, default=40,
+                        help="epochs of the K-shot runs (their epochs have K x classes / batch steps)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--readout", default="average_frame_cls_token", help="--visual_output_type of the runs")
     args = parser.parse_args(argv)
     args.train_pairs = False  # seed_data's data: training videos drawn independently, as in the demo
-    for flag in ("num_train", "num_test", "video_frames", "clip_steps", "frames", "epochs", "batch_size", "shots"):
+    for flag in ("num_train", "num_test", "video_frames", "clip_steps", "frames", "epochs", "few_shot_epochs",
+                 "batch_size", "shots"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")
     return args
@@ -82,12 +85,11 @@ def run_method(args: argparse.Namespace, method: str, seed: int, data: Path, cli
         if method == "zero_shot":
             argv = ["--do_eval", *argv]
         else:  # the last epoch is evaluated: no model selection on the test set
-            argv = ["--do_train", "--do_eval", "--no-eval_every_epoch", "--epochs", str(args.epochs),
-                    "--batch_size", str(min(args.batch_size, args.shots * 4) if method.endswith("few_shot")
-                                        else args.batch_size),
-                    "--lr", str(args.lr), "--n_display", "50", "--visual_output_type", args.readout, *argv]
-            if method.endswith("few_shot"):
-                argv += ["--shots", str(args.shots)]
+            few_shot = method.endswith("few_shot")
+            argv = ["--do_train", "--do_eval", "--no-eval_every_epoch",
+                    "--epochs", str(args.few_shot_epochs if few_shot else args.epochs),
+                    "--batch_size", str(args.batch_size), "--lr", str(args.lr), "--n_display", "50",
+                    "--visual_output_type", args.readout, *argv, *(["--shots", str(args.shots)] if few_shot else [])]
         train_main.main(argv)
     results = json.loads((run / "eval_results.json").read_text())
     return {"seed": seed, "key": method, "method": METHODS[method][0],
@@ -135,7 +137,7 @@ def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, se
                      f"{r['mean_class_accuracy']:.1f} | {r['count']} |")
     lines += ["", f"Settings: {args.num_train} training / {args.num_test} test videos, {args.frames} frames, "
               f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, readout {args.readout}, K-shot "
-              f"K = {args.shots}.",
+              f"K = {args.shots} videos per class for {args.few_shot_epochs} epochs.",
               f"Machine: {args.machine['cpu']} ({args.machine['logical_cpus']} logical CPUs, torch "
               f"{args.machine['torch']}, {args.machine['threads']} threads), load average at the start "
               f"{args.load_at_start}; {seconds:.0f} s in all for this invocation."]
