@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["main.py", "infer.py", "preprocess/compress_video.py", "preprocess/check_videos.py",
            "preprocess/folder_to_lmdb.py", "utils/convert_released_checkpoint.py", "scripts/demo/tiny_clip_pretrain.py",
-           "scripts/demo/direction_experiment.py"]
+           "scripts/demo/direction_experiment.py", "scripts/demo/recognition_experiment.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
