@@ -120,6 +120,8 @@ def test_train_with_cross_entropy_then_evaluate_the_checkpoint(data, tmp_path):
 @pytest.mark.parametrize("change, message", [
     (["--datatype", "msrvtt"], "--task recognition reads ucf101, hmdb51, kinetics400, ssv2, csv; --datatype msrvtt"),
     (["--datatype", "ucf101", "--split", "4"], "--split must be 1, 2 or 3"),
+    (["--split", "2"], "--split chooses a split of ucf101 or hmdb51; --datatype csv has one"),
+    (["--datatype", "ssv2"], "--class_list is for --datatype csv; ssv2 reads its published class list"),
     (["--shots", "-1"], "--shots must be >= 0"),
     (["--test_views", "0"], "--test_views must be >= 1"),
     (["--class_template", "a video"], "must contain {name} exactly once"),

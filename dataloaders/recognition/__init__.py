@@ -57,6 +57,10 @@ def check_recognition_args(args) -> None:
     """ValueError naming the flag for a recognition flag out of range."""
     if args.datatype in ("ucf101", "hmdb51") and args.split not in (1, 2, 3):
         raise ValueError(f"--split must be 1, 2 or 3 (the published {args.datatype} splits), got {args.split}")
+    if args.datatype not in ("ucf101", "hmdb51") and args.split != 1:
+        raise ValueError(f"--split chooses a split of ucf101 or hmdb51; --datatype {args.datatype} has one")
+    if args.class_list and args.datatype != "csv":
+        raise ValueError(f"--class_list is for --datatype csv; {args.datatype} reads its published class list")
     for flag in ("shots", "shots_seed"):
         if getattr(args, flag) < 0:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
