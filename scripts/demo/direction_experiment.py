@@ -74,13 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="tiny-CLIP pre-training steps (1500 left seed 0's at 31%% held-out accuracy, see "
                              "docs/RESULTS.md)")
     parser.add_argument("--frames", type=int, default=4, help="--max_frames of the runs")
-    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=36,
+                        help="with --train_pairs an epoch is num_train / batch_size steps (15 by default)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--train_pairs", action="store_true",
+    parser.add_argument("--train_pairs", action=argparse.BooleanOptionalAction, default=True,
                         help="training videos in opposite-direction pairs, each pair in one batch "
                              "(main.py --train_group_size 2), one random caption per video and epoch: the twin is "
-                             "a hard negative that differs only in direction")
+                             "a hard negative that differs only in direction. --no-train_pairs: independent "
+                             "videos, one item per caption (--expand_msrvtt_sentences), as before (docs/RESULTS.md)")
     parser.add_argument("--readout", default="average_frame_cls_token", help="--visual_output_type of the runs")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained / evaluated at once, each in its own process with (logical CPUs / "
