@@ -72,5 +72,6 @@ def test_parallel_jobs_with_training_pairs_equal_the_sequential_runs(tmp_path, m
         [{k: v for k, v in r.items() if k not in drop} for r in sequential]
     hparams = json.loads((tmp_path / "par" / "seed0" / "paper" / "hparams.json").read_text())
     assert hparams["train_group_size"] == 2 and hparams["expand_msrvtt_sentences"] is False
+    assert hparams["warmup_proportion"] == 0.3
     assert "training pairs in one batch" in (tmp_path / "par" / "summary.md").read_text()
     assert (tmp_path / "par" / "seed0" / "paper.console.txt").stat().st_size > 0
