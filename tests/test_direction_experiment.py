@@ -12,12 +12,13 @@ from scripts.demo import direction_experiment, report
 
 TOY = ["--num_train", "8", "--num_test", "4", "--video_frames", "8", "--clip_steps", "5", "--epochs", "1",
        "--batch_size", "4", "--frames", "2"]
+INDEPENDENT = [*TOY, "--no-train_pairs"]  # independent training videos, one item per caption
 
 
 def test_experiment_tables_the_runs_and_resumes(tmp_path):
     out = tmp_path / "exp"
     rows = direction_experiment.main(["--output", str(out), "--seeds", "0", "--methods", "meanp", "paper",
-                                      "paper_shuffled", *TOY])
+                                      "paper_shuffled", *INDEPENDENT])
     assert [r["key"] for r in rows] == ["meanp", "paper", "paper_shuffled"]
     saved = json.loads((out / "results.json").read_text())
     twin_of = report.twins(json.loads((out / "seed0" / "data" / "synthetic_metadata.json").read_text()))
@@ -26,6 +27,8 @@ def test_experiment_tables_the_runs_and_resumes(tmp_path):
         assert row["direction_t2v"] == expected["direction_t2v"] and row["t2v_R1"] == expected["t2v"]["R1"]
     shuffled = json.loads((out / "seed0" / "paper_shuffled" / "hparams.json").read_text())
     assert shuffled["eval_frame_order"] == "shuffled" and shuffled["init_model"].endswith("paper")
+    trained_flags = json.loads((out / "seed0" / "paper" / "hparams.json").read_text())
+    assert trained_flags["expand_msrvtt_sentences"] is True and trained_flags["train_group_size"] == 1
     assert [s["key"] for s in saved["summary"]] == ["meanp", "paper", "paper_shuffled"]
     text = (out / "summary.md").read_text()
     assert "| STOP (paper) |" in text
@@ -33,12 +36,13 @@ def test_experiment_tables_the_runs_and_resumes(tmp_path):
     (out / "seed0" / "paper" / "training_curves.png").unlink()  # a run older than the figure: drawn for the table
     assert matplotlib.image.imread(out / "summary.png").shape[2] == 4
     trained = (out / "seed0" / "paper" / "ckpt_last.pt").stat().st_mtime_ns
-    again = direction_experiment.main(["--output", str(out), "--seeds", "0", "--methods", "meanp", "paper", *TOY])
+    again = direction_experiment.main(["--output", str(out), "--seeds", "0", "--methods", "meanp", "paper",
+                                       *INDEPENDENT])
     assert (out / "seed0" / "paper" / "ckpt_last.pt").stat().st_mtime_ns == trained  # read, not retrained
     assert again == rows[:2]
     assert matplotlib.image.imread(out / "seed0" / "paper" / "training_curves.png").shape[2] == 4
     tabled = direction_experiment.main(["--output", str(out), "--seeds", "0", "--methods", "meanp", "dgl",
-                                        "--report_only", *TOY])
+                                        "--report_only", *INDEPENDENT])
     assert [r["key"] for r in tabled] == ["meanp"] and not (out / "seed0" / "dgl").exists()  # nothing trained
 
 
@@ -51,7 +55,7 @@ def test_parallel_jobs_with_training_pairs_equal_the_sequential_runs(tmp_path, m
     """--jobs 2 (worker processes, 1 torch thread each on 2 logical CPUs) gives the same runs as --jobs 1 at 1
     thread; --train_pairs trains on twin pairs kept in one batch, one caption per video."""
     monkeypatch.setattr(direction_experiment.os, "cpu_count", lambda: 2)
-    methods = ["--methods", "meanp", "paper", "paper_shuffled", "--train_pairs", *TOY]
+    methods = ["--methods", "meanp", "paper", "paper_shuffled", *TOY]  # --train_pairs is the default
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -68,5 +72,6 @@ def test_parallel_jobs_with_training_pairs_equal_the_sequential_runs(tmp_path, m
         [{k: v for k, v in r.items() if k not in drop} for r in sequential]
     hparams = json.loads((tmp_path / "par" / "seed0" / "paper" / "hparams.json").read_text())
     assert hparams["train_group_size"] == 2 and hparams["expand_msrvtt_sentences"] is False
+    assert hparams["warmup_proportion"] == 0.3
     assert "training pairs in one batch" in (tmp_path / "par" / "summary.md").read_text()
     assert (tmp_path / "par" / "seed0" / "paper.console.txt").stat().st_size > 0

@@ -74,13 +74,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="tiny-CLIP pre-training steps (1500 left seed 0's at 31%% held-out accuracy, see "
                              "docs/RESULTS.md)")
     parser.add_argument("--frames", type=int, default=4, help="--max_frames of the runs")
-    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=36,
+                        help="with --train_pairs an epoch is num_train / batch_size steps (15 by default)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--train_pairs", action="store_true",
+    parser.add_argument("--warmup_proportion", type=float, default=0.3,
+                        help="main.py's linear warm-up share of the steps (its default 0.1 let the released STOP "
+                             "collapse to one embedding on seed 1 with --train_pairs, docs/RESULTS.md)")
+    parser.add_argument("--train_pairs", action=argparse.BooleanOptionalAction, default=True,
                         help="training videos in opposite-direction pairs, each pair in one batch "
                              "(main.py --train_group_size 2), one random caption per video and epoch: the twin is "
-                             "a hard negative that differs only in direction")
+                             "a hard negative that differs only in direction. --no-train_pairs: independent "
+                             "videos, one item per caption (--expand_msrvtt_sentences), as before (docs/RESULTS.md)")
     parser.add_argument("--readout", default="average_frame_cls_token", help="--visual_output_type of the runs")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained / evaluated at once, each in its own process with (logical CPUs / "
@@ -94,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("num_train", "num_test", "video_frames", "clip_steps", "frames", "epochs", "batch_size", "jobs"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")
+    if not 0 <= args.warmup_proportion <= 1:
+        parser.error(f"--warmup_proportion must lie in [0, 1], got {args.warmup_proportion}")
     if args.num_test % 2:
         parser.error("--num_test must be even (the test videos come in opposite-direction pairs)")
     missing = sorted({EVAL_OF[m] for m in args.methods if m in EVAL_OF} - set(args.methods))
@@ -136,6 +143,7 @@ def run_method(args: argparse.Namespace, method: str, seed: int, data: Path, cli
         pairing = ["--train_group_size", "2"] if args.train_pairs else ["--expand_msrvtt_sentences"]
         argv = ["--do_train", "--do_eval", *pairing, "--no-eval_every_epoch",
                 "--epochs", str(args.epochs), "--batch_size", str(args.batch_size), "--lr", str(args.lr),
+                "--warmup_proportion", str(args.warmup_proportion),
                 "--n_display", "100", "--visual_output_type", args.readout, *common, *args.extra]
     if run.exists():  # an interrupted run: start it again
         for stale in run.iterdir():
@@ -237,7 +245,8 @@ def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, cl
     accuracy = ", ".join(f"seed {seed} {100 * c['heldout_accuracy']:.1f}%" for seed, c in clips.items())
     lines += ["", f"Tiny CLIPs' held-out still accuracy (48 captions): {accuracy}.",
               f"Settings: {args.num_train} training / {args.num_test} test videos, {args.frames} frames, "
-              f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, readout {args.readout}"
+              f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr} (warm-up {args.warmup_proportion}), "
+              f"readout {args.readout}"
               + (", training pairs in one batch (--train_pairs)" if args.train_pairs else "")
               + (f", extra {' '.join(args.extra)}" if args.extra else "") + ".",
               f"Machine: {args.machine['cpu']} ({args.machine['logical_cpus']} logical CPUs, torch "
