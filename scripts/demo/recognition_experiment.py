@@ -63,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--readout", default="average_frame_cls_token", help="--visual_output_type of the runs")
     args = parser.parse_args(argv)
-    args.train_pairs = False  # seed_data's data: training videos drawn independently, as in the demo
+    # seed_data writes a missing data folder with independently drawn training videos (no --train_pairs); a folder
+    # the direction experiment wrote first is used as it is (its default --train_pairs: training twins)
+    args.train_pairs = False
     for flag in ("num_train", "num_test", "video_frames", "clip_steps", "frames", "epochs", "few_shot_epochs",
                  "batch_size", "shots"):
         if getattr(args, flag) < 1:
