@@ -260,8 +260,10 @@ def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, cl
 
 def plot(summary: list[dict], rows: list[dict], path: Path) -> None:
     """Direction accuracy t2v / v2t per method: bars at the mean, one dot per seed, chance at 50%."""
-    figure = Figure(figsize=(1.2 + 0.9 * len(summary), 4.2), dpi=100)
-    axes = figure.add_axes((0.1, 0.38, 0.88, 0.55))
+    width = 1.2 + 0.9 * len(summary)
+    figure = Figure(figsize=(width, 4.2), dpi=100)
+    left = 0.7 / width  # room for the y label at any width
+    axes = figure.add_axes((left, 0.38, 0.98 - left, 0.55))
     for offset, key, colour in ((-0.2, "direction_t2v", "tab:blue"), (0.2, "direction_v2t", "tab:orange")):
         axes.bar([i + offset for i in range(len(summary))], [s[key]["mean"] for s in summary], width=0.38,
                  color=colour, alpha=0.6, label=key.replace("_", " "))
