@@ -41,7 +41,7 @@ from utils.engine.renormalisation import add_renormalisation_args, methods_from_
 from utils.engine.run_folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run_log import JsonLines, setup_logging, write_json
 from utils.engine.tensorboard_log import TensorBoardLog
-from utils.engine.training import TrainConfig, Trainer, TrainingError
+from utils.engine.training import TrainConfig, Trainer, TrainingError, check_micro_batch_size
 
 # What the library raises for bad input (messages written for the user); main turns them into one line.
 USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
                        help="micro-steps per optimizer step (each micro-step's contrastive loss uses only its own "
                             "batch_size x processes pairs as negatives)")
+    optim.add_argument("--micro_batch_size", type=int, default=0,
+                       help="gradient caching: encode and back-propagate the --batch_size pairs of a step in "
+                            "micro-batches of this many (it must divide --batch_size), for the exact gradient of "
+                            "the whole contrastive batch with one micro-batch's activation memory, at one more "
+                            "forward per step (docs/TRAINING.md); 0: off")
     optim.add_argument("--clip_grad_norm", type=float, default=1.0, help="gradient norm clipping (0: off)")
     optim.add_argument("--precision", choices=PRECISIONS, default="amp",
                        help="amp: float16 autocast + loss scaling on CUDA (bfloat16 on the CPU); fp16; bf16; fp32 "
@@ -152,6 +157,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ("epochs", "batch_size", "batch_size_val", "gradient_accumulation_steps", "n_display"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    try:
+        check_micro_batch_size(args.micro_batch_size, args.batch_size, args.gradient_accumulation_steps)
+    except ValueError as error:
+        parser.error(str(error))
     for flag in ("num_thread_reader", "save_steps", "stop_after_steps", "seed", "holdout_val_videos"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
@@ -242,7 +251,7 @@ def _make_trainer(args: argparse.Namespace, ctx: DistContext, model, precision, 
         gradient_accumulation_steps=args.gradient_accumulation_steps, clip_grad_norm=args.clip_grad_norm,
         seed=args.seed, num_workers=args.num_thread_reader, n_display=args.n_display,
         save_steps=args.save_steps, stop_after_steps=args.stop_after_steps,
-        find_unused_parameters=args.ddp_find_unused_parameters)
+        find_unused_parameters=args.ddp_find_unused_parameters, micro_batch_size=args.micro_batch_size)
     trainer = Trainer(model, train_set, ctx, config, precision, str(args.output_dir), metrics_log,
                       args=dict(vars(args)))
     log.info(f"training: {len(train_set)} pairs, global batch {args.batch_size} x {ctx.world_size} processes x "
