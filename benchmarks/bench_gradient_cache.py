@@ -6,9 +6,12 @@
 Each case runs in a fresh process (a peak resident set size is per process): a model of random weights on a CLIP
 of the given shapes (default ViT-B/32), the Trainer's ContrastiveStep, B random (caption, video) pairs, one
 untimed step, then one timed step; `--micro 0` is the unsplit step, `--micro m` gradient caching in micro-batches
-of m (utils/engine/gradient_cache.py). Reported: seconds per step, the peak above the process's memory just
-before the first step (CPU: resident set size; CUDA: max_memory_allocated) and the gradient norm, which must
-agree across cases (the same gradient).
+of m (utils/engine/gradient_cache.py). Reported: seconds per step; the peak above the process's memory just
+before the first step (CPU: resident set size, which glibc's reuse of freed memory blurs; CUDA:
+max_memory_allocated); the activation memory, the bytes of the tensors autograd saves for the backward of the
+largest graph alive at once (the whole batch's, or one micro-batch's; parameters not counted), exact on any
+device; and the gradient norm, which agrees across cases for a model without dropout (DGL; STOP's micro-batches
+draw their own dropout masks).
 """
 from __future__ import annotations
 
@@ -77,15 +80,30 @@ def run_case(args: argparse.Namespace, micro: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved, graph_bytes = {}, []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def backward(loss: torch.Tensor) -> None:
+        graph_bytes.append(sum(saved.values()))
+        saved.clear()
+        loss.backward()
+
     seconds = []
     for _ in range(2):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(1)
         start = time.perf_counter()
-        if micro:
-            gradient_cached_backward(step.features, step.loss, step, *batch, micro, 1.0, lambda x: x.backward())
-        else:
-            step(*batch).backward()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            if micro:
+                gradient_cached_backward(step.features, step.loss, step, *batch, micro, 1.0, backward)
+            else:
+                backward(step(*batch))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - start)
@@ -93,7 +111,7 @@ def run_case(args: argparse.Namespace, micro: int) -> dict:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     return {"micro_batch_size": micro, "seconds": seconds[-1], "memory_before_bytes": before,
-            "peak_above_before_bytes": peak - before,
+            "peak_above_before_bytes": peak - before, "activation_bytes": max(graph_bytes),
             "grad_norm": float(torch.nn.utils.get_total_norm(grads))}
 
 
@@ -112,11 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     unsplit = next((c for c in result["cases"] if c["micro_batch_size"] == 0), result["cases"][0])
     table = [f"{args.model}, {args.clip}, B = {args.batch}, T = {args.frames}, {args.device} {args.precision}, "
              f"{args.threads} threads, load {result['load_average_before']} -> {result['load_average_after']}",
-             "", "| micro-batch | s / step | peak above start, MiB | x unsplit | grad norm |", "|---|---|---|---|---|"]
+             "", "| micro-batch | s / step | peak above start, MiB | x unsplit | activations, MiB | x unsplit | "
+                 "grad norm |", "|---|---|---|---|---|---|---|"]
     for case in result["cases"]:
         table.append(f"| {case['micro_batch_size'] or 'unsplit'} | {case['seconds']:.2f} | "
                      f"{case['peak_above_before_bytes'] / 2 ** 20:.0f} | "
                      f"{case['peak_above_before_bytes'] / unsplit['peak_above_before_bytes']:.2f} | "
+                     f"{case['activation_bytes'] / 2 ** 20:.0f} | "
+                     f"{case['activation_bytes'] / unsplit['activation_bytes']:.2f} | "
                      f"{case['grad_norm']:.6g} |")
     return finish(result, table, args.output)
 
