@@ -9,7 +9,7 @@ import torch
 import main
 from models import ModelConfig, create_model
 from models.clip import CLIP, CLIPConfig
-from tests.conftest import TRAIN_FRAMES, PairDataset, learned, make_trainer, step_logs
+from tests.conftest import TRAIN_FRAMES, PairDataset, learned, make_trainer, step_logs, tiny_dgl_model
 from utils.engine import gradient_cache
 from utils.engine.precision import resolve_precision
 from utils.engine.training import ContrastiveStep, check_micro_batch_size
@@ -132,3 +132,16 @@ def test_bad_combinations_are_refused(tmp_path):
     argv = ["--do_train", "--output_dir", str(tmp_path / "x"), "--batch_size", "8", "--micro_batch_size", "3"]
     with pytest.raises(SystemExit, match=r"^error: --micro_batch_size 3 must divide --batch_size 8 .*--help\)$"):
         main.parse_args(argv)
+
+
+def test_mixed_precision_micro_batches_match_the_unsplit_step():
+    """bfloat16 autocast (what --precision amp is on the CPU): the same gradient to bfloat16 rounding."""
+    torch.manual_seed(0)
+    model = tiny_dgl_model()
+    step = ContrastiveStep(model, resolve_precision("bf16", torch.device("cpu")))
+    inputs = batch()
+    step(*inputs).backward()
+    expected = gradients(step)
+    got = cached_gradients(step, inputs, 1)
+    assert expected.keys() == got.keys() and len(got) > 10
+    assert relative_difference(got, expected) < 2e-2
