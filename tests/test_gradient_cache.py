@@ -1,6 +1,7 @@
 """--micro_batch_size (gradient caching, utils/engine/gradient_cache.py): one optimizer step equals the unsplit
 step (DGL); STOP's dropout masks are replayed (the gradient equals the full-graph gradient of the same masks, and
-differs without the replay); bad combinations are refused. Two gloo processes against one: tests/test_ddp.py."""
+differs without the replay); bfloat16 autocast, a trained logit scale, --resume; bad combinations are refused.
+Two gloo processes against one: tests/test_ddp.py."""
 from __future__ import annotations
 
 import pytest
@@ -145,3 +146,39 @@ def test_mixed_precision_micro_batches_match_the_unsplit_step():
     got = cached_gradients(step, inputs, 1)
     assert expected.keys() == got.keys() and len(got) > 10
     assert relative_difference(got, expected) < 2e-2
+
+
+def test_a_trained_logit_scale_gets_the_unsplit_gradient():
+    """--no-freeze_clip trains the logit scale: its gradient comes from the loss step, added once."""
+    torch.manual_seed(0)
+    model = tiny_dgl_model()
+    model.clip.logit_scale.requires_grad_(True)
+    step = ContrastiveStep(model, resolve_precision("fp32", torch.device("cpu")))
+    inputs = batch()
+    step(*inputs).backward()
+    expected = gradients(step)
+    torch.manual_seed(5)
+    gradient_cache.gradient_cached_backward(step.features, step.loss, step, *inputs, 2, 1.0, lambda x: x.backward(),
+                                            train_logit_scale=True)
+    got = gradients(step)
+    assert "clip.logit_scale" in got and expected.keys() == got.keys()
+    torch.testing.assert_close(got["clip.logit_scale"], expected["clip.logit_scale"], rtol=1e-5, atol=0)
+    assert relative_difference(got, expected) < 1e-5
+
+
+def test_resume_with_micro_batches_equals_uninterrupted(tmp_path):
+    """Dropout on (the replayed random state): a stop after 3 steps and a resume give the uninterrupted run."""
+    full = make_trainer(tmp_path / "full", batch_size=4, dropout=0.2, micro_batch_size=2)
+    assert full.train() == "finished"
+    first = make_trainer(tmp_path / "part", batch_size=4, dropout=0.2, micro_batch_size=2, stop_after_steps=3)
+    assert first.train() == "stopped"
+    resumed = make_trainer(tmp_path / "part", batch_size=4, dropout=0.2, micro_batch_size=2)
+    torch.manual_seed(12345)  # the checkpoint's random state must override this
+    payload = torch.load(tmp_path / "part" / "ckpt_last.pt", weights_only=True)
+    resumed.model.load_state_dict(payload["model"], strict=False)
+    resumed.load_training_state(payload, "test")
+    assert resumed.train() == "finished" and resumed.progress.global_step == full.progress.global_step == 6
+    expected, got = learned(full), learned(resumed)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    assert step_logs(tmp_path / "part") == pytest.approx(step_logs(tmp_path / "full"), abs=1e-6)
