@@ -50,7 +50,7 @@ from utils.engine.renormalisation import add_renormalisation_args, methods_from_
 from utils.engine.run_folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run_log import JsonLines, setup_logging, write_json
 from utils.engine.tensorboard_log import TensorBoardLog
-from utils.engine.training import TrainConfig, Trainer, TrainingError
+from utils.engine.training import TrainConfig, Trainer, TrainingError, check_micro_batch_size
 
 # What the library raises for bad input (messages written for the user); main turns them into one line.
 USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
                        help="micro-steps per optimizer step (each micro-step's contrastive loss uses only its own "
                             "batch_size x processes pairs as negatives)")
+    optim.add_argument("--micro_batch_size", type=int, default=0,
+                       help="gradient caching: encode and back-propagate the --batch_size pairs of a step in "
+                            "micro-batches of this many (it must divide --batch_size), for the exact gradient of "
+                            "the whole contrastive batch with one micro-batch's activation memory, at one more "
+                            "forward per step (docs/TRAINING.md); 0: off")
     optim.add_argument("--clip_grad_norm", type=float, default=1.0, help="gradient norm clipping (0: off)")
     optim.add_argument("--precision", choices=PRECISIONS, default="amp",
                        help="amp: float16 autocast + loss scaling on CUDA (bfloat16 on the CPU); fp16; bf16; fp32 "
@@ -175,6 +180,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                  "train_group_size"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    try:
+        check_micro_batch_size(args.micro_batch_size, args.batch_size, args.gradient_accumulation_steps)
+    except ValueError as error:
+        parser.error(str(error))
     for flag in ("num_thread_reader", "save_steps", "stop_after_steps", "seed", "holdout_val_videos"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
@@ -197,7 +206,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.datatype not in RECOGNITION_DATASETS:
             parser.error(f"--task recognition reads {', '.join(RECOGNITION_DATASETS)}; --datatype {args.datatype} "
                          "is a retrieval dataset")
-        retrieval_only = [f"--{name}" for name in post_process] + ["--save_similarity"] * args.save_similarity
+        retrieval_only = ([f"--{name}" for name in post_process] + ["--save_similarity"] * args.save_similarity
+                          + ["--micro_batch_size"] * bool(args.micro_batch_size))
         if retrieval_only:
             parser.error(f"{' / '.join(retrieval_only)} belong to retrieval: leave them out with --task recognition")
         try:
@@ -281,7 +291,8 @@ def _make_trainer(args: argparse.Namespace, ctx: DistContext, model, precision, 
         gradient_accumulation_steps=args.gradient_accumulation_steps, clip_grad_norm=args.clip_grad_norm,
         seed=args.seed, num_workers=args.num_thread_reader, n_display=args.n_display,
         save_steps=args.save_steps, stop_after_steps=args.stop_after_steps,
-        find_unused_parameters=args.ddp_find_unused_parameters, group_size=args.train_group_size)
+        find_unused_parameters=args.ddp_find_unused_parameters, group_size=args.train_group_size,
+        micro_batch_size=args.micro_batch_size)
     step = (ClassificationStep(model, precision, train_set.class_tokens().to(ctx.device))
             if args.task == "recognition" else None)
     trainer = Trainer(model, train_set, ctx, config, precision, str(args.output_dir), metrics_log,

@@ -24,6 +24,7 @@ size, one figure for the whole run). Defaults: CPU float32, B = 2; CUDA bfloat16
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -42,7 +43,9 @@ from benchmarks.bench_conv import load_average, machine  # noqa: E402
 from models import ContrastiveLoss, ModelConfig, VideoTextModel, create_model  # noqa: E402
 from models.clip import CLIP, CLIPConfig  # noqa: E402
 from models.conv3d import CONV_IMPLS  # noqa: E402
+from models.model_config import str_to_bool  # noqa: E402
 from utils.engine.distributed import DEVICE_HELP, resolve_device  # noqa: E402
+from utils.engine.gradient_cache import gradient_cached_backward, surrogate_loss  # noqa: E402
 from utils.engine.precision import PRECISIONS, Precision, resolve_precision  # noqa: E402
 
 CLIP_SIZES = {"vit_b_32": CLIPConfig.vit_b_32, "vit_b_16": CLIPConfig.vit_b_16, "tiny": CLIPConfig.tiny}
@@ -61,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conv_impl", choices=CONV_IMPLS, default="auto", help="the model flag --conv_impl")
     parser.add_argument("--checkpoint_activations", action="store_true",
                         help="the model flag: recompute the visual blocks in the backward pass (training memory)")
+    parser.add_argument("--fft_chain", type=str_to_bool, default=True, metavar="{true,false}",
+                        help="the model flag: the prompts' FFT convolution chains on the FFT grid")
+    parser.add_argument("--micro_batch_size", type=int, default=0,
+                        help="train_step by gradient caching in micro-batches of this many pairs (0: unsplit)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the CLIP and the STOP model")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=0,
@@ -78,15 +85,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.precision = args.precision or ("bf16" if cuda else "fp32")
     if "clip_image" not in args.workloads:
         parser.error("--workloads must include clip_image (the baseline of the ratios)")
+    if args.micro_batch_size < 0 or (args.micro_batch_size and args.batch % args.micro_batch_size):
+        parser.error(f"--micro_batch_size {args.micro_batch_size} must divide --batch {args.batch} (or be 0)")
     return args
 
 
 def build_models(config: CLIPConfig, frames: int, conv_impl: str, device: torch.device | str,
-                 checkpoint_activations: bool = False) -> tuple[CLIP, VideoTextModel, VideoTextModel]:
+                 checkpoint_activations: bool = False, fft_chain: bool = True
+                 ) -> tuple[CLIP, VideoTextModel, VideoTextModel]:
     """(CLIP, evaluation model, training model): both STOP models on the one frozen CLIP, same initial weights. The
     evaluation model is frozen too (FlopCounterMode's module tracker fails on no-grad views of trainable leaves)."""
     clip = CLIP(config).to(device)
-    options = ModelConfig(max_frames=frames, conv_impl=conv_impl, checkpoint_activations=checkpoint_activations)
+    options = ModelConfig(max_frames=frames, conv_impl=conv_impl, checkpoint_activations=checkpoint_activations,
+                          fft_chain=fft_chain)
     eval_model = create_model(options, clip).to(device).eval()
     train_model = create_model(options, clip).to(device)
     train_model.load_state_dict(eval_model.state_dict())
@@ -104,7 +115,8 @@ def random_inputs(config: CLIPConfig, batch: int, frames: int, words: int, devic
 
 
 def workload_runs(clip: CLIP, eval_model: VideoTextModel, train_model: VideoTextModel, inputs: dict,
-                  precision: Precision, compile_models: bool) -> dict[str, Callable[[], None]]:
+                  precision: Precision, compile_models: bool, micro_batch_size: int = 0
+                  ) -> dict[str, Callable[[], None]]:
     """One callable per workload (see the module docstring)."""
     video, video_mask, ids = inputs["video"], inputs["video_mask"], inputs["ids"]
     encode_image, encode_video, encode_text = clip.encode_image, eval_model.encode_video, eval_model.encode_text
@@ -121,11 +133,18 @@ def workload_runs(clip: CLIP, eval_model: VideoTextModel, train_model: VideoText
                 fn()
         return run
 
+    def features(text, frames, mask):
+        with precision.autocast():
+            text_features, video_features, logit_scale = train_forward(text, frames, mask)
+        return text_features.float(), video_features.float(), logit_scale
+
     def train_step():
         train_model.train()
-        with precision.autocast():
-            text_features, video_features, logit_scale = train_forward(ids, video, video_mask)
-        loss_fn(text_features, video_features, logit_scale).backward()
+        if micro_batch_size:
+            gradient_cached_backward(features, loss_fn, lambda *batch: surrogate_loss(*features(*batch[:3]), batch[3]),
+                                     ids, video, video_mask, micro_batch_size, 1.0, lambda x: x.backward())
+        else:
+            loss_fn(*features(ids, video, video_mask)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         eval_model.eval()
@@ -136,15 +155,17 @@ def workload_runs(clip: CLIP, eval_model: VideoTextModel, train_model: VideoText
             "train_step": train_step}
 
 
-def count_flops(runs: dict[str, Callable[[], None]]) -> dict[str, float]:
+def count_flops(runs: dict[str, Callable[[], None]], uncounted: tuple[str, ...] = ()) -> dict[str, float | None]:
     """FLOPs per call of each workload as FlopCounterMode counts them, on the second of two untimed calls (the
-    first generates the evaluation model's cached prompts and FFT weight spectra; both are warm-ups)."""
+    first generates the evaluation model's cached prompts and FFT weight spectra; both are warm-ups). Workloads
+    in `uncounted` run twice uncounted (None): FlopCounterMode's module tracker fails on a gradient-cached step,
+    whose first pass runs the trainable modules without a graph."""
     flops = {}
     for name, run in runs.items():
         run()
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) if name not in uncounted else contextlib.nullcontext() as counter:
             run()
-        flops[name] = float(counter.get_total_flops())
+        flops[name] = float(counter.get_total_flops()) if name not in uncounted else None
     return flops
 
 
@@ -153,7 +174,7 @@ def direct_flops(config: CLIPConfig, args: argparse.Namespace) -> dict[str, floa
     clip, eval_model, train_model = build_models(config, args.frames, "direct", "meta", args.checkpoint_activations)
     inputs = random_inputs(config, args.batch, args.frames, args.words, "cpu")
     inputs = {k: torch.empty_like(v, device="meta") for k, v in inputs.items()}
-    runs = workload_runs(clip, eval_model, train_model, inputs, Precision("fp32", "meta", None), False)
+    runs = workload_runs(clip, eval_model, train_model, inputs, Precision("fp32", "meta", None), False)  # unsplit
     return count_flops({name: runs[name] for name in args.workloads})
 
 
@@ -203,11 +224,12 @@ def main(argv: list[str] | None = None) -> dict:
     direct = direct_flops(config, args)
 
     clip, eval_model, train_model = build_models(config, args.frames, args.conv_impl, device,
-                                                 args.checkpoint_activations)
+                                                 args.checkpoint_activations, args.fft_chain)
     inputs = random_inputs(config, args.batch, args.frames, args.words, device)
     flops = count_flops({name: run for name, run in workload_runs(
-        clip, eval_model, train_model, inputs, precision, False).items() if name in args.workloads})
-    runs = workload_runs(clip, eval_model, train_model, inputs, precision, args.compile)
+        clip, eval_model, train_model, inputs, precision, False, args.micro_batch_size).items()
+        if name in args.workloads}, uncounted=("train_step",) if args.micro_batch_size else ())
+    runs = workload_runs(clip, eval_model, train_model, inputs, precision, args.compile, args.micro_batch_size)
     runs = {name: runs[name] for name in args.workloads}
     runs["matmul_2048"] = matmul_run(device, precision.dtype or torch.float32)
     repeats, peak = time_workloads(runs, args, device)
@@ -221,8 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
         ratios = [clip_s / s for clip_s, s in zip(repeats["clip_image"], repeats[name])]
         rows[name] = {"seconds": times[name], "seconds_per_repeat": repeats[name], "videos_per_s": videos_per_s,
                       "ratio_to_clip_image": statistics.median(ratios),
-                      "counted_gflop": flops[name] / 1e9, "direct_gflop": direct[name] / 1e9,
-                      "counted_flops_per_s": flops[name] / times[name],
+                      "counted_gflop": flops[name] and flops[name] / 1e9, "direct_gflop": direct[name] / 1e9,
+                      "counted_flops_per_s": flops[name] and flops[name] / times[name],
                       "effective_flops_per_s": direct[name] / times[name],
                       "effective_mfu": direct[name] / times[name] / results["matmul_peak_flops"],
                       "peak_memory_bytes": peak.get(name)}
@@ -247,8 +269,11 @@ def print_table(results: dict) -> None:
           f"{'GFLOP/s':>9}{'eff.':>9}{'MFU':>7}{'peak MiB':>10}")
     for name, row in results["workloads"].items():
         memory = f"{row['peak_memory_bytes'] / 2 ** 20:.0f}" if row["peak_memory_bytes"] else "-"
+        counted = (f"{row['counted_gflop']:>9.1f}" if row["counted_gflop"] is not None else f"{'-':>9}")
+        counted_rate = (f"{row['counted_flops_per_s'] / 1e9:>9.1f}" if row["counted_gflop"] is not None
+                        else f"{'-':>9}")
         print(f"{name:<12}{row['seconds']:>9.3f}{row['videos_per_s']:>10.2f}{row['ratio_to_clip_image']:>8.3f}"
-              f"{row['counted_gflop']:>9.1f}{row['direct_gflop']:>11.1f}{row['counted_flops_per_s'] / 1e9:>9.1f}"
+              f"{counted}{row['direct_gflop']:>11.1f}{counted_rate}"
               f"{row['effective_flops_per_s'] / 1e9:>9.1f}{row['effective_mfu']:>7.2f}{memory:>10}")
     print(f"peak resident set size of the process: {results['peak_rss_bytes'] / 2 ** 30:.2f} GiB")
 

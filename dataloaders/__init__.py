@@ -13,6 +13,7 @@ from .annotations import Annotations, DataFileError, holdout_indices
 from .recognition import RECOGNITION_DATASETS
 from .retrieval_dataset import FRAME_ORDERS, BadVideoError, BadVideoWarning, RetrievalDataset, frame_order
 from .sources import FolderSource, LMDBSource, video_source
+from .video_backends import VIDEO_BACKENDS
 from .video_reader import VideoReadError, read_frames, read_video_tensor
 
 # --datatype -> function (args, split) -> Annotations
@@ -50,6 +51,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="release: the released multi_segments_sampling (segments of N // T frames; "
                             "evaluation at int(tick / 2 + tick * x), tick = N / T); uniform: segments that cover "
                             "every frame, centre / random frame of each (see docs/DATA.md)")
+    group.add_argument("--video_backend", default="pyav", choices=VIDEO_BACKENDS,
+                       help="the video decoder: pyav (default), opencv or torchcodec (where it installs): the same "
+                            "frames, each library's own YUV -> RGB conversion (docs/DATA.md)")
     orders = f"{', '.join(FRAME_ORDERS)} (or the released 0, 1, 2)"
     group.add_argument("--train_frame_order", default="natural", type=_frame_order_flag, metavar="ORDER",
                        help=f"{orders}: order of each training clip's frames: as sampled, reversed, or shuffled "
@@ -96,4 +100,5 @@ def build_dataset(args, split: str, resolution: int) -> RetrievalDataset:
                             train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
                             name=f"{args.datatype} {split}",
                             frame_sampling=args.frame_sampling,
-                            frame_order=args.train_frame_order if split == "train" else args.eval_frame_order)
+                            frame_order=args.train_frame_order if split == "train" else args.eval_frame_order,
+                            video_backend=args.video_backend)

@@ -11,6 +11,7 @@ from models.tokenizer import tokenize
 
 from .annotations import Annotations
 from .sampling import DEFAULT_FRAME_SAMPLING, check_sampling
+from .video_backends import check_backend
 from .video_reader import VideoReadError, read_video_tensor
 
 MAX_RESAMPLE_ATTEMPTS = 100
@@ -63,11 +64,13 @@ class RetrievalDataset(Dataset):
 
     def __init__(self, annotations: Annotations, source, *, max_frames: int, max_words: int, resolution: int,
                  train: bool, max_bad_fraction: float = 0.05, name: str = "dataset",
-                 frame_sampling: str = DEFAULT_FRAME_SAMPLING, frame_order: str = "natural"):
+                 frame_sampling: str = DEFAULT_FRAME_SAMPLING, frame_order: str = "natural",
+                 video_backend: str = "pyav"):
         if frame_order not in FRAME_ORDERS:
             raise ValueError(f"frame order {frame_order!r} is not one of {list(FRAME_ORDERS)}")
         self.name, self.frame_order = name, frame_order
         self.frame_sampling = check_sampling(frame_sampling)
+        self.video_backend = check_backend(video_backend)
         self.video_ids = list(annotations.video_ids)
         self.captions = list(annotations.captions)
         self.caption_to_video = torch.tensor(annotations.caption_to_video, dtype=torch.long)
@@ -115,7 +118,7 @@ class RetrievalDataset(Dataset):
         key = self.video_keys[video_index]
         try:
             return read_video_tensor(self.source.read(key), num_frames or self.max_frames, self.resolution, train,
-                                     sampling=self.frame_sampling)
+                                     sampling=self.frame_sampling, backend=self.video_backend)
         except VideoReadError as error:
             self._bad[video_index] = True
             warnings.warn(f"{self.name}: skipping video {self.source.describe(key)}: {error.reason} "

@@ -1,4 +1,5 @@
-"""Decoding the sampled frames of one video with PyAV, and turning them into a CLIP-ready clip."""
+"""Decoding the sampled frames of one video with PyAV (the default `--video_backend`; the others:
+dataloaders/video_backends.py), and turning them into a CLIP-ready clip."""
 
 from __future__ import annotations
 
@@ -276,14 +277,20 @@ def read_frames(video: VideoInput, num_segments: int, train: bool = False,
 
 
 def read_video_tensor(video: VideoInput, max_frames: int, resolution: int, train: bool = False,
-                      generator: torch.Generator | None = None,
-                      sampling: str = DEFAULT_FRAME_SAMPLING) -> tuple[torch.Tensor, torch.Tensor]:
+                      generator: torch.Generator | None = None, sampling: str = DEFAULT_FRAME_SAMPLING,
+                      backend: str = "pyav") -> tuple[torch.Tensor, torch.Tensor]:
     """A video as model input: (clip float32 [max_frames, 3, resolution, resolution], mask int64 [max_frames]).
 
     Videos with fewer than `max_frames` frames repeat their last frame (the release's clip(0..T-1, 0, N-1));
-    mask is 1 for real frames, 0 for the repeats.
+    mask is 1 for real frames, 0 for the repeats. backend: the decoder (`--video_backend`: pyav, this module's
+    read_frames; opencv or torchcodec, dataloaders/video_backends.py).
     """
-    frames = frames_to_tensor(read_frames(video, max_frames, train, generator, sampling), resolution)
+    if backend == "pyav":
+        read = read_frames
+    else:
+        from .video_backends import READERS  # (that module builds on this one)
+        read = READERS[backend]
+    frames = frames_to_tensor(read(video, max_frames, train, generator, sampling), resolution)
     num_real = frames.shape[0]
     mask = torch.zeros(max_frames, dtype=torch.long)
     mask[:num_real] = 1

@@ -115,12 +115,15 @@ def fft_is_cheaper(geometry: ConvGeometry, weight_cached: bool = False) -> bool:
 
 
 def functional_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                      padding: int | tuple[int, int, int] = 0, impl: str = "auto") -> torch.Tensor:
+                      padding: int | tuple[int, int, int] = 0, impl: str = "auto",
+                      x_spectrum: torch.Tensor | None = None) -> torch.Tensor:
     """x [B, C_in, D, H, W], weight [C_out, C_in, kd, kh, kw], bias [C_out] or None, zero padding (pd, ph, pw)
     -> [B, C_out, D + 2 pd - kd + 1, H + 2 ph - kh + 1, W + 2 pw - kw + 1], equal to F.conv3d (stride 1).
 
     impl: `direct` (F.conv3d), `fft`, or `auto` (`fft_is_cheaper`). The result is contiguous like F.conv3d's
-    (downstream random ops such as dropout draw different numbers for differently laid out tensors)."""
+    (downstream random ops such as dropout draw different numbers for differently laid out tensors).
+    x_spectrum: `input_spectrum(x, geometry.grid)` computed once for several convolutions of the same x on the
+    same grid (used by the FFT path; in the compute dtype, without autocast)."""
     if impl not in IMPLS:
         raise ValueError(f"--conv_impl {impl!r} is not one of {list(IMPLS)}")
     padding = _check_padding(padding)
@@ -130,7 +133,13 @@ def functional_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     cached = _cache_allowed(x, weight, bias)
     if impl == "auto" and not fft_is_cheaper(geometry, weight_cached=cached):
         return F.conv3d(x, weight, bias, padding=padding)
-    return _fft_conv3d(x, weight, bias, geometry, cached)
+    return _fft_conv3d(x, weight, bias, geometry, cached, x_spectrum)
+
+
+def conv_geometry(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  padding: int | tuple[int, int, int] = 0) -> ConvGeometry:
+    """The ConvGeometry of functional_conv3d(x, weight, bias, padding) (ValueError for shapes that do not fit)."""
+    return _geometry(x, weight, bias, _check_padding(padding))
 
 
 def clear_spectrum_cache() -> None:
@@ -188,11 +197,11 @@ def _compute_dtypes(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.dtype,
 
 
 def _fft_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: ConvGeometry,
-                cached: bool) -> torch.Tensor:
+                cached: bool, x_spectrum: torch.Tensor | None = None) -> torch.Tensor:
     compute, out_dtype = _compute_dtypes(x, weight)
     with torch.autocast(x.device.type, enabled=False):
         spectrum = (_cached_weight_spectrum if cached else weight_spectrum)(weight, geometry, compute)
-        y = _spectral_conv(x.to(compute), spectrum, None if bias is None else bias.to(compute), geometry)
+        y = _spectral_conv(x.to(compute), spectrum, None if bias is None else bias.to(compute), geometry, x_spectrum)
     return y.to(out_dtype)
 
 
@@ -221,17 +230,31 @@ def _dft_matrix(length: int, bins: int, taps: int, pad: int, device: torch.devic
     return torch.polar(torch.ones_like(phase), phase)
 
 
+def input_spectrum(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """x [B, C, D, H, W] real -> the 2-D real FFT of x zero-padded to grid (Lh, Lw): [B, C, D, Lh, Lw//2 + 1].
+    Convolutions of the same x on the same grid can share it (`functional_conv3d(..., x_spectrum=)`)."""
+    return torch.fft.rfft2(_zero_pad(x, *grid))
+
+
 def _spectral_conv(x: torch.Tensor, spectrum: torch.Tensor, bias: torch.Tensor | None,
-                   geometry: ConvGeometry) -> torch.Tensor:
+                   geometry: ConvGeometry, x_spectrum: torch.Tensor | None = None) -> torch.Tensor:
     """x [B, C_in, D, H, W] real, G from `weight_spectrum` -> [B, C_out, D', H', W'] (the crop of the FFT grid)."""
+    _, h_out, w_out = geometry.out_size
+    planes = input_spectrum(x, geometry.grid) if x_spectrum is None else x_spectrum
+    return _spectral_products(planes, spectrum, bias, geometry)[..., :h_out, :w_out].contiguous()
+
+
+def _spectral_products(planes: torch.Tensor, spectrum: torch.Tensor, bias: torch.Tensor | None,
+                       geometry: ConvGeometry) -> torch.Tensor:
+    """planes [B, C_in, D, Lh, Lw//2 + 1] (`input_spectrum`), G from `weight_spectrum` -> the output on the whole
+    FFT grid [B, C_out, D', Lh, Lw] (real; the output proper at [..., :H', :W'], other values beside it)."""
     b, c_in, c_out = geometry.batch, geometry.in_channels, geometry.out_channels
     d, _, _ = geometry.size
     kd = geometry.kernel[0]
     pd = geometry.padding[0]
-    d_out, h_out, w_out = geometry.out_size
+    d_out = geometry.out_size[0]
     lh, lw = geometry.grid
     bins = lh * (lw // 2 + 1)
-    planes = torch.fft.rfft2(_zero_pad(x, lh, lw))  # [B, C_in, D, Lh, Fw]
     # rows (depth, batch) per bin, with the depth zero padding, so that every tap reads a contiguous row block
     rows_in = planes.new_empty(bins, (d + 2 * pd) * b, c_in)
     rows_in[:, :pd * b].zero_()
@@ -250,7 +273,43 @@ def _spectral_conv(x: torch.Tensor, spectrum: torch.Tensor, bias: torch.Tensor |
     if bias is not None:
         rows_out[0].add_(bias * (lh * lw))  # zero-frequency bin: + bias at every grid sample
     grid = rows_out.view(lh, lw // 2 + 1, d_out, b, c_out).permute(3, 4, 2, 0, 1)
-    return torch.fft.irfft2(grid, s=(lh, lw))[..., :h_out, :w_out].contiguous()
+    return torch.fft.irfft2(grid, s=(lh, lw))
+
+
+def fft_conv3d_chain(x: torch.Tensor, layers, x_spectrum: torch.Tensor | None = None) -> torch.Tensor:
+    """The FFT path of a chain of "same" convolutions and elementwise maps with f(0) = 0 (PReLU, ReLU), applied in
+    order to x [B, C, D, H, W] -> [B, C_last, D, H, W], equal to applying each layer with `functional_conv3d(...,
+    impl="fft")` to float32 rounding, with fewer memory passes: between layers the volume stays on the FFT grid,
+    its margins set to zero instead of cropping and zero-padding again (the next layer's input is then the same
+    zero-padded volume; an f with f(0) = 0 keeps the margins zero). Every convolution must keep the size and have
+    the same FFT grid (ValueError otherwise).
+
+    layers: (weight, bias or None, padding (pd, ph, pw)) for a convolution, a callable for an elementwise map;
+    x_spectrum: `input_spectrum(x, grid)` when the caller has it. Float32 / float64, no autocast (the caller
+    applies the layers one by one under autocast, whose per-layer rounding this chain would skip)."""
+    h, w = x.shape[-2:]
+    grid = None  # the FFT grid (Lh, Lw), set by the first convolution
+    volume, planes = x, x_spectrum  # x [..., H, W] up to the first convolution, then [..., Lh, Lw] on the grid
+    for layer in layers:
+        if callable(layer):
+            volume, planes = layer(volume), None
+            continue
+        weight, bias, padding = layer
+        geometry = conv_geometry(volume[..., :h, :w], weight, bias, padding)
+        if geometry.out_size != geometry.size or grid not in (None, geometry.grid):
+            raise ValueError(f"a chain on the FFT grid needs size-keeping convolutions on one grid, got kernel "
+                             f"{list(weight.shape[2:])} with padding {list(geometry.padding)} on {list(geometry.size)}")
+        compute, _ = _compute_dtypes(volume, weight)
+        if planes is None:
+            planes = torch.fft.rfft2(volume.to(compute) if grid else _zero_pad(volume.to(compute), *geometry.grid))
+        grid = geometry.grid
+        spectrum = (_cached_weight_spectrum if _cache_allowed(volume, weight, bias) else weight_spectrum)(
+            weight, geometry, compute)
+        volume = _spectral_products(planes, spectrum, None if bias is None else bias.to(compute), geometry)
+        volume[..., h:, :] = 0  # the margins: the zeros the next layer's padding would put there
+        volume[..., :h, w:] = 0
+        planes = None
+    return volume[..., :h, :w].contiguous() if grid else volume
 
 
 def _zero_pad(x: torch.Tensor, lh: int, lw: int) -> torch.Tensor:

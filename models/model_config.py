@@ -107,6 +107,12 @@ class ModelConfig:
                                     "rounding: direct = nn.Conv3d; fft = exact FFT convolution (models/fast_conv.py); "
                                     "auto = FFT where its cost model says it is cheaper", CONV_IMPLS,
                             group="computation (same function, saved but free to change)")
+    fft_chain: bool = option(True, "where the prompt convolutions take the FFT path: the spatial prompt's "
+                                   "conv1..conv4 and the temporal prompt's conv1, conv2 stay on the zero-margined "
+                                   "FFT grid between layers, and the spatial conv1 shares its input transform with "
+                                   "the score conv (the same function to float32 rounding, fewer memory passes; "
+                                   "false: each convolution on its own)",
+                             group="computation (same function, saved but free to change)")
     checkpoint_activations: bool = option(False, "recompute each visual block's activations in the backward pass "
                                                  "instead of storing them (less memory, about one more forward of "
                                                  "the blocks; the same gradients)",

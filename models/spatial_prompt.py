@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.conv3d import apply_conv3d
+from models.conv3d import apply_conv3d, apply_conv3d_chain, shared_input_spectrum
 from models.model_config import ModelConfig
 
 
@@ -22,9 +22,10 @@ def same_conv3d(in_channels: int, out_channels: int, kernel: tuple[int, int, int
 class SpatialPrompt(nn.Module):
     """video [B, T, 3, H, W] (H = W = grid * patch) -> (prompted video [B, T, 3, H, W], cell mask [B, T, g, g]).
 
-    From `config`: the spatial_* hyperparameters, conv_impl (the convolution algorithm, the same function either
-    way) and spatial_mask_grid, the cell layout: `patch` = cell (i, j) is the ViT patch of rows i*p .. i*p+p-1
-    and columns j*p .. j*p+p-1; `lattice` = the released code's cells, pixel (r, c) in cell (r mod g, c mod g).
+    From `config`: the spatial_* hyperparameters, conv_impl and fft_chain (how the convolutions are computed, the
+    same function either way) and spatial_mask_grid, the cell layout: `patch` = cell (i, j) is the ViT patch of
+    rows i*p .. i*p+p-1 and columns j*p .. j*p+p-1; `lattice` = the released code's cells, pixel (r, c) in cell
+    (r mod g, c mod g).
     """
 
     def __init__(self, patch_size: int, grid_size: int, config: ModelConfig):
@@ -35,6 +36,7 @@ class SpatialPrompt(nn.Module):
                              f"needs a grid of more than {top_k} cells; this CLIP has {grid_size} x {grid_size}")
         self.patch_size, self.grid_size, self.cell_layout = patch_size, grid_size, config.spatial_mask_grid
         self.top_k, self.scale, self.conv_impl = top_k, config.spatial_scale, config.conv_impl
+        self.fft_chain = config.fft_chain
         channels, mlp_hidden = config.spatial_prompt_channels, config.spatial_mlp_hidden
         self.conv1 = same_conv3d(3, hidden, kernel)
         self.conv2 = same_conv3d(hidden, hidden, kernel)
@@ -52,26 +54,28 @@ class SpatialPrompt(nn.Module):
             raise ValueError(f"frames must be [3, {size}, {size}] (the CLIP input resolution), got "
                              f"{list(video.shape[-3:])}")
         volume = video.transpose(1, 2)  # [B, 3, T, H, W]
-        cell_mask = self.region_mask(volume)
-        prompt = self.prompt(volume)
+        spectrum = shared_input_spectrum([self.conv1, self.score_conv], volume, self.conv_impl) \
+            if self.fft_chain else None
+        cell_mask = self.region_mask(volume, spectrum)
+        prompt = self.prompt(volume, spectrum)
         pixel_mask = self.mask_to_pixels(cell_mask).unsqueeze(2)  # [B, T, 1, H, W]
         return video + prompt * self.scale + prompt * pixel_mask * self.scale, cell_mask
 
-    def prompt(self, volume: torch.Tensor) -> torch.Tensor:
-        """volume [B, 3, T, H, W] -> P [B, T, 3, H, W]. The released code applies its last dropout twice."""
-        impl = self.conv_impl
-        x = apply_conv3d(self.conv2, apply_conv3d(self.conv1, volume, impl), impl)
-        x = apply_conv3d(self.conv3, self.act2(x), impl)
-        x = apply_conv3d(self.conv4, self.act3(x), impl)
+    def prompt(self, volume: torch.Tensor, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+        """volume [B, 3, T, H, W] (its transform `spectrum`, from shared_input_spectrum, or None) -> P [B, T, 3, H, W].
+        The released code applies its last dropout twice."""
+        layers = [self.conv1, self.conv2, self.act2, self.conv3, self.act3, self.conv4]
+        x = apply_conv3d_chain(layers, volume, self.conv_impl, self.fft_chain, spectrum)
         x = self.dropout(x).permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]
         x = self.dropout(self.mlp(x)).permute(0, 1, 4, 2, 3)
         return self.dropout(x)
 
-    def region_mask(self, volume: torch.Tensor) -> torch.Tensor:
-        """volume [B, 3, T, H, W] -> bool [B, T, g, g]: per frame, the cells whose mean score is strictly greater
-        than the (k+1)-th largest. A hard threshold: no gradient reaches score_conv (computed without a graph)."""
+    def region_mask(self, volume: torch.Tensor, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+        """volume [B, 3, T, H, W] (its transform `spectrum` or None) -> bool [B, T, g, g]: per frame, the cells
+        whose mean score is strictly greater than the (k+1)-th largest. A hard threshold: no gradient reaches
+        score_conv (computed without a graph)."""
         with torch.no_grad():
-            score = apply_conv3d(self.score_conv, volume, self.conv_impl).squeeze(1)  # [B, T, H, W]
+            score = apply_conv3d(self.score_conv, volume, self.conv_impl, spectrum).squeeze(1)  # [B, T, H, W]
             b, t = score.shape[:2]
             g, p = self.grid_size, self.patch_size
             if self.cell_layout == "patch":

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from models.clip import attention
-from models.conv3d import apply_conv3d
+from models.conv3d import apply_conv3d, apply_conv3d_chain
 from models.model_config import ModelConfig
 from models.spatial_prompt import same_conv3d
 
@@ -28,13 +28,13 @@ def normalise_per_video(weights: torch.Tensor) -> torch.Tensor:
 
 class TemporalPrompt(nn.Module):
     """(tokens [B, T, 1 + N, W], cell mask [B, T, g, g]) -> (prompt [B, T * Pl, W], frame weights [B, T]).
-    From `config`: Pl (local_each_frame_prompt_length), the temporal_* hyperparameters and conv_impl (the
-    convolution algorithm, the same function either way)."""
+    From `config`: Pl (local_each_frame_prompt_length), the temporal_* hyperparameters, conv_impl and fft_chain
+    (how the convolutions are computed, the same function either way)."""
 
     def __init__(self, width: int, num_patches: int, config: ModelConfig):
         super().__init__()
         self.prompt_length, self.scale = config.local_each_frame_prompt_length, config.temporal_scale
-        self.conv_impl = config.conv_impl
+        self.conv_impl, self.fft_chain = config.conv_impl, config.fft_chain
         hidden, kernel = config.temporal_hidden_channels, config.temporal_kernel
         self.attention = nn.MultiheadAttention(width, width // 64)
         self.weight_conv = same_conv3d(1, 1, config.temporal_weight_kernel)
@@ -49,9 +49,8 @@ class TemporalPrompt(nn.Module):
         patches = tokens[:, :, 1:].flatten(1, 2)  # [B, T*N, W]
         volume = attention(self.attention, patches).view(b, 1, t, -1, width)  # [B, 1, T, N, W]
         weights = self.frame_weights(volume, cell_mask)
-        impl = self.conv_impl
-        hidden = self.act1(apply_conv3d(self.conv1, volume, impl))
-        prompt = apply_conv3d(self.conv2, hidden, impl).squeeze(1)  # [B, T, N, W]
+        prompt = apply_conv3d_chain([self.conv1, self.act1, self.conv2], volume, self.conv_impl,
+                                    self.fft_chain).squeeze(1)  # [B, T, N, W]
         prompt = self.mlp(prompt.transpose(2, 3)).transpose(2, 3)  # [B, T, Pl, W]
         prompt = prompt + prompt * weights[:, :, None, None]
         return prompt.reshape(b, t * self.prompt_length, width) * self.scale, weights

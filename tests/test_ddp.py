@@ -1,6 +1,7 @@
 """Two gloo processes give the same losses and parameter updates as one process on the same global batch,
-with and without gradient accumulation, for retrieval's contrastive step and recognition's classification step;
-sharded evaluation (retrieval and recognition) gathers every item once, in order."""
+with and without gradient accumulation and with gradient caching (--micro_batch_size, against one unsplit
+process), for retrieval's contrastive step and recognition's classification step; sharded evaluation (retrieval
+and recognition) gathers every item once, in order."""
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ from utils.engine.precision import resolve_precision
 from utils.engine.recognition_evaluation import evaluate_recognition
 from utils.engine.training import TrainingError
 
-# (name, per-process batch with 2 processes, accumulation); the 1-process run uses twice the batch.
-CASES = [("plain", 2, 1), ("accumulated", 1, 2)]
+# (name, per-process batch with 2 processes, accumulation, micro-batch size); the 1-process run uses twice the
+# batch, unsplit.
+CASES = [("plain", 2, 1, 0), ("accumulated", 1, 2, 0), ("micro_batches", 2, 1, 1)]
 EVAL_ITEMS = 5  # uneven over 2 ranks: shards of 3 and 2
 
 
@@ -36,9 +38,9 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
     try:
-        for name, batch, accum in CASES:
+        for name, batch, accum, micro in CASES:
             trainer = make_trainer(Path(root) / f"ddp_{name}", ctx, n=8, batch_size=batch,
-                                   gradient_accumulation_steps=accum, stop_after_steps=2)
+                                   gradient_accumulation_steps=accum, stop_after_steps=2, micro_batch_size=micro)
             trainer.train()
             torch.save(learned(trainer), Path(root) / f"ddp_{name}_rank{rank}.pt")
         dataset = PairDataset(EVAL_ITEMS)
@@ -83,8 +85,8 @@ def ddp_run(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name,batch,accum", CASES)
-def test_two_processes_match_one_on_the_same_global_batch(ddp_run, tmp_path, name, batch, accum):
+@pytest.mark.parametrize("name,batch,accum,micro", CASES)
+def test_two_processes_match_one_on_the_same_global_batch(ddp_run, tmp_path, name, batch, accum, micro):
     single = make_trainer(tmp_path, DistContext(), n=8, batch_size=2 * batch, gradient_accumulation_steps=accum,
                           stop_after_steps=2)
     single.train()

@@ -1,5 +1,6 @@
 """models.fast_conv: the FFT path equals F.conv3d (values and gradients), the impl flag, the `auto` rule, the
-weight-spectrum cache and its invalidation, half precision, bad input."""
+weight-spectrum cache and its invalidation, half precision, bad input; a chain on the FFT grid and a shared input
+transform equal the layers applied one by one (models/conv3d.py)."""
 
 import gc
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import fast_conv
+from models import conv3d, fast_conv
 from models.fast_conv import ConvGeometry, fft_is_cheaper, fft_size, functional_conv3d
 
 # (x shape [B, C_in, D, H, W], weight shape [C_out, C_in, kd, kh, kw], padding (pd, ph, pw))
@@ -223,3 +224,73 @@ def test_cuda_matches_conv3d():
     assert relative_error(functional_conv3d(x, weight, bias, SHAPES[0][2], impl="fft"), ref) < 1e-4
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert functional_conv3d(x, weight, bias, SHAPES[0][2], impl="fft").dtype == torch.bfloat16
+
+
+def chain_layers(seed: int = 3) -> list[torch.nn.Module]:
+    """A spatial-prompt-like chain, odd sizes: conv 3 -> 4, conv 4 -> 4, PReLU, conv 4 -> 5 ("same" kernels)."""
+    torch.manual_seed(seed)
+    same = lambda i, o, k: torch.nn.Conv3d(i, o, k, padding=tuple(n // 2 for n in k))  # noqa: E731
+    prelu = torch.nn.PReLU()
+    with torch.no_grad():
+        prelu.weight.fill_(-0.3)  # negative slope: the margins must still be exactly zero (PReLU(0) = 0)
+    return [same(3, 4, (3, 7, 5)), same(4, 4, (3, 7, 5)), prelu, same(4, 5, (3, 7, 5))]
+
+
+def one_by_one(layers, x):
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_chain_on_the_fft_grid_equals_the_layers_one_by_one(grad):
+    layers = chain_layers()
+    x = torch.randn(2, 3, 5, 13, 18, generator=torch.Generator().manual_seed(4), requires_grad=grad)
+    with torch.set_grad_enabled(grad), mock_chain() as chains:
+        out = conv3d.apply_conv3d_chain(layers, x, "fft", on_grid=True)
+    assert chains.call_count == 1 and out.shape == (2, 5, 5, 13, 18) and out.is_contiguous()
+    ref = one_by_one(layers, x)
+    assert relative_error(out, ref) < 1e-4
+    if grad:
+        grad_out = torch.randn(ref.shape, generator=torch.Generator().manual_seed(5))
+        params = [x] + [p for layer in layers for p in layer.parameters()]
+        for o, r in zip(torch.autograd.grad(out, params, grad_out), torch.autograd.grad(ref, params, grad_out)):
+            assert relative_error(o, r) < 1e-4
+
+
+def test_shared_input_transform_serves_every_convolution_of_that_input():
+    layers = chain_layers()
+    score = torch.nn.Conv3d(3, 1, (5, 7, 5), padding=(2, 3, 2))  # deeper kernel, same plane grid as conv1
+    x = torch.randn(1, 3, 4, 13, 18, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        spectrum = conv3d.shared_input_spectrum([layers[0], score], x, "fft")
+        assert spectrum is not None and spectrum.shape == (1, 3, 4, 16, 11)  # grid 16 x 20: 13 + 3, 18 + 2
+        assert relative_error(conv3d.apply_conv3d(score, x, "fft", spectrum), score(x)) < 1e-4
+        assert relative_error(conv3d.apply_conv3d_chain(layers, x, "fft", True, spectrum), one_by_one(layers, x)) < 1e-4
+        assert relative_error(conv3d.apply_conv3d_chain(layers, x, "fft", False, spectrum),
+                              one_by_one(layers, x)) < 1e-4
+        assert conv3d.shared_input_spectrum([layers[0], score], x, "direct") is None
+        other_grid = torch.nn.Conv3d(3, 1, (1, 15, 15), padding=(0, 7, 7))
+        assert conv3d.shared_input_spectrum([layers[0], other_grid], x, "fft") is None
+
+
+def test_chain_falls_back_to_one_by_one_where_it_does_not_apply():
+    layers = chain_layers()
+    x = torch.randn(1, 3, 4, 13, 18, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), mock_chain() as chains:
+        ref = one_by_one(layers, x)
+        assert torch.equal(conv3d.apply_conv3d_chain(layers, x, "direct", True), ref)
+        assert relative_error(conv3d.apply_conv3d_chain(layers, x, "fft", False), ref) < 1e-4
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # per-layer rounding of autocast: one by one
+            conv3d.apply_conv3d_chain(layers, x, "fft", True)
+        shrinking = [torch.nn.Conv3d(3, 4, (3, 7, 5), padding=(1, 1, 1))] + layers[1:]
+        conv3d.apply_conv3d_chain(shrinking, x, "fft", True)  # not size-keeping
+    assert chains.call_count == 0
+    with pytest.raises(ValueError, match="size-keeping convolutions on one grid"):
+        conv = shrinking[0]
+        fast_conv.fft_conv3d_chain(x, [(conv.weight, conv.bias, conv.padding)])
+
+
+def mock_chain():
+    from unittest import mock
+    return mock.patch.object(fast_conv, "fft_conv3d_chain", wraps=fast_conv.fft_conv3d_chain)

@@ -1,5 +1,6 @@
-"""The model's exact fast paths against the direct computation: `--conv_impl fft/auto` vs `direct` on the whole
-STOP video encoder and on a training step's gradients (tiny CLIP, float32, relative error < 1e-4)."""
+"""The model's exact fast paths against the direct computation: `--conv_impl fft/auto` (with and without
+`--fft_chain`) vs `direct` on the whole STOP video encoder and on a training step's gradients (tiny CLIP, float32,
+relative error < 1e-4)."""
 
 from unittest import mock
 
@@ -24,36 +25,48 @@ def models_by_impl(**options) -> dict[str, nn.Module]:
     return models
 
 
+@pytest.mark.parametrize("fft_chain", [False, True])
 @pytest.mark.parametrize("impl", ["fft", "auto"])
-def test_encode_video_equals_direct(impl):
-    models = models_by_impl()
+def test_encode_video_equals_direct(impl, fft_chain):
+    models = models_by_impl(fft_chain=fft_chain)
     video, video_mask = video_batch()
-    with mock.patch.object(fast_conv, "_fft_conv3d", wraps=fast_conv._fft_conv3d) as fft_calls, torch.no_grad():
+    with mock.patch.object(fast_conv, "_fft_conv3d", wraps=fast_conv._fft_conv3d) as fft_calls, \
+            mock.patch.object(fast_conv, "fft_conv3d_chain", wraps=fast_conv.fft_conv3d_chain) as chains, \
+            mock.patch.object(fast_conv, "input_spectrum", wraps=fast_conv.input_spectrum) as transforms, \
+            torch.no_grad():
         features, details = models[impl].encode_video(video, video_mask, return_details=True)
         again = models[impl].encode_video(video, video_mask)  # second call: cached weight spectra
     with torch.no_grad():
         reference, reference_details = models["direct"].encode_video(video, video_mask, return_details=True)
-    assert fft_calls.call_count == 16  # auto too: with cached weight spectra FFT is cheaper on every layer here
+    # auto too: with cached weight spectra FFT is cheaper on every layer here. Per call: the 4 + 1 spatial and 3
+    # temporal convolutions one by one (each pads and transforms its input), or the score and weight convs one
+    # by one and two chains on the grid (spatial conv1..conv4, its conv1 reading the input transform shared with
+    # the score conv; temporal conv1, conv2): 2 input_spectrum calls instead of 8
+    assert (fft_calls.call_count, chains.call_count, transforms.call_count) == \
+        ((4, 4, 4) if fft_chain else (16, 0, 16))
     assert relative_error(features, reference) < 1e-4
     assert relative_error(again, reference) < 1e-4
     assert torch.equal(details.region_mask, reference_details.region_mask)
     assert relative_error(details.frame_weights, reference_details.frame_weights) < 1e-4
 
 
-@pytest.mark.parametrize("impl", ["fft", "auto"])
-def test_training_step_gradients_equal_direct(impl):
-    models = models_by_impl()
+@pytest.mark.parametrize("impl,fft_chain", [("fft", False), ("fft", True), ("auto", True)])
+def test_training_step_gradients_equal_direct(impl, fft_chain):
+    models = models_by_impl(fft_chain=fft_chain)
     video, video_mask = video_batch()
     ids = text_batch()
     grads = {}
     for name in (impl, "direct"):
         model = models[name].train()
         torch.manual_seed(3)  # the same dropout draws for both
-        with mock.patch.object(fast_conv, "_fft_conv3d", wraps=fast_conv._fft_conv3d) as fft_calls:
+        with mock.patch.object(fast_conv, "_fft_conv3d", wraps=fast_conv._fft_conv3d) as fft_calls, \
+                mock.patch.object(fast_conv, "fft_conv3d_chain", wraps=fast_conv.fft_conv3d_chain) as chains:
             ContrastiveLoss()(*model(ids, video, video_mask)).backward()
         grads[name] = {key: p.grad for key, p in model.named_trainable_parameters() if p.grad is not None}
-        if name == impl:  # auto: without the cache the tiny shapes mix both algorithms
-            assert fft_calls.call_count == 8 if impl == "fft" else 0 < fft_calls.call_count < 8
+        if name == impl and impl == "fft":
+            assert (fft_calls.call_count, chains.call_count) == ((2, 2) if fft_chain else (8, 0))
+        elif name == impl:  # auto: without the cache the tiny shapes mix both algorithms (so no chain)
+            assert 0 < fft_calls.call_count < 8 and chains.call_count == 0
     assert grads[impl].keys() == grads["direct"].keys()
     assert any(key.startswith("video_encoder.spatial_prompt.conv") for key in grads["direct"])
     flat = {name: torch.cat([g.flatten() for g in grads[name].values()]) for name in grads}

@@ -79,16 +79,19 @@ def test_forward_gives_the_encoders_features_and_the_logit_scale():
 def count_calls(model, *inputs):
     """Calls made by model(*inputs): attention kernels, Conv3d forwards, patch embeddings, prompt generations."""
     sdpa = mock.patch.object(F, "scaled_dot_product_attention", wraps=F.scaled_dot_product_attention)
-    conv = models.spatial_prompt.apply_conv3d
-    spatial_conv = mock.patch.object(models.spatial_prompt, "apply_conv3d", wraps=conv)
-    temporal_conv = mock.patch.object(models.temporal_prompt, "apply_conv3d", wraps=conv)
+    conv, chain = models.spatial_prompt.apply_conv3d, models.spatial_prompt.apply_conv3d_chain
+    patches = [mock.patch.object(module, name, wraps=function) for module in (models.spatial_prompt,
+               models.temporal_prompt) for name, function in (("apply_conv3d", conv), ("apply_conv3d_chain", chain))]
     embed = mock.patch.object(model.clip.visual, "embed", wraps=model.clip.visual.embed)
     generated = []
     handle = model.prompt_generator.register_forward_hook(lambda *_: generated.append(1))
-    with sdpa as attention_calls, spatial_conv as s, temporal_conv as t, embed as embed_calls, torch.no_grad():
-        model(*inputs)
+    with sdpa as attention_calls, embed as embed_calls, torch.no_grad():
+        with patches[0] as s, patches[1] as s_chain, patches[2] as t, patches[3] as t_chain:
+            model(*inputs)
     handle.remove()
-    return {"attention": attention_calls.call_count, "conv3d": s.call_count + t.call_count,
+    chained = sum(isinstance(layer, torch.nn.Conv3d) for mocked in (s_chain, t_chain)
+                  for call in mocked.call_args_list for layer in call.args[0])
+    return {"attention": attention_calls.call_count, "conv3d": s.call_count + t.call_count + chained,
             "embed": embed_calls.call_count, "prompt_generator": len(generated)}
 
 

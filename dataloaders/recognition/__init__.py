@@ -99,4 +99,5 @@ def build_recognition_dataset(args, split: str, resolution: int) -> RecognitionD
                               max_frames=args.max_frames, max_words=args.max_words, resolution=resolution,
                               train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
                               name=f"{args.datatype} {split}", frame_sampling=args.frame_sampling,
-                              frame_order=args.train_frame_order if split == "train" else args.eval_frame_order)
+                              frame_order=args.train_frame_order if split == "train" else args.eval_frame_order,
+                              video_backend=args.video_backend)

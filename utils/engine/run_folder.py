@@ -51,7 +51,9 @@ RESUME_FREE_FLAGS = {
     "max_bad_video_fraction": "when bad videos stop the run (below it they are skipped alike)",
     "init_model": "the checkpoint's weights replace it",
     "conv_impl": "the same function (ModelConfig's 'computation' group)",
+    "fft_chain": "the same function (ModelConfig's 'computation' group)",
     "checkpoint_activations": "the same gradients (ModelConfig's 'computation' group)",
+    "micro_batch_size": "the same gradient (gradient caching of the whole batch), another memory / time trade",
 }
 RESUME_COMPARED = {
     "batch_size": "the global batch --batch_size x processes must match (another process count is allowed)",

@@ -46,6 +46,7 @@ from models.checkpoints import FORMAT
 from utils.engine.checkpoint import capture_rng_state, non_finite_tensors, restore_rng_state, save_atomic
 from utils.engine.data_order import ResumableEpochSampler, SeededItems
 from utils.engine.distributed import DistContext, all_gather_object, barrier
+from utils.engine.gradient_cache import FeatureGradients, gradient_cached_backward, surrogate_loss
 from utils.engine.optimization import build_optimizer, build_scheduler
 from utils.engine.precision import Precision
 from utils.engine.run_log import JsonLines, get_logger, peak_memory_mb
@@ -58,10 +59,23 @@ class TrainingError(RuntimeError):
     and what to do."""
 
 
+def check_micro_batch_size(micro_batch_size: int, batch_size: int, accumulation_steps: int) -> None:
+    """ValueError naming the flags unless --micro_batch_size is 0 (off) or divides --batch_size, without
+    --gradient_accumulation_steps (which splits the contrastive batch, where gradient caching keeps it whole)."""
+    if micro_batch_size == 0:
+        return
+    if micro_batch_size < 0 or batch_size % micro_batch_size:
+        raise ValueError(f"--micro_batch_size {micro_batch_size} must divide --batch_size {batch_size} (or be 0: off)")
+    if accumulation_steps > 1:
+        raise ValueError(f"--micro_batch_size keeps the contrastive batch of --batch_size pairs per process whole, "
+                         f"--gradient_accumulation_steps {accumulation_steps} splits it: use one of the two")
+
+
 class ContrastiveStep(torch.nn.Module):
     """The module DDP wraps: the model's forward (under autocast), then the loss of the global batch (float32).
 
-    forward(text [b, L], video [b, T, 3, H, W], video_mask [b, T]) -> scalar loss of the global batch.
+    forward(text [b, L], video [b, T, 3, H, W], video_mask [b, T]) -> scalar loss of the global batch; with
+    ``feature_grads`` (gradient caching, utils.engine.gradient_cache) the surrogate scalar of a micro-batch instead.
     """
 
     INPUTS = ("text", "video", "video_mask")  # the batch entries forward takes, in order
@@ -70,10 +84,17 @@ class ContrastiveStep(torch.nn.Module):
         super().__init__()
         self.model, self.precision, self.loss = model, precision, ContrastiveLoss(gather=True)
 
-    def forward(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+    def features(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(text features [b, E], video features [b, E], logit scale), features in float32."""
         with self.precision.autocast():
             text_features, video_features, logit_scale = self.model(text, video, video_mask)
-        return self.loss(text_features.float(), video_features.float(), logit_scale)
+        return text_features.float(), video_features.float(), logit_scale
+
+    def forward(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor,
+                feature_grads: FeatureGradients | None = None) -> torch.Tensor:
+        features = self.features(text, video, video_mask)
+        return self.loss(*features) if feature_grads is None else surrogate_loss(*features, feature_grads)
 
 
 @dataclass
@@ -105,6 +126,7 @@ class TrainConfig:
     stop_after_steps: int = 0
     find_unused_parameters: bool = True
     group_size: int = 1
+    micro_batch_size: int = 0  # gradient caching in micro-batches of this many pairs (0: off)
 
 
 class Trainer:
@@ -121,6 +143,7 @@ class Trainer:
         self.accum = config.gradient_accumulation_steps
         if self.accum < 1:
             raise ValueError("--gradient_accumulation_steps must be >= 1")
+        check_micro_batch_size(config.micro_batch_size, config.batch_size, self.accum)
         self.sampler = ResumableEpochSampler(len(train_set), config.batch_size, ctx.rank, ctx.world_size,
                                              seed=config.seed, group_size=config.group_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
@@ -136,6 +159,9 @@ class Trainer:
         self.trainable = [p for g in self.groups for p in g["params"]]
         self.logit_scales = [p for n, p in model.named_parameters() if n.endswith("logit_scale") and p.requires_grad]
         step_module = step_module if step_module is not None else ContrastiveStep(model, precision)
+        if config.micro_batch_size and not isinstance(step_module, ContrastiveStep):
+            raise ValueError("--micro_batch_size caches the gradients of the contrastive (retrieval) loss; "
+                             "leave it out with --task recognition")
         self.step_inputs = step_module.INPUTS
         if ctx.distributed:
             step_module = DistributedDataParallel(
@@ -221,11 +247,12 @@ class Trainer:
             data_time += time.perf_counter() - t
             inputs = [batch[key].to(device, non_blocking=True) for key in self.step_inputs]
             last = micro == self.accum - 1
-            sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.step_module.no_sync()
-            with sync:
-                loss = self.step_module(*inputs)
-                scaled = loss * (self.ctx.world_size / self.accum)
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            if self.config.micro_batch_size:  # (then accum == 1; the contrastive step only)
+                loss = self._gradient_cached_backward(*inputs)
+            else:
+                with contextlib.nullcontext() if last or not self.ctx.distributed else self.step_module.no_sync():
+                    loss = self.step_module(*inputs)
+                    self._backward(loss * (self.ctx.world_size / self.accum))
             loss_sum = loss_sum + loss.detach()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -246,6 +273,19 @@ class Trainer:
                 p.clamp_(*LOGIT_SCALE_RANGE)
         return {"loss": loss_sum / self.accum, "grad_norm": grad_norm, "data_time": data_time,
                 "step_time": time.perf_counter() - start}
+
+    def _backward(self, scaled_loss: torch.Tensor) -> None:
+        (self.scaler.scale(scaled_loss) if self.scaler is not None else scaled_loss).backward()
+
+    def _gradient_cached_backward(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor
+                                  ) -> torch.Tensor:
+        """--micro_batch_size: the backward of the unsplit batch's loss, in micro-batches (gradient_cache)."""
+        core = self.step_module.module if self.ctx.distributed else self.step_module
+        return gradient_cached_backward(
+            core.features, core.loss, self.step_module, text, video, video_mask, self.config.micro_batch_size,
+            self.ctx.world_size / self.accum, self._backward,
+            no_sync=self.step_module.no_sync if self.ctx.distributed else None,
+            train_logit_scale=bool(self.logit_scales))
 
     def _check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         """TrainingError before the update of the step being run when its loss, or (without a loss scaler) its
