@@ -52,8 +52,9 @@ class ContrastiveLoss(nn.Module):
         if text_features.shape[0] != video_features.shape[0]:
             raise ValueError(f"{text_features.shape[0]} texts and {video_features.shape[0]} videos: the loss needs "
                              "matching pairs")
-        if self.gather:
+        if self.gather:  # every process computes the same loss: a trained logit scale's gradient counts once
             text_features, video_features = all_gather_with_grad(text_features), all_gather_with_grad(video_features)
+            logit_scale = shared_across_processes(logit_scale)
         logits = logit_scale.float() * cosine_similarity(text_features, video_features)
         targets = torch.arange(logits.shape[0], device=logits.device)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2

@@ -152,9 +152,10 @@ def train_config(**overrides) -> TrainConfig:
 
 
 def make_trainer(out_dir: Path, ctx: DistContext | None = None, n: int = 12, dropout: float = 0.0,
-                 **overrides) -> Trainer:
+                 train_logit_scale: bool = False, **overrides) -> Trainer:
     ctx = ctx or DistContext()
     model = tiny_dgl_model(dropout=dropout).to(ctx.device)
+    model.clip.logit_scale.requires_grad_(train_logit_scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(1000 + ctx.rank)  # the per-rank random stream main.py sets up after building the model
     return Trainer(model, PairDataset(n), ctx, train_config(**overrides), resolve_precision("fp32", ctx.device),

@@ -26,9 +26,10 @@ from utils.engine.precision import resolve_precision
 from utils.engine.recognition_evaluation import evaluate_recognition
 from utils.engine.training import TrainingError
 
-# (name, per-process batch with 2 processes, accumulation, micro-batch size); the 1-process run uses twice the
-# batch, unsplit.
-CASES = [("plain", 2, 1, 0), ("accumulated", 1, 2, 0), ("micro_batches", 2, 1, 1)]
+# (name, per-process batch with 2 processes, accumulation, micro-batch size, CLIP's logit scale trained); the
+# 1-process run uses twice the batch, unsplit.
+CASES = [("plain", 2, 1, 0, False), ("accumulated", 1, 2, 0, False), ("micro_batches", 2, 1, 1, False),
+         ("logit_scale", 2, 1, 0, True), ("logit_scale_micro_batches", 2, 1, 1, True)]
 EVAL_ITEMS = 5  # uneven over 2 ranks: shards of 3 and 2
 
 
@@ -38,9 +39,10 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
     try:
-        for name, batch, accum, micro in CASES:
+        for name, batch, accum, micro, logit_scale in CASES:
             trainer = make_trainer(Path(root) / f"ddp_{name}", ctx, n=8, batch_size=batch,
-                                   gradient_accumulation_steps=accum, stop_after_steps=2, micro_batch_size=micro)
+                                   gradient_accumulation_steps=accum, stop_after_steps=2, micro_batch_size=micro,
+                                   train_logit_scale=logit_scale)
             trainer.train()
             torch.save(learned(trainer), Path(root) / f"ddp_{name}_rank{rank}.pt")
         dataset = PairDataset(EVAL_ITEMS)
@@ -85,17 +87,17 @@ def ddp_run(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name,batch,accum,micro", CASES)
-def test_two_processes_match_one_on_the_same_global_batch(ddp_run, tmp_path, name, batch, accum, micro):
+@pytest.mark.parametrize("name,batch,accum,micro,logit_scale", CASES)
+def test_two_processes_match_one_on_the_same_global_batch(ddp_run, tmp_path, name, batch, accum, micro, logit_scale):
     single = make_trainer(tmp_path, DistContext(), n=8, batch_size=2 * batch, gradient_accumulation_steps=accum,
-                          stop_after_steps=2)
+                          stop_after_steps=2, train_logit_scale=logit_scale)
     single.train()
     assert step_logs(ddp_run / f"ddp_{name}") == pytest.approx(step_logs(tmp_path), abs=1e-5)
     # the gradient itself (before clipping), not only the Adam update, which hides a wrong scale
     assert step_logs(ddp_run / f"ddp_{name}", "grad_norm") == pytest.approx(step_logs(tmp_path, "grad_norm"),
                                                                              rel=1e-5)
     expected = learned(single)
-    before = learned(make_trainer(tmp_path / "init", n=8))
+    before = learned(make_trainer(tmp_path / "init", n=8, train_logit_scale=logit_scale))
     for rank in (0, 1):
         got = torch.load(ddp_run / f"ddp_{name}_rank{rank}.pt", weights_only=True)
         for key in expected:
