@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The demo, end to end on a CPU (about 11 minutes on 2 idle cores after set-up, docs/RESULTS.md), no download: generate videos of coloured shapes moving in
-# one of four directions, give a tiny CLIP a short image-text pre-training on single frames (it learns colours,
-# shapes and where an object is, not motion), save it in OpenAI's format, then on the same test set of
-# opposite-direction pairs:
+# The demo, end to end on a CPU (about 11 minutes on 2 idle cores after set-up, docs/RESULTS.md), no download:
+# generate videos of coloured shapes moving in one of four directions, give a tiny CLIP a short image-text
+# pre-training on single frames (it learns colours, shapes and where an object is, not motion), save it in
+# OpenAI's format, then on the same test set of opposite-direction pairs:
 #   1. meanP on the frozen CLIP (CLIP4Clip's mean pooling, no training: blind to the order of frames),
 #   2. DGL (--temporal_prompt none), prompts trained, CLIP frozen,
 #   3. STOP as released (--temporal_prompt stop), prompts trained, CLIP frozen,
