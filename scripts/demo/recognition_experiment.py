@@ -31,15 +31,16 @@ if __package__ in (None, ""):  # run as `python scripts/demo/recognition_experim
 import main as train_main
 from benchmarks.bench_conv import load_average, machine
 from dataloaders.synthetic import RECOGNITION_CLASSES
+from scripts.demo.direction_experiment import METHODS as DIRECTION_METHODS
 from scripts.demo.direction_experiment import seed_data
 
-# name -> (label, main.py flags)
+# name -> (label, main.py flags): each method's flags are the direction experiment's
 METHODS = {
-    "zero_shot": ("zero-shot meanP (frozen CLIP)", ["--prompt", "none"]),
-    "dgl": ("DGL, fine-tuned", ["--temporal_prompt", "none"]),
-    "stop": ("STOP (released), fine-tuned", ["--temporal_prompt", "stop"]),
-    "paper": ("STOP (paper), fine-tuned", ["--temporal_prompt", "paper"]),
-    "paper_few_shot": ("STOP (paper), K-shot", ["--temporal_prompt", "paper"]),
+    "zero_shot": ("zero-shot meanP (frozen CLIP)", DIRECTION_METHODS["meanp"][1]),
+    "dgl": ("DGL, fine-tuned", DIRECTION_METHODS["dgl"][1]),
+    "stop": ("STOP (released), fine-tuned", DIRECTION_METHODS["stop"][1]),
+    "paper": ("STOP (paper), fine-tuned", DIRECTION_METHODS["paper"][1]),
+    "paper_few_shot": ("STOP (paper), K-shot", DIRECTION_METHODS["paper"][1]),
 }
 METRICS = ("top1", "top5", "mean_class_accuracy")
 
