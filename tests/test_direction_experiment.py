@@ -74,4 +74,5 @@ def test_parallel_jobs_with_training_pairs_equal_the_sequential_runs(tmp_path, m
     assert hparams["train_group_size"] == 2 and hparams["expand_msrvtt_sentences"] is False
     assert hparams["warmup_proportion"] == 0.3
     assert "training pairs in one batch" in (tmp_path / "par" / "summary.md").read_text()
+    assert "2 runs at once, 1 threads each" in (tmp_path / "par" / "summary.md").read_text()
     assert (tmp_path / "par" / "seed0" / "paper.console.txt").stat().st_size > 0

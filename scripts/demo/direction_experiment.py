@@ -159,6 +159,11 @@ def run_in_worker(args: argparse.Namespace, method: str, seed: int, data: Path, 
         return run_method(args, method, seed, data, clip)
 
 
+def worker_threads(jobs: int) -> int:
+    """Torch threads of each of `jobs` worker processes: the logical CPUs shared out."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _worker_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
@@ -175,7 +180,7 @@ def run_all(args: argparse.Namespace, runs: list[tuple[str, int]], prepared: dic
             print(f"== seed {seed}: {METHODS[method][0]}", flush=True)
             folders[method, seed] = run_method(*arguments(method, seed))
         return folders
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = worker_threads(args.jobs)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
     waves = [[r for r in runs if r[0] not in EVAL_OF], [r for r in runs if r[0] in EVAL_OF]]
     folders = {}
@@ -250,7 +255,10 @@ def markdown(summary: list[dict], rows: list[dict], args: argparse.Namespace, cl
               + (", training pairs in one batch (--train_pairs)" if args.train_pairs else "")
               + (f", extra {' '.join(args.extra)}" if args.extra else "") + ".",
               f"Machine: {args.machine['cpu']} ({args.machine['logical_cpus']} logical CPUs, torch "
-              f"{args.machine['torch']}, {args.machine['threads']} threads), load average at the start "
+              f"{args.machine['torch']}, "
+              + (f"{args.machine['threads']} threads" if args.jobs == 1 else
+                 f"{args.jobs} runs at once, {worker_threads(args.jobs)} threads each")
+              + "), load average at the start "
               f"{args.load_at_start}; {seconds:.0f} s in all for this invocation."]
     if curves:
         lines += ["", "Training curves: " + ", ".join(f"[{c.split('/')[0]} {c.split('/')[1]}]({c})" for c in curves)
