@@ -35,9 +35,11 @@ from dataloaders.recognition import (
     check_recognition_args,
 )
 from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
+from models.model_config import str_to_bool
 from models.clip import load_clip
 from utils.engine.checkpoint import read_checkpoint_file, remove_stale_temporaries
 from utils.engine.classification_step import ClassificationStep
+from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.curves import plot_training_curves
 from utils.engine.determinism import deterministic_mode
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "GPU too; the CPU kernels are deterministic without it (docs/TRAINING.md)")
     run.add_argument("--device", default="auto", help=DEVICE_HELP + " (under torchrun: each process's own GPU)")
     run.add_argument("--num_thread_reader", type=int, default=4, help="DataLoader worker processes per process")
+    run.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
+                     help=ALLOCATOR_HELP)
     run.add_argument("--n_display", type=int, default=50, help="log the training state every this many steps")
     run.add_argument("--save_steps", type=int, default=0,
                      help="also write ckpt_last.pt every this many steps inside an epoch (0: at epoch ends only)")
@@ -357,6 +361,7 @@ def _run_locked(args, ctx: DistContext, argv: list[str], output_dir: Path, resum
                 log, metrics_log: JsonLines) -> dict[str, Any]:
     log.info("arguments: " + " ".join(argv))
     log.info(f"{ctx.world_size} process(es), device {ctx.device}")
+    log.info(retain_freed_memory(args.retain_freed_memory))
     if moved:
         log.info(moved)
     if ctx.is_main:

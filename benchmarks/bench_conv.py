@@ -36,9 +36,10 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.fast_conv import ConvGeometry, fft_is_cheaper, functional_conv3d  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
+from models.model_config import ModelConfig, str_to_bool  # noqa: E402
 from models.spatial_prompt import SpatialPrompt  # noqa: E402
 from models.temporal_prompt import TemporalPrompt  # noqa: E402
+from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory  # noqa: E402
 
 METHODS = ("direct", "fft")
 
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per method (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
+                        help="as in main.py: " + ALLOCATOR_HELP)
     parser.add_argument("--output", default="benchmarks/results/bench_conv.json")
     return parser.parse_args(argv)
 
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    results = {"config": vars(args), "machine": machine(), "load_average_before": load_average()}
+    results = {"config": vars(args), "machine": machine(), "load_average_before": load_average(),
+               "allocator": retain_freed_memory(args.retain_freed_memory)}
     spatial, temporal, layers = model_layers(args)
     results["layers"] = [bench_layer(layer, args) for layer in tqdm(layers, desc="layers")]
     pixels = torch.randn(layers[0].input_shape)

@@ -44,6 +44,7 @@ from models import ContrastiveLoss, ModelConfig, VideoTextModel, create_model  #
 from models.clip import CLIP, CLIPConfig  # noqa: E402
 from models.conv3d import CONV_IMPLS  # noqa: E402
 from models.model_config import str_to_bool  # noqa: E402
+from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory  # noqa: E402
 from utils.engine.distributed import DEVICE_HELP, resolve_device  # noqa: E402
 from utils.engine.gradient_cache import gradient_cached_backward, surrogate_loss  # noqa: E402
 from utils.engine.precision import PRECISIONS, Precision, resolve_precision  # noqa: E402
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=0,
                         help="untimed repeats after the two FLOP-counting calls (themselves untimed warm-ups)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
+                        help="as in main.py: " + ALLOCATOR_HELP)
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     precision = resolve_precision(args.precision, device)
     config = CLIP_SIZES[args.clip]()
     torch.manual_seed(0)
-    results = {"config": vars(args), "machine": machine(), "load_average_before": load_average()}
+    results = {"config": vars(args), "machine": machine(), "load_average_before": load_average(),
+               "allocator": retain_freed_memory(args.retain_freed_memory)}
     if device.type == "cuda":
         results["machine"]["gpu"] = torch.cuda.get_device_name(device)
     direct = direct_flops(config, args)
@@ -264,7 +268,7 @@ def print_table(results: dict) -> None:
     print(f"\n{config['clip']}, B = {config['batch']}, T = {config['frames']}, {config['device']} "
           f"{config['precision']}, conv_impl {config['conv_impl']}; matmul peak "
           f"{results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; load average {results['load_average_before']} -> "
-          f"{results['load_average_after']}")
+          f"{results['load_average_after']}; {results['allocator']}")
     print(f"{'workload':<12}{'s/call':>9}{'videos/s':>10}{'x CLIP':>8}{'GFLOP':>9}{'GFLOP dir':>11}"
           f"{'GFLOP/s':>9}{'eff.':>9}{'MFU':>7}{'peak MiB':>10}")
     for name, row in results["workloads"].items():

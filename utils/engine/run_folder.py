@@ -46,6 +46,7 @@ RESUME_FREE_FLAGS = {
     "save_steps": "how often ckpt_last.pt is written inside an epoch",
     "stop_after_steps": "when this process stops",
     "num_thread_reader": "DataLoader worker processes (the data of a step does not depend on them)",
+    "retain_freed_memory": "where freed buffers live (utils/engine/allocator.py), not what is computed",
     "batch_size_val": "evaluation batch (the same features, to float rounding)",
     "ddp_find_unused_parameters": "how DDP finds the parameters without gradient (the same gradients)",
     "max_bad_video_fraction": "when bad videos stop the run (below it they are skipped alike)",
