@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo, end to end on a CPU (about 11 minutes on 2 idle cores after set-up, docs/RESULTS.md), no download:
+# The demo, end to end on a CPU (8-9 minutes on 2 idle AMD EPYC cores after set-up, docs/RESULTS.md), no download:
 # generate videos of coloured shapes moving in one of four directions, give a tiny CLIP a short image-text
 # pre-training on single frames (it learns colours, shapes and where an object is, not motion), save it in
 # OpenAI's format, then on the same test set of opposite-direction pairs:
