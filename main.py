@@ -35,11 +35,11 @@ from dataloaders.recognition import (
     check_recognition_args,
 )
 from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
-from models.model_config import str_to_bool
 from models.clip import load_clip
+from models.model_config import str_to_bool
+from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory
 from utils.engine.checkpoint import read_checkpoint_file, remove_stale_temporaries
 from utils.engine.classification_step import ClassificationStep
-from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
 from utils.engine.curves import plot_training_curves
 from utils.engine.determinism import deterministic_mode
