@@ -158,11 +158,13 @@ def synthetic_videos(num_train: int, num_test: int, seed: int = 0, train_pairs: 
 def write_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264") -> None:
     """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to a yuv420p video file with PyAV."""
     with av.open(path, "w") as container:
-        stream = container.add_stream(codec, rate=fps)
+        # One encoder thread and the colour conversion done here, not inside encode(): with PyAV's defaults two
+        # processes wrote other pixels for about 2% of the demo's videos (docs/RESULTS.md, "Repeatability").
+        stream = container.add_stream(codec, rate=fps, options={"threads": "1"})
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
         container.mux(stream.encode())
 
 
