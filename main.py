@@ -36,8 +36,7 @@ from dataloaders.recognition import (
 )
 from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
 from models.clip import load_clip
-from models.model_config import str_to_bool
-from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory
+from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory
 from utils.engine.checkpoint import read_checkpoint_file, remove_stale_temporaries
 from utils.engine.classification_step import ClassificationStep
 from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
@@ -106,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "GPU too; the CPU kernels are deterministic without it (docs/TRAINING.md)")
     run.add_argument("--device", default="auto", help=DEVICE_HELP + " (under torchrun: each process's own GPU)")
     run.add_argument("--num_thread_reader", type=int, default=4, help="DataLoader worker processes per process")
-    run.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
-                     help=ALLOCATOR_HELP)
+    add_retain_freed_memory_flag(run)
     run.add_argument("--n_display", type=int, default=50, help="log the training state every this many steps")
     run.add_argument("--save_steps", type=int, default=0,
                      help="also write ckpt_last.pt every this many steps inside an epoch (0: at epoch ends only)")

@@ -36,10 +36,10 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.fast_conv import ConvGeometry, fft_is_cheaper, functional_conv3d  # noqa: E402
-from models.model_config import ModelConfig, str_to_bool  # noqa: E402
+from models.model_config import ModelConfig  # noqa: E402
 from models.spatial_prompt import SpatialPrompt  # noqa: E402
 from models.temporal_prompt import TemporalPrompt  # noqa: E402
-from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory  # noqa: E402
+from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory  # noqa: E402
 
 METHODS = ("direct", "fft")
 
@@ -64,8 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per method (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
-                        help="as in main.py: " + ALLOCATOR_HELP)
+    add_retain_freed_memory_flag(parser)
     parser.add_argument("--output", default="benchmarks/results/bench_conv.json")
     return parser.parse_args(argv)
 

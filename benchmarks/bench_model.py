@@ -44,7 +44,7 @@ from models import ContrastiveLoss, ModelConfig, VideoTextModel, create_model  #
 from models.clip import CLIP, CLIPConfig  # noqa: E402
 from models.conv3d import CONV_IMPLS  # noqa: E402
 from models.model_config import str_to_bool  # noqa: E402
-from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory  # noqa: E402
+from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory  # noqa: E402
 from utils.engine.distributed import DEVICE_HELP, resolve_device  # noqa: E402
 from utils.engine.gradient_cache import gradient_cached_backward, surrogate_loss  # noqa: E402
 from utils.engine.precision import PRECISIONS, Precision, resolve_precision  # noqa: E402
@@ -74,8 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=0,
                         help="untimed repeats after the two FLOP-counting calls (themselves untimed warm-ups)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
-                        help="as in main.py: " + ALLOCATOR_HELP)
+    add_retain_freed_memory_flag(parser)
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--output", default=None, help="JSON file for the results")
     args = parser.parse_args(argv)

@@ -19,10 +19,9 @@ import torch
 from models import ModelConfig, ModelInputs, TrainedModel, VideoTextModel, add_model_args, load_trained
 from models.checkpoints import RUN_FOLDER_CHECKPOINTS
 from models.clip import clip_weights_file
-from models.model_config import str_to_bool
 from models.prompted_video import VideoDetails
 from models.tokenizer import tokenize
-from utils.engine.allocator import FLAG_HELP as ALLOCATOR_HELP, retain_freed_memory
+from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory
 from utils.engine.distributed import DEVICE_HELP, resolve_device
 from utils.engine.precision import PRECISIONS, Precision, resolve_precision
 
@@ -49,8 +48,7 @@ def add_inference_model_args(parser: argparse.ArgumentParser) -> argparse.Argume
     group.add_argument("--device", default="auto", help=DEVICE_HELP)
     group.add_argument("--precision", choices=PRECISIONS, default=None,
                        help="autocast (utils/engine/precision.py); default amp on a GPU, fp32 on the CPU")
-    group.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
-                       help=ALLOCATOR_HELP)
+    add_retain_freed_memory_flag(group)
     add_model_args(parser, defaults_from_config=False)
     return parser
 
@@ -136,7 +134,7 @@ def load_inference_model(args: argparse.Namespace) -> InferenceModel:
         raise ValueError("no --checkpoint: the STOP/DGL prompts are trained weights; pass --checkpoint (ckpt_best.pt "
                          "of a training run), or --prompt none for the frozen-CLIP meanP baseline")
     device = resolve_device(args.device)
-    log.info(retain_freed_memory(getattr(args, "retain_freed_memory", True)))
+    log.info(retain_freed_memory(args.retain_freed_memory))
     names = [f.name for f in dataclasses.fields(ModelConfig)]
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     trained = load_trained(args.checkpoint, overrides=overrides, clip=args.pretrained_clip_name,
