@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train_pairs", action="store_true",
                         help="training videos in opposite-direction pairs too (video2k, video2k+1), rows next to "
                              "each other in MSRVTT_train.9k.csv: train with main.py --train_group_size 2")
-    benchmark = parser.add_argument_group("the temporal benchmark's counterfactual pairs (dataloaders/counterfactual.py)")
+    benchmark = parser.add_argument_group("the temporal benchmark's pairs (dataloaders/counterfactual.py)")
     benchmark.add_argument("--task", choices=(*counterfactual.TASKS, "all"), default=None,
                            help="write this task's pairs (all: the four) instead of the direction videos")
     benchmark.add_argument("--split", choices=counterfactual.SPLITS, default="test",

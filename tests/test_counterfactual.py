@@ -92,8 +92,8 @@ def test_speed_pairs_share_start_and_heading_at_a_third_of_the_speed(benchmark):
 
 def test_every_scene_has_static_distractors_and_its_positions_spread_over_the_frame():
     pairs = make_split("test", TASKS, 100, seed=0)
-    for a, b in pairs:
-        assert sum(not o.moves for o in a.objects) >= counterfactual.NUM_DISTRACTORS
+    for pair in pairs:
+        assert sum(not o.moves for o in pair[0].objects) >= counterfactual.NUM_DISTRACTORS
     # where the moving object is in frame 3 (the whole test split): spread over the frame in both videos of pairs
     for letter in (0, 1):
         xs = np.array([[o for o in pair[letter].objects if o.moves][0].path[3][0] for pair in pairs])
