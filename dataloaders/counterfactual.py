@@ -12,7 +12,9 @@ frame, so what any one frame index shows (where each object is) has the same dis
 pair: no single frame carries the answer (frame 0 of a which_moves or speed pair is the same picture in both).
 For direction and event_order the two videos hold the same set of frames, so the mean of the frames cannot tell
 them apart either; for which_moves and speed mean pooling can (a moving object smears), and the benchmark
-reports what it gets. Every scene has two static distractor objects and a random dark background.
+reports what it gets. Every scene has two static distractor objects and a random dark background. The videos
+are coded losslessly (x264 qp 0): with lossy coding a frame's artifacts depend on the frames before it, which
+differ between a clip and its reversal (measured: up to 44 grey levels apart for the same picture).
 
 Positions and sizes are fractions of the frame side, so a scene renders at any size. Each `PairVideo` keeps its
 ground truth (every object's centre in every frame, which one moves); `true_claims` derives what a video shows
@@ -272,7 +274,7 @@ def write_split(output_root: str, split: str, tasks: Sequence[str], num_pairs: i
     for video in tqdm(videos, desc=f"writing {split} videos", disable=not progress):
         path = os.path.join(output_root, "videos", f"{video.video_id}.mp4")
         if not os.path.exists(path):
-            write_video(path + ".part.mp4", video.frames(image_size), fps)
+            write_video(path + ".part.mp4", video.frames(image_size), fps, lossless=True)
             os.replace(path + ".part.mp4", path)
     metadata = {k: v for k, v in _read_json(os.path.join(output_root, "metadata.json"), {}).items()
                 if v["split"] != split}

@@ -53,12 +53,15 @@ def render_frame(colour: str | Sequence[int], shape: str, position: Sequence[flo
     return image
 
 
-def write_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264") -> None:
-    """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to a yuv420p video file with PyAV."""
+def write_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264", lossless: bool = False) -> None:
+    """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to a yuv420p video file with PyAV. `lossless`
+    (x264 at qp 0): each decoded frame then depends on its own frame only, never on its neighbours (lossy
+    coding predicts a frame from the previous ones, so its artifacts differ between a clip and its reversal)."""
+    options = {"threads": "1", **({"qp": "0"} if lossless else {})}
     with av.open(path, "w") as container:
         # One encoder thread and the colour conversion done here, not inside encode(): with PyAV's defaults two
         # processes wrote other pixels for about 2% of the demo's videos (docs/RESULTS.md, "Repeatability").
-        stream = container.add_stream(codec, rate=fps, options={"threads": "1"})
+        stream = container.add_stream(codec, rate=fps, options=options)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         for frame in frames:
