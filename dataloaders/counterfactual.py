@@ -10,8 +10,8 @@ Each pair is two videos and two captions, each caption true of exactly one of th
 Objects move on a torus (leaving one edge, they re-enter at the opposite one) from a start uniform over the
 frame, so what any one frame index shows (where each object is) has the same distribution in both videos of a
 pair: no single frame carries the answer (frame 0 of a which_moves or speed pair is the same picture in both).
-For direction and event_order the two videos hold the same set of frames, so the mean of the frames cannot tell
-them apart either; for which_moves and speed mean pooling can (a moving object smears), and the benchmark
+For direction and event_order the two videos hold the same set of frames, so the mean of all the frames cannot
+tell them apart either (the benchmark's models sample every frame: --max_frames NUM_FRAMES); for which_moves and speed mean pooling can (a moving object smears), and the benchmark
 reports what it gets. Every scene has two static distractor objects and a random dark background. The videos
 are coded losslessly (x264 qp 0): with lossy coding a frame's artifacts depend on the frames before it, which
 differ between a clip and its reversal (measured: up to 44 grey levels apart for the same picture).
@@ -47,7 +47,7 @@ from .scenes import COLOURS, SHAPES, image_shape, shape_mask, write_video
 TASKS = ("direction", "event_order", "which_moves", "speed")
 SPLITS = ("train", "val", "test")
 SPLIT_LISTS = {"train": "MSRVTT_train.9k.csv", "val": "MSRVTT_val.csv", "test": "MSRVTT_JSFUSION_test.csv"}
-NUM_FRAMES = 8
+NUM_FRAMES = 6
 OBJECT_KINDS = tuple((colour, shape) for colour in COLOURS for shape in SHAPES)
 NUM_DISTRACTORS = 2
 SIZE_RANGE = (0.08, 0.13)  # half-extent, fraction of the shorter side
@@ -99,7 +99,7 @@ class PairVideo:
     task: str
     split: str
     claim: tuple[str, str, str]
-    objects: tuple[SceneObject, ...]  # drawn in this order (distractors first)
+    objects: tuple[SceneObject, ...]  # drawn in this order: the distractors, then the named object(s)
     background: tuple[int, int, int]
 
     @property
@@ -214,7 +214,8 @@ def make_pair(task: str, rng: random.Random, split: str, index: int,
         scenes = [([forward], (task, name, "moves, then stops")),
                   ([_reversed(forward)], (task, name, "stays still, then moves"))]
     elif task == "which_moves":
-        scenes = [([shape(1, None), shape(0, velocity)], (task, name, "moves")),
+        # the same drawing order in both videos: where the two overlap, the one on top tells nothing
+        scenes = [([shape(0, velocity), shape(1, None)], (task, name, "moves")),
                   ([shape(0, None), shape(1, velocity)], (task, other, "moves"))]
     else:
         scenes = [([shape(0, velocity)], (task, name, "quickly")),
