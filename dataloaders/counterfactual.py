@@ -11,10 +11,11 @@ Objects move on a torus (leaving one edge, they re-enter at the opposite one) fr
 frame, so what any one frame index shows (where each object is) has the same distribution in both videos of a
 pair: no single frame carries the answer (frame 0 of a which_moves or speed pair is the same picture in both).
 For direction and event_order the two videos hold the same set of frames, so the mean of all the frames cannot
-tell them apart either (the benchmark's models sample every frame: --max_frames NUM_FRAMES); for which_moves and speed mean pooling can (a moving object smears), and the benchmark
-reports what it gets. Every scene has two static distractor objects and a random dark background. The videos
-are coded losslessly (x264 qp 0): with lossy coding a frame's artifacts depend on the frames before it, which
-differ between a clip and its reversal (measured: up to 44 grey levels apart for the same picture).
+tell them apart either (the benchmark's models sample every frame: --max_frames NUM_FRAMES); for which_moves
+and speed mean pooling can (a moving object smears), and the benchmark reports what it gets. Every scene has
+two static distractor objects and a random dark background. The videos are coded losslessly (x264 qp 0): with
+lossy coding a frame's artifacts depend on the frames before it, which differ between a clip and its reversal
+(measured: up to 44 grey levels apart for the same picture).
 
 Positions and sizes are fractions of the frame side, so a scene renders at any size. Each `PairVideo` keeps its
 ground truth (every object's centre in every frame, which one moves); `true_claims` derives what a video shows

@@ -122,10 +122,8 @@ def probe_task(task: str, seed: int, train_pairs: int, val_pairs: int, test_pair
             for split, count in (("train", train_pairs), ("val", val_pairs), ("test", test_pairs))}
     rows = []
     for view in range(NUM_FRAMES + 2):
-        def split_view(split):
-            x, y = data[split]
-            return x[view], y
-        (x_train, y_train), (x_val, y_val), (x_test, y_test) = map(split_view, ("train", "val", "test"))
+        (x_train, y_train), (x_val, y_val), (x_test, y_test) = ((data[s][0][view], data[s][1])
+                                                                for s in ("train", "val", "test"))
         for kind in PROBES:
             fitted = {wd: fit(kind, x_train.flatten(0, 1), y_train.flatten(), wd, seed) for wd in WEIGHT_DECAYS}
             val = {wd: pair_wins(p, x_val, y_val).mean().item() for wd, p in fitted.items()}
