@@ -174,8 +174,11 @@ def write_report(result: dict, out: Path, results_md: str | None = None) -> str:
               "", "### Per seed: group score [95% bootstrap interval over the pairs]", "",
               *interval_table(rows, trained), ""]
     if result["mechanism"]:
+        figures = sorted(p.name for p in out.glob("prompts_*.png"))
         lines += ["### What STOP's prompts select (test split, the chosen runs)", "",
-                  *mechanism_table(result["mechanism"]), ""]
+                  *mechanism_table(result["mechanism"]), "",
+                  "![spatial selection per task](mechanism.png) "
+                  + " ".join(f"![{name}]({name})" for name in figures), ""]
     lines += [f"Machine: {machine['cpu']} ({machine['logical_cpus']} logical CPUs), torch {machine['torch']}, "
               f"{machine['jobs']} runs at once, load average at the start {machine['load_at_start']}; "
               f"{protocol['seconds']:.0f} s for the invocation that wrote the file."]

@@ -46,16 +46,17 @@ def selection_pixels(model, details) -> np.ndarray | None:
 
 
 def coverage(selected: np.ndarray, masks: np.ndarray) -> float:
-    """Share of the pixels of `masks` [T, R, R] inside `selected` [T, R, R] (NaN if `masks` is empty)."""
+    """Share of the pixels of `masks` [T, R, R] inside `selected` [T, R, R] (NaN if `masks` is empty: left out of
+    the means)."""
     total = masks.sum()
     return float((selected & masks).sum() / total) if total else float("nan")
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation with average ranks for ties (NaN when either side is constant)."""
+def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Rank correlation with average ranks for ties (None when either side is constant)."""
     rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
     if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
+        return None
     return float(np.corrcoef(rx, ry)[0, 1])
 
 

@@ -16,7 +16,8 @@ paper's inserted prompt counts follow the motion in each frame gap.
 
 Writes OUTPUT/temporal_benchmark.json (rows: task, method, seed, text/video/group score with intervals, r1_t2v,
 steps, the chosen lr and the val scores it was chosen on; the probes; the mechanism), OUTPUT/summary.md (the
-tables), OUTPUT/summary.png (group scores with intervals) and OUTPUT/mechanism.png. Finished runs are read, not
+tables), OUTPUT/summary.png (group scores with intervals), OUTPUT/mechanism.png and OUTPUT/prompts_{stop,paper}.png
+(one test video's frames with STOP's selection and inserted prompt counts drawn on them). Finished runs are read, not
 repeated, so an interrupted benchmark resumes. --results_md FILE replaces the part of FILE between the markers
 <!-- temporal_benchmark:begin --> and <!-- temporal_benchmark:end --> with the tables.
 """
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train_pairs", type=int, default=150, help="training pairs per task")
     parser.add_argument("--val_pairs", type=int, default=50, help="validation pairs per task")
     parser.add_argument("--test_pairs", type=int, default=200, help="test pairs per task")
-    parser.add_argument("--epochs", type=int, default=8, help="the same for every trained method")
+    parser.add_argument("--epochs", type=int, default=6, help="the same for every trained method")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3],
                         help="learning rates tried per method; the best mean val group score is chosen")
@@ -90,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip_images", type=int, default=10000, help="stills of the tiny-CLIP pre-training")
     parser.add_argument("--clip_cache", default="outputs/tiny_clip_cache",
                         help="folder of pre-trained tiny CLIPs, one per settings and seed (reused by later runs)")
-    parser.add_argument("--probe_pairs", type=int, nargs=3, default=[1500, 500, 3000], metavar=("TRAIN", "VAL",
+    parser.add_argument("--probe_pairs", type=int, nargs=3, default=[1000, 300, 2000], metavar=("TRAIN", "VAL",
                                                                                                   "TEST"),
                         help="pairs per task of the shortcut probes' train, val and test streams")
     parser.add_argument("--no_probes", action="store_true", help="skip the shortcut probes")
@@ -123,7 +124,7 @@ def seed_data(args: argparse.Namespace, seed: int) -> Path:
 def seed_clip(args: argparse.Namespace, seed: int) -> tuple[Path, dict]:
     """The tiny CLIP of `seed` (from --clip_cache, pre-trained into it on first use) and its report."""
     settings = ["--stills", "benchmark", "--steps", str(args.clip_steps), "--num_images", str(args.clip_images),
-                "--seed", str(seed)]
+                "--min_logit_scale", "30", "--seed", str(seed)]
     key = hashlib.sha256(" ".join(settings).encode()).hexdigest()[:12]
     clip = Path(args.clip_cache) / f"tiny_clip_{key}.pt"
     if not clip.with_suffix(".json").is_file():
@@ -183,16 +184,30 @@ def _worker_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _progress(done: int, total: int, started: float, what: str) -> None:
+    elapsed = time.time() - started
+    left = elapsed / done * (total - done) if done else float("nan")
+    print(f"   {done}/{total} done ({what}); {elapsed:.0f} s elapsed, about {left:.0f} s left", flush=True)
+
+
 def run_jobs(args: argparse.Namespace, jobs: list[tuple[int, tuple]], prepared: dict) -> dict:
-    """{(seed, job): folder} of `jobs`, here (--jobs 1) or in --jobs worker processes of one thread group each."""
+    """{(seed, job): folder} of `jobs`, here (--jobs 1) or in --jobs worker processes of one thread group each;
+    a progress line after each job."""
+    started, folders = time.time(), {}
     if args.jobs == 1:
-        return {(seed, job): run_job(args, job, *prepared[seed]) for seed, job in jobs}
+        for seed, job in jobs:
+            folders[seed, job] = run_job(args, job, *prepared[seed])
+            _progress(len(folders), len(jobs), started, f"seed {seed} {' '.join(map(str, job))}")
+        return folders
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
     with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_threads,
                              initargs=(threads,)) as pool:
         futures = {(seed, job): pool.submit(run_in_worker, args, job, *prepared[seed]) for seed, job in jobs}
-        return {key: future.result() for key, future in futures.items()}
+        for (seed, job), future in futures.items():
+            folders[seed, job] = future.result()
+            _progress(len(folders), len(jobs), started, f"seed {seed} {' '.join(map(str, job))}")
+    return folders
 
 
 def scores_of(folder: Path, pairs: list[dict]) -> dict:
@@ -269,10 +284,13 @@ def main(argv: list[str] | None = None) -> dict:
                          "lr": lr, "val_mean_group_score_by_lr": {f"{k:g}": v for k, v in
                                                                   val_scores.get((seed, method), {}).items()}})
     mechanism = []
+    print(f"== STOP's mechanism on test ({time.time() - started:.0f} s elapsed)", flush=True)
     for seed in args.seeds:
         for method in (m for m in MECHANISM_METHODS if m in args.methods):
             run = prepared[seed][0].parent / run_name(method, chosen[seed, method])
-            mechanism += prompt_mechanism.measure(run, prepared[seed][0], "test", seed=seed, method=method)
+            figure = out / f"prompts_{method}.png" if seed == args.seeds[0] else None
+            mechanism += prompt_mechanism.measure(run, prepared[seed][0], "test", seed=seed, method=method,
+                                                  figure=figure)
     result = {"rows": rows, "probes": probes, "mechanism": mechanism, "tiny_clips": {str(k): v for k, v in
                                                                                       clips.items()},
               "chosen_lr": [{"seed": s, "method": m, "lr": lr, "val_mean_group_score_by_lr":
