@@ -26,4 +26,5 @@ OMP_NUM_THREADS=1 python scripts/demo/temporal_benchmark.py --output "$OUT" --se
     --tasks direction which_moves --methods meanp single_frame dgl stop paper --controls paper_reversed \
     --train_pairs "${TRAIN_PAIRS:-100}" --val_pairs 25 --test_pairs "${TEST_PAIRS:-100}" \
     --epochs "${EPOCHS:-4}" --clip_steps 1000 --probe_pairs 400 100 1000 --jobs "${JOBS:-2}"
+cp "$OUT/temporal_benchmark.json" "$OUT/results.json"
 echo "demo finished in $(( $(date +%s) - start )) s" | tee "$OUT/runtime.txt"

@@ -7,7 +7,7 @@ import json
 import matplotlib.image
 import torch
 
-from scripts.demo import temporal_benchmark
+from scripts.demo import benchmark_report, temporal_benchmark
 from utils.engine.pair_metrics import pair_scores
 
 TOY = ["--seeds", "0", "--tasks", "direction", "which_moves", "--train_pairs", "4", "--val_pairs", "2",
@@ -55,3 +55,11 @@ def test_benchmark_chooses_on_val_scores_test_once_and_resumes(tmp_path):
     again = temporal_benchmark.main(argv)
     assert (seed / f"paper_lr{choice['lr']:g}" / "ckpt_last.pt").stat().st_mtime_ns == trained  # not retrained
     assert again["rows"] == result["rows"]
+    # the tables go into a markdown file between its markers, figure links relative to that file
+    md = tmp_path / "docs" / "RESULTS.md"
+    md.parent.mkdir()
+    md.write_text(f"intro\n{benchmark_report.BEGIN}\nold\n{benchmark_report.END}\nrest\n")
+    benchmark_report.main([str(out / "temporal_benchmark.json"), "--results_md", str(md)])
+    text = md.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{benchmark_report.END}\nrest\n") and "old" not in text
+    assert "](../bench/summary.png)" in text and "| STOP (paper) |" in text

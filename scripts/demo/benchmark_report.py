@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -153,7 +154,26 @@ def plot_mechanism(mechanism: list[dict], path: Path) -> None:
 
 
 def write_report(result: dict, out: Path, results_md: str | None = None) -> str:
-    """summary.md, summary.png, mechanism.png in `out`; the markdown text (also put into `results_md`)."""
+    """summary.md, summary.png, mechanism.png in `out`; the markdown text (also put into `results_md`, its
+    figure links relative to that file)."""
+    text = report_text(result, out)
+    (out / "summary.md").write_text(text)
+    plot_scores(result["rows"], _ordered(result["rows"], "method"), out / "summary.png")
+    if result["mechanism"]:
+        plot_mechanism(result["mechanism"], out / "mechanism.png")
+    if results_md:
+        target = Path(results_md)
+        old = target.read_text()
+        if BEGIN not in old or END not in old:
+            raise ValueError(f"{target} has no {BEGIN} ... {END} section to replace")
+        head, rest = old.split(BEGIN, 1)
+        section = report_text(result, out, Path(os.path.relpath(out, target.parent)))
+        target.write_text(head + BEGIN + "\n" + section + END + rest.split(END, 1)[1])
+    return text
+
+
+def report_text(result: dict, out: Path, links: Path = Path(".")) -> str:
+    """The markdown of the tables; figure links are `links`/name (the figures are in `out`)."""
     rows = result["rows"]
     methods = _ordered(rows, "method")
     trained = [m for m in methods if not m.endswith(("_reversed", "_shuffled"))]
@@ -177,24 +197,13 @@ def write_report(result: dict, out: Path, results_md: str | None = None) -> str:
         figures = sorted(p.name for p in out.glob("prompts_*.png"))
         lines += ["### What STOP's prompts select (test split, the chosen runs)", "",
                   *mechanism_table(result["mechanism"]), "",
-                  "![spatial selection per task](mechanism.png) "
-                  + " ".join(f"![{name}]({name})" for name in figures), ""]
-    lines += [f"Machine: {machine['cpu']} ({machine['logical_cpus']} logical CPUs), torch {machine['torch']}, "
+                  f"![spatial selection per task]({(links / 'mechanism.png').as_posix()}) "
+                  + " ".join(f"![{name}]({(links / name).as_posix()})" for name in figures), ""]
+    lines += [f"![group scores]({(links / 'summary.png').as_posix()})", "",
+              f"Machine: {machine['cpu']} ({machine['logical_cpus']} logical CPUs), torch {machine['torch']}, "
               f"{machine['jobs']} runs at once, load average at the start {machine['load_at_start']}; "
               f"{protocol['seconds']:.0f} s for the invocation that wrote the file."]
-    text = "\n".join(lines) + "\n"
-    (out / "summary.md").write_text(text)
-    plot_scores(rows, methods, out / "summary.png")
-    if result["mechanism"]:
-        plot_mechanism(result["mechanism"], out / "mechanism.png")
-    if results_md:
-        target = Path(results_md)
-        old = target.read_text()
-        if BEGIN not in old or END not in old:
-            raise ValueError(f"{target} has no {BEGIN} ... {END} section to replace")
-        head, rest = old.split(BEGIN, 1)
-        target.write_text(head + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> str:
