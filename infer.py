@@ -299,16 +299,17 @@ def run_serve(args: argparse.Namespace) -> None:
     """Serve the store's search page until interrupted (Ctrl-C). A store another process is writing is served
     read-only as it is now, the page saying so."""
     try:
-        from utils.inference.server import StoreSearch, serve, store_notice
+        from utils.inference.server import StoreSearch, bind, serve, store_notice
     except ImportError as error:  # starlette and uvicorn are in requirements.txt; the other commands need neither
         raise SystemExit(f"error: serve needs starlette and uvicorn ({error}): pip install -r requirements.txt"
                          ) from None
     store, metadata = _open_store(args.store)
     ids, embeddings = _stored_embeddings(store)
     notice = store_notice(store, len(ids))
+    sock = bind(args.host, args.port)  # a port in use stops the command before the model loads
     trained = _model_of_store(args, metadata)
     serve(StoreSearch(store.root, ids, embeddings, trained.encode_texts, stored_video_locator(metadata["source"]),
-                      notice, args.top_k, args.thumb_frames, args.thumb_px), args.host, args.port)
+                      notice, args.top_k, args.thumb_frames, args.thumb_px), sock, args.host)
 
 
 # ------------------------------------------------------------------------------------------- visualize

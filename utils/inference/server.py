@@ -243,14 +243,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(search: StoreSearch, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve `search` on host:port until interrupted (Ctrl-C, SIGTERM). ServeError when the address is taken."""
-    sock = bind(host, port)
+def serve(search: StoreSearch, sock: socket.socket, host: str) -> None:
+    """Serve `search` on `sock` (bound to `host` by `bind`) until interrupted (Ctrl-C, SIGTERM)."""
     for notice in (host_notice(host), search.notice):
         if notice:
             log.warning(notice)
     shown = f"[{host}]" if ":" in host else host
     log.info(f"serving {len(search.ids)} videos of {search.root}: open http://{shown}:{sock.getsockname()[1]}/ "
              "(Ctrl-C stops)")
-    server = uvicorn.Server(uvicorn.Config(create_app(search, host), log_level="warning"))
-    server.run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(create_app(search, host), log_level="warning")).run(sockets=[sock])
