@@ -152,6 +152,18 @@ def test_videos_by_id_with_range_requests(server, store):
         assert headers["content-range"] == f"bytes 100-299/{len(content)}"
 
 
+def test_a_stored_video_whose_file_is_gone_is_a_404_with_a_grey_thumbnail(server, store):
+    path = store.videos / "video4.mp4"
+    path.rename(path.with_suffix(".moved"))
+    try:
+        status, _, body = get(server, "/video?id=video4.mp4")
+        assert status == 404 and "no longer where the store found it" in json.loads(body)["error"]
+        status, _, body = get(server, "/thumb?id=video4.mp4")  # not asked for before (thumbnails are cached)
+        assert status == 200 and np.asarray(Image.open(io.BytesIO(body))).std() < 3  # grey
+    finally:
+        path.with_suffix(".moved").rename(path)
+
+
 @pytest.mark.parametrize("path, params, says", [
     ("/api/search", {"q": "", "k": 3}, "q must be"), ("/api/search", {"q": "   "}, "q must be"),
     ("/api/search", {"k": 3}, "missing parameter q"), ("/api/search", {"q": "x" * 1001}, "q must be"),

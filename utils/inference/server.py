@@ -121,17 +121,20 @@ class StoreSearch:
         kept = [(score, other) for score, other in zip(scores, rows) if other != row][:k]
         return {"id": video_id, "results": ranked_hits(self.ids, [s for s, _ in kept], [r for _, r in kept])}
 
+    def _stored_file(self, video_id: str) -> str | None:
+        """The file of stored video `video_id` (None when it is gone); QueryError 404 for an id not stored."""
+        return self.locate(self.ids[self.row(video_id)])
+
     def video_file(self, video_id: str) -> str:
         """The file of video `video_id`; QueryError 404 for an unknown id or a file no longer there."""
-        path = self.locate(self.ids[self.row(video_id)])
+        path = self._stored_file(video_id)
         if path is None:
             raise QueryError("the video file is no longer where the store found it", 404)
         return path
 
     def _thumbnail(self, video_id: str) -> bytes:
         """JPEG of the video's thumbnail strip (a grey strip when it cannot be read)."""
-        path = self.locate(self.ids[self.row(video_id)])
-        return jpeg_bytes(thumbnail_strip(path, self.thumb_frames, self.thumb_px)[0])
+        return jpeg_bytes(thumbnail_strip(self._stored_file(video_id), self.thumb_frames, self.thumb_px)[0])
 
 
 def _k(request: Request, default: int) -> int:
