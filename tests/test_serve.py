@@ -258,6 +258,15 @@ def card_ids(page) -> list[list[str]]:
                                      "cards => cards.map(c => [c.dataset.id, c.querySelector('.id').textContent])")
 
 
+def wait_until(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll `expression` with page.evaluate until it is truthy (page.wait_for_function polls with eval, which
+    the page's Content-Security-Policy refuses once the condition is not true at the first try)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
+
+
 @pytest.mark.browser
 def test_in_chromium_a_typed_query_shows_the_expected_videos_which_play(server, store, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -278,15 +287,15 @@ def test_in_chromium_a_typed_query_shows_the_expected_videos_which_play(server, 
         assert page.evaluate("window.pwned === undefined")
         assert urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query) == {
             "q": [QUERY], "k": [str(len(NAMES))], "search": ["auto"]}
-        page.wait_for_function("[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth)")
+        wait_until(page, "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth)")
 
         page.reload()  # the search is the URL
         assert [video_id for video_id, _ in card_ids(page)] == expected
 
         first = page.locator("figure.result").first
         first.locator(".play").click()
-        page.wait_for_function("() => { const v = document.querySelector('figure.result video');"
-                               " return v && !v.paused && v.currentTime > 0.2; }")
+        wait_until(page, "(() => { const v = document.querySelector('figure.result video');"
+                         " return v && !v.paused && v.currentTime > 0.2; })()")
         seeked = page.evaluate("""() => new Promise(done => { const v = document.querySelector('figure.result video');
             v.addEventListener('seeked', () => done(v.currentTime), {once: true}); v.currentTime = 1.0; })""")
         assert seeked == pytest.approx(1.0, abs=0.3)
