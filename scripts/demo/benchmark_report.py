@@ -176,7 +176,7 @@ def report_text(result: dict, out: Path, links: Path = Path(".")) -> str:
     """The markdown of the tables; figure links are `links`/name (the figures are in `out`)."""
     rows = result["rows"]
     methods = _ordered(rows, "method")
-    trained = [m for m in methods if not m.endswith(("_reversed", "_shuffled"))]
+    trained = [m for m in methods if "_test_" not in m]
     protocol = result["protocol"]
     args, machine = protocol["args"], protocol["machine"]
     seeds = sorted({r["seed"] for r in rows})
