@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from dataloaders.video_files import stored_video_locator, videos_in_csv, videos_in_folder
-from dataloaders.video_reader import VideoReadError, read_video_tensor
-from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
-from utils.engine.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
-from utils.engine.folder_lock import FolderBusyError
+from dataloaders.video_input import read_video_tensor
+from dataloaders.video_reader import VideoReadError
+from utils.engine.run.cli import FlagError, OneLineArgumentParser, one_line
+from utils.engine.runtime.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
+from utils.engine.run.folder_lock import FolderBusyError
 from utils.inference.ann_index import (
     ANN_RECORD,
     EXACT_BELOW,

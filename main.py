@@ -36,22 +36,22 @@ from dataloaders.recognition import (
 )
 from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
 from models.clip import load_clip
-from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory
-from utils.engine.checkpoint import read_checkpoint_file, remove_stale_temporaries
-from utils.engine.classification_step import ClassificationStep
-from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
-from utils.engine.curves import plot_training_curves
-from utils.engine.determinism import deterministic_mode
-from utils.engine.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
-from utils.engine.evaluation import EvaluationError, evaluate
-from utils.engine.folder_lock import FolderBusyError, FolderLock
-from utils.engine.precision import PRECISIONS, resolve_precision
-from utils.engine.recognition_evaluation import evaluate_recognition
-from utils.engine.renormalisation import add_renormalisation_args, methods_from_args
-from utils.engine.run_folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
-from utils.engine.run_log import JsonLines, setup_logging, write_json
-from utils.engine.tensorboard_log import TensorBoardLog
-from utils.engine.training import TrainConfig, Trainer, TrainingError, check_micro_batch_size
+from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
+from utils.engine.training.checkpoint import read_checkpoint_file, remove_stale_temporaries
+from utils.engine.recognition.step import ClassificationStep
+from utils.engine.run.cli import FlagError, OneLineArgumentParser, one_line
+from utils.engine.run.curves import plot_training_curves
+from utils.engine.runtime.determinism import deterministic_mode
+from utils.engine.runtime.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
+from utils.engine.retrieval.evaluation import EvaluationError, evaluate
+from utils.engine.run.folder_lock import FolderBusyError, FolderLock
+from utils.engine.runtime.precision import PRECISIONS, resolve_precision
+from utils.engine.recognition.evaluation import evaluate_recognition
+from utils.engine.retrieval.renormalisation import add_renormalisation_args, methods_from_args
+from utils.engine.run.folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
+from utils.engine.run.log import JsonLines, setup_logging, write_json
+from utils.engine.run.tensorboard_log import TensorBoardLog
+from utils.engine.training.trainer import TrainConfig, Trainer, TrainingError, check_micro_batch_size
 
 # What the library raises for bad input (messages written for the user); main turns them into one line.
 USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run from this ckpt_last.pt (or its folder), at the exact step, "
                           "in that folder. The flags must be the run's (hparams.json) except those that do not "
                           "change it (output, logging, saving, workers: RESUME_FREE_FLAGS in "
-                          "utils/engine/run_folder.py); a difference is refused, naming the flags")
+                          "utils/engine/run/folder.py); a difference is refused, naming the flags")
     run.add_argument("--resume_extend_epochs", action="store_true",
                      help="with --resume: allow a larger --epochs than the run's. The learning rate then follows "
                           "the schedule of the new total from the checkpoint's step on (warm-up over "
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--clip_grad_norm", type=float, default=1.0, help="gradient norm clipping (0: off)")
     optim.add_argument("--precision", choices=PRECISIONS, default="amp",
                        help="amp: float16 autocast + loss scaling on CUDA (bfloat16 on the CPU); fp16; bf16; fp32 "
-                            "(utils/engine/precision.py)")
+                            "(utils/engine/runtime/precision.py)")
     optim.add_argument("--freeze_clip", action=argparse.BooleanOptionalAction, default=True,
                        help="keep the CLIP backbone frozen (--no-freeze_clip trains it at lr * coef_lr)")
     optim.add_argument("--ddp_find_unused_parameters", action=argparse.BooleanOptionalAction, default=True,

@@ -39,7 +39,7 @@ from models.fast_conv import ConvGeometry, fft_is_cheaper, functional_conv3d  # 
 from models.model_config import ModelConfig  # noqa: E402
 from models.spatial_prompt import SpatialPrompt  # noqa: E402
 from models.temporal_prompt import TemporalPrompt  # noqa: E402
-from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory  # noqa: E402
+from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory  # noqa: E402
 
 METHODS = ("direct", "fft")
 

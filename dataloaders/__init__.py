@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 
 from . import activitynet, custom_csv, didemo, lsmdc, msrvtt, msvd, vatex
-from .annotations import Annotations, DataFileError, holdout_indices
+from .annotations import SPLITS, Annotations, DataFileError, load_split
 from .recognition import RECOGNITION_DATASETS
 from .retrieval_dataset import FRAME_ORDERS, BadVideoError, BadVideoWarning, RetrievalDataset, frame_order
 from .sources import FolderSource, LMDBSource, video_source
 from .video_backends import VIDEO_BACKENDS
-from .video_reader import VideoReadError, read_frames, read_video_tensor
+from .video_options import video_options
+from .video_input import read_video_tensor
+from .video_reader import VideoReadError, read_frames
 
 # --datatype -> function (args, split) -> Annotations
 DATASETS = {
@@ -26,7 +28,6 @@ DATASETS = {
     "lsmdc": lsmdc.load_annotations,
     "csv": custom_csv.load_annotations,
 }
-SPLITS = ("train", "val", "test")
 
 __all__ = ["DATASETS", "SPLITS", "Annotations", "BadVideoError", "BadVideoWarning", "DataFileError",
            "FolderSource", "LMDBSource", "RetrievalDataset", "VideoReadError", "add_data_args", "build_dataset",
@@ -81,24 +82,9 @@ def _frame_order_flag(value: str) -> str:
 
 def load_annotations(args, split: str) -> Annotations:
     """The annotations of `split` of --datatype, with --holdout_val_videos applied."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if args.holdout_val_videos <= 0 or split == "test":
-        return DATASETS[args.datatype](args, split)
-    train = DATASETS[args.datatype](args, "train")
-    held_out, kept = holdout_indices(len(train.video_ids), args.holdout_val_videos)
-    return train.subset(held_out if split == "val" else kept)
+    return load_split(DATASETS[args.datatype], args, split)
 
 
 def build_dataset(args, split: str, resolution: int) -> RetrievalDataset:
-    """The `split` ("train", "val" or "test") of --datatype as a RetrievalDataset of frames of `resolution` px
-    (the model's input size); frames are sampled by --frame_sampling (training at random, val and test
-    deterministically) and ordered by --train_frame_order / --eval_frame_order. Besides the
-    data flags, `args` carries the model's input flags --max_frames and --max_words (models.add_model_args)."""
-    return RetrievalDataset(load_annotations(args, split), video_source(args), max_frames=args.max_frames,
-                            max_words=args.max_words, resolution=resolution,
-                            train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
-                            name=f"{args.datatype} {split}",
-                            frame_sampling=args.frame_sampling,
-                            frame_order=args.train_frame_order if split == "train" else args.eval_frame_order,
-                            video_backend=args.video_backend)
+    """The `split` ("train", "val" or "test") of --datatype as a RetrievalDataset (``video_options``)."""
+    return RetrievalDataset(load_annotations(args, split), video_source(args), **video_options(args, split, resolution))

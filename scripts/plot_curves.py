@@ -4,7 +4,7 @@ end of every training run; works on a running or a crashed run too.
     python scripts/plot_curves.py runs/x [--output curves.png]
 
 Panels: training loss (logged steps, epoch means), validation R@1, learning rate per parameter group, gradient
-norm, samples/s and data time against the optimizer step (utils/engine/curves.py).
+norm, samples/s and data time against the optimizer step (utils/engine/run/curves.py).
 """
 
 # ruff: noqa: E402
@@ -18,8 +18,8 @@ if __package__ in (None, ""):  # run as `python scripts/plot_curves.py`: import 
 
 import argparse
 
-from utils.engine.cli import OneLineArgumentParser, one_line
-from utils.engine.curves import plot_training_curves
+from utils.engine.run.cli import OneLineArgumentParser, one_line
+from utils.engine.run.curves import plot_training_curves
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -5,7 +5,7 @@
 
 Prints the raw and the post-processed metrics and writes them to <matrix>_post_processed.json beside the
 matrix (or --output). QB-Norm needs the query bank's similarities, which main.py saves in the same file
-(query_bank_similarity) when it evaluates with --qb_norm --save_similarity. See utils/engine/renormalisation.py.
+(query_bank_similarity) when it evaluates with --qb_norm --save_similarity. See utils/engine/retrieval/renormalisation.py.
 """
 
 # ruff: noqa: E402
@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from utils.engine.cli import OneLineArgumentParser, one_line
-from utils.engine.metrics import format_metrics, metrics_from_similarity
-from utils.engine.renormalisation import add_renormalisation_args, describe, methods_from_args, post_processed_metrics
-from utils.engine.run_log import write_json
+from utils.engine.run.cli import OneLineArgumentParser, one_line
+from utils.engine.retrieval.metrics import format_metrics, metrics_from_similarity
+from utils.engine.retrieval.renormalisation import add_renormalisation_args, describe, methods_from_args, post_processed_metrics
+from utils.engine.run.log import write_json
 
 
 def renormalise_file(path: Path, methods: dict[str, dict[str, Any]]) -> dict[str, Any]:

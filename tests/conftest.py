@@ -14,10 +14,10 @@ from torch.utils.data import Dataset
 
 from models import ModelConfig, VideoTextModel, create_model
 from models.clip import CLIP, CLIPConfig
-from utils.engine.distributed import DistContext
-from utils.engine.precision import resolve_precision
-from utils.engine.run_log import JsonLines
-from utils.engine.training import TrainConfig, Trainer
+from utils.engine.runtime.distributed import DistContext
+from utils.engine.runtime.precision import resolve_precision
+from utils.engine.run.log import JsonLines
+from utils.engine.training.trainer import TrainConfig, Trainer
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -132,7 +132,7 @@ class LabelledPairDataset(PairDataset):
 def classification_trainer(out_dir: Path, ctx: DistContext | None = None, n: int = 8, **overrides) -> Trainer:
     """make_trainer's tiny DGL model and run, trained with the recognition step (cross-entropy over the classes
     of a LabelledPairDataset of ``n`` items)."""
-    from utils.engine.classification_step import ClassificationStep
+    from utils.engine.recognition.step import ClassificationStep
 
     ctx = ctx or DistContext()
     model = tiny_dgl_model().to(ctx.device)

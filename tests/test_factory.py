@@ -16,7 +16,7 @@ from models.checkpoints import FORMAT, to_released_state_dict
 from models.clip import CLIP, CLIPConfig, save_clip_torchscript
 from models.tokenizer import tokenize
 from tests.conftest import FRAMES, TINY, tiny_model, video_batch
-from utils.engine.checkpoint import save_atomic
+from utils.engine.training.checkpoint import save_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "checkpoint_2026_12"

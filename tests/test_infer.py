@@ -30,13 +30,13 @@ import torch.nn.functional as F
 import infer
 from dataloaders.synthetic import write_dataset
 from dataloaders.video_files import Failure
-from dataloaders.video_reader import read_video_tensor
+from dataloaders.video_input import read_video_tensor
 from models import ModelConfig, VideoTextModel, create_model
 from models.checkpoints import FORMAT
 from models.clip import CLIP, CLIPConfig
 from models.tokenizer import tokenize
 from utils.atomic_file import write_atomic
-from utils.engine.checkpoint import save_atomic
+from utils.engine.training.checkpoint import save_atomic
 from utils.inference.embedding_store import EmbeddingStore
 from utils.inference.inference_model import InferenceModel
 

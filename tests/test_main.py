@@ -11,7 +11,7 @@ import torch
 
 from main import main, parse_args
 from tests.conftest import write_run_data
-from utils.engine.run_folder import run_files
+from utils.engine.run.folder import run_files
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from main import main
 from scripts.plot_curves import main as plot_curves_main
 from tests.conftest import step_logs, write_run_data
 from tests.test_main import common_args
-from utils.engine.retrieval_report import worst_queries
-from utils.engine.tensorboard_log import scalars
+from utils.engine.retrieval.report import worst_queries
+from utils.engine.run.tensorboard_log import scalars
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ import main as train_main
 from benchmarks.bench_conv import load_average, machine
 from dataloaders import synthetic
 from scripts.demo import report, tiny_clip_pretrain
-from utils.engine.curves import CURVES_FILE, plot_training_curves
+from utils.engine.run.curves import CURVES_FILE, plot_training_curves
 
 # name -> (label, main.py flags); "eval_of" methods evaluate another method's checkpoint instead of training
 METHODS = {

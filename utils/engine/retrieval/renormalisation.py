@@ -24,7 +24,7 @@ from typing import Any, Dict
 
 import torch
 
-from utils.engine.metrics import format_metrics, metrics_from_similarity
+from utils.engine.retrieval.metrics import format_metrics, metrics_from_similarity
 
 METHODS = ("dual_softmax", "qb_norm")
 # parameter -> (the rule in words, the check); the flag of method m's parameter p is --m_p

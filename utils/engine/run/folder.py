@@ -2,7 +2,7 @@
 folder to a new run or moving its files aside (--overwrite), and checking that a --resume continues the
 checkpoint's run (the same flags, except those that do not change it).
 
-A folder is written by one process at a time: the caller holds its FolderLock (utils/engine/folder_lock.py)
+A folder is written by one process at a time: the caller holds its FolderLock (utils/engine/run/folder_lock.py)
 around claim_output_dir and the run.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from models import CheckpointError, ModelConfig
-from utils.engine.checkpoint import read_resumable_checkpoint
-from utils.engine.distributed import DistContext
+from utils.engine.training.checkpoint import read_resumable_checkpoint
+from utils.engine.runtime.distributed import DistContext
 
 # The files that make a folder hold a run (a new run never writes beside them; see --overwrite, --resume), and
 # what --overwrite moves aside with them.
@@ -46,7 +46,7 @@ RESUME_FREE_FLAGS = {
     "save_steps": "how often ckpt_last.pt is written inside an epoch",
     "stop_after_steps": "when this process stops",
     "num_thread_reader": "DataLoader worker processes (the data of a step does not depend on them)",
-    "retain_freed_memory": "where freed buffers live (utils/engine/allocator.py), not what is computed",
+    "retain_freed_memory": "where freed buffers live (utils/engine/runtime/allocator.py), not what is computed",
     "batch_size_val": "evaluation batch (the same features, to float rounding)",
     "ddp_find_unused_parameters": "how DDP finds the parameters without gradient (the same gradients)",
     "max_bad_video_fraction": "when bad videos stop the run (below it they are skipped alike)",

@@ -26,7 +26,7 @@ RETAINED_BYTES = 2**31 - 1  # mallopt takes an int
 FLAG_HELP = ("keep freed memory in the process (glibc mallopt: mmap and trim thresholds of 2 GiB): the prompts' "
              "FFT convolutions then reuse their large buffers instead of page-faulting fresh ones on every call "
              "(up to 3x faster on the CPU; resident memory stays near its peak; results unchanged; "
-             "utils/engine/allocator.py)")
+             "utils/engine/runtime/allocator.py)")
 
 
 def add_retain_freed_memory_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

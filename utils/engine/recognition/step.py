@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from models.loss import ClassificationLoss
-from utils.engine.precision import Precision
+from utils.engine.runtime.precision import Precision
 
 
 class ClassificationStep(torch.nn.Module):

@@ -16,7 +16,7 @@ number of samples per update but NOT the contrastive batch: 1 GPU x 32 x 4 steps
 where 4 GPUs x 32 see 127. Prefer a larger per-process batch where memory allows (scripts/msrvtt.sh does).
 
 An epoch has ``floor(len(train) / (batch_size * world_size)) // k`` optimizer steps; leftover pairs are
-dropped. The data order is a function of (seed, epoch) alone (``utils.engine.data_order``), which lets ``--resume``
+dropped. The data order is a function of (seed, epoch) alone (``utils.engine.training.data_order``), which lets ``--resume``
 skip exactly the consumed micro-batches and continue at the same step, mid-epoch included. On resume the
 learning-rate schedule is rebuilt from the flags (``TrainConfig``) at the checkpoint's step, not taken from the
 checkpoint: with the same flags it is the same schedule, with a larger --epochs (``--resume_extend_epochs``)
@@ -41,15 +41,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models import ContrastiveLoss
 from models.checkpoints import FORMAT
-from utils.engine.checkpoint import capture_rng_state, non_finite_tensors, restore_rng_state, save_atomic
-from utils.engine.data_order import ResumableEpochSampler, SeededItems
-from utils.engine.distributed import DistContext, all_gather_object, barrier
-from utils.engine.gradient_cache import FeatureGradients, gradient_cached_backward, surrogate_loss
-from utils.engine.optimization import build_optimizer, build_scheduler
-from utils.engine.precision import Precision
-from utils.engine.run_log import JsonLines, get_logger, peak_memory_mb
+from utils.engine.training.checkpoint import capture_rng_state, non_finite_tensors, restore_rng_state, save_atomic
+from utils.engine.training.data_order import ResumableEpochSampler, SeededItems
+from utils.engine.runtime.distributed import DistContext, all_gather_object, barrier
+from utils.engine.training.gradient_cache import gradient_cached_backward
+from utils.engine.training.optimization import build_optimizer, build_scheduler
+from utils.engine.runtime.precision import Precision
+from utils.engine.run.log import JsonLines, get_logger, peak_memory_mb
 
 LOGIT_SCALE_RANGE = (0.1, math.log(100.0))  # clamp of a trained logit_scale, as released
 
@@ -69,32 +68,6 @@ def check_micro_batch_size(micro_batch_size: int, batch_size: int, accumulation_
     if accumulation_steps > 1:
         raise ValueError(f"--micro_batch_size keeps the contrastive batch of --batch_size pairs per process whole, "
                          f"--gradient_accumulation_steps {accumulation_steps} splits it: use one of the two")
-
-
-class ContrastiveStep(torch.nn.Module):
-    """The module DDP wraps: the model's forward (under autocast), then the loss of the global batch (float32).
-
-    forward(text [b, L], video [b, T, 3, H, W], video_mask [b, T]) -> scalar loss of the global batch; with
-    ``feature_grads`` (gradient caching, utils.engine.gradient_cache) the surrogate scalar of a micro-batch instead.
-    """
-
-    INPUTS = ("text", "video", "video_mask")  # the batch entries forward takes, in order
-
-    def __init__(self, model: torch.nn.Module, precision: Precision):
-        super().__init__()
-        self.model, self.precision, self.loss = model, precision, ContrastiveLoss(gather=True)
-
-    def features(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(text features [b, E], video features [b, E], logit scale), features in float32."""
-        with self.precision.autocast():
-            text_features, video_features, logit_scale = self.model(text, video, video_mask)
-        return text_features.float(), video_features.float(), logit_scale
-
-    def forward(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor,
-                feature_grads: FeatureGradients | None = None) -> torch.Tensor:
-        features = self.features(text, video, video_mask)
-        return self.loss(*features) if feature_grads is None else surrogate_loss(*features, feature_grads)
 
 
 @dataclass
@@ -131,12 +104,15 @@ class TrainConfig:
 
 class Trainer:
     """Owns the optimizer, schedule, scaler, sampler and progress of one training run. ``step_module`` is the
-    module DDP wraps (default ``ContrastiveStep``; recognition's ``ClassificationStep``): its ``INPUTS`` name the
-    batch entries its forward takes, and it returns the loss of the global batch."""
+    module DDP wraps, the task's training step (retrieval's ContrastiveStep, recognition's ClassificationStep):
+    its ``model`` is the VideoTextModel trained, its ``INPUTS`` name the batch entries its forward takes, it
+    returns the loss of the global batch, and ``GRADIENT_CACHE`` (default False) says whether it splits into
+    ``features`` and ``loss`` for --micro_batch_size (utils.engine.training.gradient_cache)."""
 
-    def __init__(self, model: torch.nn.Module, train_set, ctx: DistContext, config: TrainConfig,
+    def __init__(self, step_module: torch.nn.Module, train_set, ctx: DistContext, config: TrainConfig,
                  precision: Precision, output_dir: str | None = None, metrics: JsonLines | None = None,
-                 args: Dict[str, Any] | None = None, step_module: torch.nn.Module | None = None):
+                 args: Dict[str, Any] | None = None):
+        model = step_module.model
         self.model, self.train_set, self.ctx, self.config = model, train_set, ctx, config
         self.precision = precision
         self.output_dir, self.metrics, self.args = output_dir, metrics, args or {}
@@ -144,6 +120,9 @@ class Trainer:
         if self.accum < 1:
             raise ValueError("--gradient_accumulation_steps must be >= 1")
         check_micro_batch_size(config.micro_batch_size, config.batch_size, self.accum)
+        if config.micro_batch_size and not getattr(step_module, "GRADIENT_CACHE", False):
+            raise ValueError(f"--micro_batch_size caches the gradients of a contrastive step; "
+                             f"{type(step_module).__name__} does not split into features and loss: leave it out")
         self.sampler = ResumableEpochSampler(len(train_set), config.batch_size, ctx.rank, ctx.world_size,
                                              seed=config.seed, group_size=config.group_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
@@ -158,10 +137,6 @@ class Trainer:
         self.scaler = precision.grad_scaler()
         self.trainable = [p for g in self.groups for p in g["params"]]
         self.logit_scales = [p for n, p in model.named_parameters() if n.endswith("logit_scale") and p.requires_grad]
-        step_module = step_module if step_module is not None else ContrastiveStep(model, precision)
-        if config.micro_batch_size and not isinstance(step_module, ContrastiveStep):
-            raise ValueError("--micro_batch_size caches the gradients of the contrastive (retrieval) loss; "
-                             "leave it out with --task recognition")
         self.step_inputs = step_module.INPUTS
         if ctx.distributed:
             step_module = DistributedDataParallel(
@@ -173,7 +148,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- state
     def checkpoint(self, with_training_state: bool = True) -> Dict[str, Any]:
-        """The checkpoint payload (see utils.engine.checkpoint). Collective: every rank must call it."""
+        """The checkpoint payload (see utils.engine.training.checkpoint). Collective: every rank must call it."""
         rng = all_gather_object(capture_rng_state()) if with_training_state else None
         payload = {"format": FORMAT, "model": self.model.learned_state_dict(),
                    "model_config": self.model.config.to_dict(), **asdict(self.progress), "args": self.args,
@@ -204,7 +179,7 @@ class Trainer:
 
     def load_training_state(self, payload: Dict[str, Any], source: str) -> None:
         """Resume: optimizer, schedule, scaler, progress and this rank's RNG from ``payload`` (a checkpoint
-        utils.engine.checkpoint.read_resumable_checkpoint accepted; model tensors are loaded by the caller)."""
+        utils.engine.training.checkpoint.read_resumable_checkpoint accepted; model tensors are loaded by the caller)."""
         planned_lrs = list(self.scheduler.base_lrs)  # the flags' learning rates, per group
         planned_decay = [g["weight_decay"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(payload["optimizer"])  # moments; also the saved groups' lr / decay ...
@@ -317,10 +292,13 @@ class Trainer:
             self.metrics.write(record)
 
     def train(self, evaluate: Callable[[], Dict[str, Any]] | None = None,
-              metric: Callable[[Dict[str, Any]], float] = lambda r: r["t2v"]["R1"]) -> str:
+              metric: Callable[[Dict[str, Any]], float] | None = None) -> str:
         """Run to the end of --epochs (or --stop_after_steps). After each epoch ``evaluate()`` (if given) is
-        scored by ``metric``; ckpt_best.pt keeps the best (later epochs win ties, as released) and
-        ckpt_last.pt the resumable state. Returns "finished" or "stopped"."""
+        scored by ``metric`` (the task's selection metric, required with ``evaluate``); ckpt_best.pt keeps the
+        best (later epochs win ties, as released) and ckpt_last.pt the resumable state. Returns "finished" or
+        "stopped"."""
+        if evaluate is not None and metric is None:
+            raise ValueError("Trainer.train: an evaluate() needs the metric that scores its results")
         log, cfg, p = get_logger(), self.config, self.progress
         self.model.train()
         for epoch in range(p.epoch, cfg.epochs):
