@@ -27,9 +27,8 @@ import numpy as np
 from dataloaders.video_files import stored_video_locator, videos_in_csv, videos_in_folder
 from dataloaders.video_input import read_video_tensor
 from dataloaders.video_reader import VideoReadError
-from utils.engine.run.cli import FlagError, OneLineArgumentParser, one_line
+from utils.engine.run.cli import USER_ERRORS, FlagError, OneLineArgumentParser, one_line
 from utils.engine.runtime.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
-from utils.engine.run.folder_lock import FolderBusyError
 from utils.inference.ann_index import (
     ANN_RECORD,
     EXACT_BELOW,
@@ -47,8 +46,6 @@ from utils.inference.inference_model import InferenceModel, add_inference_model_
 from utils.inference.prompt_visualization import write_prompt_figure
 
 log = logging.getLogger("infer")
-# What the library raises for bad input (messages written for the user); main turns them into one line.
-USER_ERRORS = (FileNotFoundError, ValueError, FolderBusyError)
 
 
 def build_parser() -> argparse.ArgumentParser:

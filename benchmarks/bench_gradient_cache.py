@@ -32,9 +32,9 @@ from benchmarks.bench_model import CLIP_SIZES, random_inputs  # noqa: E402
 from benchmarks.report import finish  # noqa: E402
 from models import ModelConfig, create_model  # noqa: E402
 from models.clip import CLIP  # noqa: E402
-from utils.engine.training.gradient_cache import gradient_cached_backward  # noqa: E402
+from utils.engine.retrieval.step import ContrastiveStep  # noqa: E402
 from utils.engine.runtime.precision import PRECISIONS, resolve_precision  # noqa: E402
-from utils.engine.training.trainer import ContrastiveStep  # noqa: E402
+from utils.engine.training.gradient_cache import gradient_cached_backward  # noqa: E402
 
 MODELS = {"stop": {}, "dgl": {"temporal_prompt": "none"}}
 

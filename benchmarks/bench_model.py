@@ -46,8 +46,8 @@ from models.conv3d import CONV_IMPLS  # noqa: E402
 from models.model_config import str_to_bool  # noqa: E402
 from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory  # noqa: E402
 from utils.engine.runtime.distributed import DEVICE_HELP, resolve_device  # noqa: E402
-from utils.engine.training.gradient_cache import gradient_cached_backward, surrogate_loss  # noqa: E402
 from utils.engine.runtime.precision import PRECISIONS, Precision, resolve_precision  # noqa: E402
+from utils.engine.training.gradient_cache import gradient_cached_backward, surrogate_loss  # noqa: E402
 
 CLIP_SIZES = {"vit_b_32": CLIPConfig.vit_b_32, "vit_b_16": CLIPConfig.vit_b_16, "tiny": CLIPConfig.tiny}
 WORKLOADS = ("clip_image", "stop_video", "stop_text", "train_step")

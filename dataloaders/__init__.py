@@ -14,8 +14,8 @@ from .recognition import RECOGNITION_DATASETS
 from .retrieval_dataset import FRAME_ORDERS, BadVideoError, BadVideoWarning, RetrievalDataset, frame_order
 from .sources import FolderSource, LMDBSource, video_source
 from .video_backends import VIDEO_BACKENDS
-from .video_options import video_options
 from .video_input import read_video_tensor
+from .video_options import video_options
 from .video_reader import VideoReadError, read_frames
 
 # --datatype -> function (args, split) -> Annotations

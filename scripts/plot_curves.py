@@ -3,7 +3,7 @@ end of every training run; works on a running or a crashed run too.
 
     python scripts/plot_curves.py runs/x [--output curves.png]
 
-Panels: training loss (logged steps, epoch means), validation R@1, learning rate per parameter group, gradient
+Panels: training loss (logged steps, epoch means), the validation metrics of the run's task (hparams.json), learning rate per parameter group, gradient
 norm, samples/s and data time against the optimizer step (utils/engine/run/curves.py).
 """
 
@@ -20,6 +20,7 @@ import argparse
 
 from utils.engine.run.cli import OneLineArgumentParser, one_line
 from utils.engine.run.curves import plot_training_curves
+from utils.engine.tasks import task_of_run
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--output", type=Path, default=None, help="default: <run_dir>/training_curves.png")
     try:
         args = parser.parse_args(argv)
-        path = plot_training_curves(args.run_dir, args.output)
+        task = task_of_run(args.run_dir)
+        path = plot_training_curves(args.run_dir, task.scalars, task.curves, args.output)
     except (FileNotFoundError, ValueError) as error:  # FlagError is a ValueError
         raise SystemExit(f"error: {one_line(error)}") from None
     print(f"written {path}")

@@ -22,9 +22,14 @@ from typing import Any
 
 import torch
 
-from utils.engine.run.cli import OneLineArgumentParser, one_line
 from utils.engine.retrieval.metrics import format_metrics, metrics_from_similarity
-from utils.engine.retrieval.renormalisation import add_renormalisation_args, describe, methods_from_args, post_processed_metrics
+from utils.engine.retrieval.renormalisation import (
+    add_renormalisation_args,
+    describe,
+    methods_from_args,
+    post_processed_metrics,
+)
+from utils.engine.run.cli import OneLineArgumentParser, one_line
 from utils.engine.run.log import write_json
 
 

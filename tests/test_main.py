@@ -138,8 +138,7 @@ def test_flag_errors_are_one_line_before_anything_is_done(data, tmp_path, change
 
 
 @pytest.mark.parametrize("change,message", [
-    (["--max_words", "78"], "--max_words 78 exceeds the text context of the CLIP {clip} (77 tokens, SOT and EOT "
-                            "included)"),
+    (["--max_words", "78"], "--max_words 78 exceeds the CLIP's text context (77 tokens, SOT and EOT included)"),
     (["--holdout_val_videos", "8"], "--holdout_val_videos 8 leaves no training video (the training split has 8)"),
     (["--batch_size", "9"], "8 training items are fewer than one global batch (9 x 1 processes); lower --batch_size"),
 ])

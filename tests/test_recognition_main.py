@@ -125,7 +125,7 @@ def test_train_with_cross_entropy_then_evaluate_the_checkpoint(data, tmp_path):
     (["--shots", "-1"], "--shots must be >= 0"),
     (["--test_views", "0"], "--test_views must be >= 1"),
     (["--class_template", "a video"], "must contain {name} exactly once"),
-    (["--qb_norm"], "--qb_norm belong to retrieval"),
+    (["--qb_norm"], "--qb_norm are flags of --task retrieval: leave them out with --task recognition"),
 ])
 def test_recognition_flag_errors_are_one_line(data, tmp_path, change, message):
     with pytest.raises(SystemExit) as error:
@@ -134,9 +134,10 @@ def test_recognition_flag_errors_are_one_line(data, tmp_path, change, message):
 
 
 def test_retrieval_refuses_recognition_data_and_flags(data, tmp_path):
-    with pytest.raises(SystemExit, match="--datatype ucf101 is an action-recognition dataset: add --task recognition"):
+    with pytest.raises(SystemExit, match="--datatype ucf101 is a dataset of --task recognition"):
         parse_args(["--do_eval", "--datatype", "ucf101", "--output_dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="are flags of --task recognition"):
+    with pytest.raises(SystemExit, match="--shots are flags of --task recognition: leave them out with --task "
+                                         "retrieval"):
         parse_args(["--do_eval", "--shots", "4", "--output_dir", str(tmp_path)])
 
 

@@ -16,9 +16,9 @@ import utils.engine.training.trainer
 from main import main, parse_args
 from tests.conftest import write_run_data
 from tests.test_main import common_args, read_jsonl
+from utils.engine.run.folder import run_files
 from utils.engine.run.folder_lock import FolderLock
 from utils.engine.training.optimization import WarmupCosine
-from utils.engine.run.folder import run_files
 
 # 8 pairs, batch 4: 2 steps per epoch.
 TRAIN = ["--do_train", "--batch_size", "4", "--n_display", "1"]

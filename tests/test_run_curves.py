@@ -15,6 +15,7 @@ from tests.conftest import step_logs, write_run_data
 from tests.test_main import common_args
 from utils.engine.retrieval.report import worst_queries
 from utils.engine.run.tensorboard_log import scalars
+from utils.engine.tasks import TASKS
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +53,8 @@ def test_post_processed_test_metrics_get_their_own_tags():
               "num_videos": 4, "post_processed": {"dual_softmax": {"temperature": 0.01, "post_processed": True,
                                                                    "t2v": {"R1": 75.0, "R5": 100.0, "R10": 100.0,
                                                                            "MdR": 1.0, "MnR": 1.25}}}}
-    tags = dict(scalars(record))
-    assert tags["test/t2v/R1"] == 50.0 and tags["test_post_processed/dual_softmax/t2v/R1"] == 75.0
+    tags = dict(scalars(record, TASKS["retrieval"].scalars))
+    assert tags["test/t2v/R1"] == 50.0 and tags["test/post_processed/dual_softmax/t2v/R1"] == 75.0
     assert len(tags) == 10  # five metrics of each: no parameter or count is a scalar
 
 

@@ -1,9 +1,14 @@
 """What the command-line entry points (main.py, infer.py) share to end in one `error: ...` line: an argument
-parser whose flag errors are a typed exception (FlagError; the entry point prints it as that line), and the
-one-line form of a library error."""
+parser whose flag errors are a typed exception (FlagError; the entry point prints it as that line), the errors
+printed that way (USER_ERRORS), and the one-line form of a library error."""
 from __future__ import annotations
 
 import argparse
+
+from dataloaders import BadVideoError
+from utils.engine.run.folder_lock import FolderBusyError
+from utils.engine.runtime.sharded_encoding import EvaluationError
+from utils.engine.training.trainer import TrainingError
 
 
 class FlagError(ValueError):
@@ -26,3 +31,9 @@ def one_line(error: BaseException) -> str:
     if "Original Traceback" in text:
         text = text.strip().splitlines()[-1].split(": ", 1)[-1]
     return " ".join(text.split())
+
+
+
+# What the library raises for bad input (messages written for the user), which the entry points print as one
+# `error: ...` line: ValueError covers FlagError, RunFolderError, ResumeConflictError, StoreConflictError ...
+USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from models import CheckpointError, ModelConfig
-from utils.engine.training.checkpoint import read_resumable_checkpoint
 from utils.engine.runtime.distributed import DistContext
+from utils.engine.training.checkpoint import read_resumable_checkpoint
 
 # The files that make a folder hold a run (a new run never writes beside them; see --overwrite, --resume), and
 # what --overwrite moves aside with them.

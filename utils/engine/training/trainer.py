@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict
 
 import torch
@@ -42,13 +42,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models.checkpoints import FORMAT
+from utils.engine.run.log import JsonLines, get_logger, peak_memory_mb
+from utils.engine.runtime.distributed import DistContext, all_gather_object, barrier
+from utils.engine.runtime.precision import Precision
 from utils.engine.training.checkpoint import capture_rng_state, non_finite_tensors, restore_rng_state, save_atomic
 from utils.engine.training.data_order import ResumableEpochSampler, SeededItems
-from utils.engine.runtime.distributed import DistContext, all_gather_object, barrier
 from utils.engine.training.gradient_cache import gradient_cached_backward
 from utils.engine.training.optimization import build_optimizer, build_scheduler
-from utils.engine.runtime.precision import Precision
-from utils.engine.run.log import JsonLines, get_logger, peak_memory_mb
 
 LOGIT_SCALE_RANGE = (0.1, math.log(100.0))  # clamp of a trained logit_scale, as released
 
@@ -80,9 +80,15 @@ class Progress:
     best_epoch: int | None = None
 
 
+def _flag(name: str) -> Any:
+    """A TrainConfig field read from main.py's flag ``name`` (another name than the field's)."""
+    return field(metadata={"flag": name})
+
+
 @dataclass
 class TrainConfig:
-    """The training flags the loop needs (a subset of main.py's arguments)."""
+    """The training flags the loop needs (main.py's run and optimisation flags); ``from_args`` reads each field
+    from the flag of its name, or of the name its metadata gives."""
     batch_size: int
     epochs: int
     lr: float
@@ -93,13 +99,18 @@ class TrainConfig:
     gradient_accumulation_steps: int
     clip_grad_norm: float
     seed: int
-    num_workers: int
+    num_workers: int = _flag("num_thread_reader")
     n_display: int
     save_steps: int = 0
     stop_after_steps: int = 0
-    find_unused_parameters: bool = True
-    group_size: int = 1
+    find_unused_parameters: bool = field(default=True, metadata={"flag": "ddp_find_unused_parameters"})
+    group_size: int = field(default=1, metadata={"flag": "train_group_size"})
     micro_batch_size: int = 0  # gradient caching in micro-batches of this many pairs (0: off)
+
+    @classmethod
+    def from_args(cls, args) -> TrainConfig:
+        """The configuration of argparse-style ``args`` (every field's flag must be there)."""
+        return cls(**{f.name: getattr(args, f.metadata.get("flag", f.name)) for f in fields(cls)})
 
 
 class Trainer:
