@@ -35,11 +35,11 @@ from utils.engine.run.cli import USER_ERRORS, FlagError, OneLineArgumentParser, 
 from utils.engine.run.curves import plot_training_curves
 from utils.engine.run.folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run.folder_lock import FolderLock
-from utils.engine.run.log import JsonLines, setup_logging, write_json
 from utils.engine.run.tensorboard_log import TensorBoardLog
 from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
 from utils.engine.runtime.determinism import deterministic_mode
 from utils.engine.runtime.distributed import DEVICE_HELP, DistContext, barrier, cleanup_distributed, init_distributed
+from utils.engine.runtime.log import JsonLines, setup_logging, write_json
 from utils.engine.runtime.precision import PRECISIONS, resolve_precision
 from utils.engine.tasks import TASKS, EvaluationRun, Task
 from utils.engine.training.checkpoint import read_checkpoint_file, remove_stale_temporaries
@@ -254,6 +254,7 @@ def _build_model(args: argparse.Namespace, ctx: DistContext, log) -> VideoTextMo
     _seed_everything(args.seed)  # identical model initialisation on every rank
     config = ModelConfig.from_args(args)
     clip = load_clip(args.pretrained_clip_name, args.pretrained_dir, config.clip_activation)
+    config.check_text_context(clip.context_length)
     if args.init_model:
         trained = load_trained(args.init_model, config=config, clip=clip)
         model = trained.model

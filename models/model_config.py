@@ -231,6 +231,12 @@ class ModelConfig:
                              f"text prompt: --text_prompt_length must be 2 x --local_each_frame_prompt_length "
                              f"({2 * self.local_each_frame_prompt_length}), got {self.text_prompt_length}")
 
+    def check_text_context(self, context_length: int) -> None:
+        """ValueError naming --max_words when the texts would not fit a CLIP's text context of this length."""
+        if self.max_words > context_length:
+            raise ValueError(f"--max_words {self.max_words} exceeds the CLIP's text context ({context_length} tokens, "
+                             "SOT and EOT included)")
+
     def prompt_depths(self, visual_layers: int, text_layers: int) -> tuple[int, int]:
         """(visual, text) layers that receive fresh prompts on a CLIP of these depths: --visual_prompt_layers /
         --text_prompt_layers, else --unified_transformer_layers, else every layer. ValueError naming the flag

@@ -33,9 +33,6 @@ class VideoTextModel(nn.Module):
         if config.clip_activation not in (None, activation):
             raise ValueError(f"--clip_activation {config.clip_activation}, but this CLIP computes {activation}: load "
                              "its weights with that activation (models.clip.load_clip)")
-        if config.max_words > clip.context_length:
-            raise ValueError(f"--max_words {config.max_words} exceeds the CLIP's text context ({clip.context_length} "
-                             "tokens, SOT and EOT included)")
         self.clip, self.config = clip, config
         for parameter in clip.parameters():
             parameter.requires_grad_(False)

@@ -30,7 +30,7 @@ from utils.engine.retrieval.renormalisation import (
     post_processed_metrics,
 )
 from utils.engine.run.cli import OneLineArgumentParser, one_line
-from utils.engine.run.log import write_json
+from utils.engine.runtime.log import write_json
 
 
 def renormalise_file(path: Path, methods: dict[str, dict[str, Any]]) -> dict[str, Any]:

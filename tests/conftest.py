@@ -16,8 +16,8 @@ from models import ModelConfig, VideoTextModel, create_model
 from models.clip import CLIP, CLIPConfig
 from utils.engine.recognition.step import ClassificationStep
 from utils.engine.retrieval.step import ContrastiveStep
-from utils.engine.run.log import JsonLines
 from utils.engine.runtime.distributed import DistContext
+from utils.engine.runtime.log import JsonLines
 from utils.engine.runtime.precision import resolve_precision
 from utils.engine.training.trainer import TrainConfig, Trainer
 

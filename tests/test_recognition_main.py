@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dataloaders import BadVideoWarning
 from dataloaders.recognition import build_recognition_dataset
@@ -100,11 +101,19 @@ def test_missing_videos_are_counted_and_left_out(data, tmp_path):
 def test_train_with_cross_entropy_then_evaluate_the_checkpoint(data, tmp_path):
     out = tmp_path / "dgl"
     trained = main(["--do_train", "--do_eval", "--temporal_prompt", "none", "--epochs", "2", "--batch_size", "4",
-                    "--n_display", "1", "--output_dir", str(out), *csv_flags(data, "direction_shape")])
+                    "--n_display", "1", "--tensorboard", "--output_dir", str(out), *csv_flags(data, "direction_shape")])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["eval"]["count"] for r in epochs] == [4, 4] and trained["best_epoch"] in (1, 2)
     assert trained["best_val_top1"] == max(r["eval"]["top1"] for r in epochs)
+    # --tensorboard logs the task's scalars: val top-1 per epoch, the test top-1 at the last step
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    val = events.Scalars("val/top1")
+    assert [e.step for e in val] == [r["step"] for r in epochs]
+    assert [e.value for e in val] == pytest.approx([r["eval"]["top1"] for r in epochs], rel=1e-6)
+    assert [(e.step, e.value) for e in events.Scalars("test/top1")] == [(4, pytest.approx(trained["test"]["top1"]))]
+    assert {"val/top5", "val/mean_class_accuracy", "test/mean_class_accuracy"} <= set(events.Tags()["scalars"])
     steps = [r for r in records if r["kind"] == "train"]
     assert len(steps) == 4 and all(r["loss"] > 0 for r in steps)
     assert trained["test"]["num_classes"] == 12

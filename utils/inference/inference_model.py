@@ -139,5 +139,6 @@ def load_inference_model(args: argparse.Namespace) -> InferenceModel:
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     trained = load_trained(args.checkpoint, overrides=overrides, clip=args.pretrained_clip_name,
                            pretrained_dir=args.pretrained_dir)
+    trained.config.check_text_context(trained.model.clip.context_length)
     precision = resolve_precision(args.precision or ("amp" if device.type == "cuda" else "fp32"), device)
     return InferenceModel(trained.model.to(device).eval(), trained.inputs, device, precision, describe(trained))

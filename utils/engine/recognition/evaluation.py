@@ -17,8 +17,8 @@ import torch
 from models.loss import cosine_similarity
 from utils.engine.recognition.metrics import recognition_metrics
 from utils.engine.recognition.report import write_recognition_report
-from utils.engine.run.log import get_logger
 from utils.engine.runtime.distributed import DistContext
+from utils.engine.runtime.log import get_logger
 from utils.engine.runtime.precision import Precision
 from utils.engine.runtime.sharded_encoding import check_finite, check_order, encode_shard
 

@@ -23,8 +23,8 @@ import torch
 from utils.engine.retrieval.metrics import format_metrics, retrieval_metrics, similarity_matrix
 from utils.engine.retrieval.renormalisation import describe, post_processed_metrics
 from utils.engine.retrieval.report import write_retrieval_report
-from utils.engine.run.log import get_logger
 from utils.engine.runtime.distributed import DistContext
+from utils.engine.runtime.log import get_logger
 from utils.engine.runtime.precision import Precision
 from utils.engine.runtime.sharded_encoding import check_finite, check_order, encode_shard
 from utils.engine.training.checkpoint import save_atomic

@@ -42,8 +42,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models.checkpoints import FORMAT
-from utils.engine.run.log import JsonLines, get_logger, peak_memory_mb
 from utils.engine.runtime.distributed import DistContext, all_gather_object, barrier
+from utils.engine.runtime.log import JsonLines, get_logger, peak_memory_mb
 from utils.engine.runtime.precision import Precision
 from utils.engine.training.checkpoint import capture_rng_state, non_finite_tensors, restore_rng_state, save_atomic
 from utils.engine.training.data_order import ResumableEpochSampler, SeededItems
