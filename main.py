@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import math
 import random
 import sys
 import time
@@ -28,9 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataloaders import add_data_args
+from dataloaders import DataConfig, add_data_args
 from models import ModelConfig, VideoTextModel, add_model_args, create_model, load_trained
 from models.clip import load_clip
+from models.config_fields import check_ranges
+from models.config_fields import resume_free as free
 from utils.engine.run.cli import USER_ERRORS, FlagError, OneLineArgumentParser, one_line
 from utils.engine.run.curves import plot_training_curves
 from utils.engine.run.folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
@@ -43,7 +44,7 @@ from utils.engine.runtime.log import JsonLines, setup_logging, write_json
 from utils.engine.runtime.precision import PRECISIONS, resolve_precision
 from utils.engine.tasks import TASKS, EvaluationRun, Task
 from utils.engine.training.checkpoint import read_checkpoint_file, remove_stale_temporaries
-from utils.engine.training.trainer import TrainConfig, Trainer, check_micro_batch_size
+from utils.engine.training.trainer import TrainConfig, Trainer, add_train_args, check_micro_batch_size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,92 +57,70 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, set[str]]]:
     run = parser.add_argument_group("run")
     run.add_argument("--task", choices=tuple(TASKS), default="retrieval",
                      help="; ".join(f"{name}: {task.help}" for name, task in TASKS.items()))
-    run.add_argument("--do_train", action="store_true", help="train (and evaluate on the val split each epoch)")
-    run.add_argument("--do_eval", action="store_true",
-                     help="evaluate on the test split: after training with the best checkpoint, else --init_model")
-    run.add_argument("--output_dir", default=None,
+    free(run.add_argument("--do_train", action="store_true", help="train (and evaluate on the val split each epoch)"),
+         "--resume needs it")
+    free(run.add_argument("--do_eval", action="store_true",
+                          help="evaluate on the test split: after training with the best checkpoint, else "
+                               "--init_model"), "whether the test split is evaluated after training")
+    output_dir = run.add_argument("--output_dir", default=None,
                      help="folder for logs, metrics, checkpoints and results; required unless --resume (which "
                           "continues in the checkpoint's folder). A folder holding another run's files ("
                           + ", ".join(RUN_FILES) + ") is refused unless --overwrite")
-    run.add_argument("--overwrite", action="store_true",
-                     help="start this run in an --output_dir that holds another run: its files (the run files and "
-                          "log.txt) are first MOVED into <output_dir>/previous_run_<date-time>/ (nothing is "
-                          "deleted)")
+    free(output_dir, "must be the checkpoint's folder (checked by main.parse_args)")
+    free(run.add_argument("--overwrite", action="store_true",
+                          help="start this run in an --output_dir that holds another run: its files (the run files "
+                               "and log.txt) are first MOVED into <output_dir>/previous_run_<date-time>/ (nothing "
+                               "is deleted)"), "refused with --resume")
     run.add_argument("--pretrained_dir", default=None,
                      help="folder of OpenAI's CLIP weights (ViT-B-32.pt ...); default $STOP_PRETRAINED_DIR or "
                           "~/models/pretrained")
     run.add_argument("--pretrained_clip_name", default="ViT-B/32",
                      help="ViT-B/32, ViT-B/16, ViT-L/14 (looked up in --pretrained_dir), a path to CLIP weights "
                           "or a Hugging Face transformers CLIP folder (docs/MODEL.md)")
-    run.add_argument("--init_model", default=None,
-                     help="start from these trained weights: a run folder, a checkpoint of ours (ckpt_best.pt / "
-                          "ckpt_last.pt), a state dict, or a checkpoint of the released implementation")
-    run.add_argument("--resume", default=None,
-                     help="continue an interrupted run from this ckpt_last.pt (or its folder), at the exact step, "
-                          "in that folder. The flags must be the run's (hparams.json) except those that do not "
-                          "change it (output, logging, saving, workers: RESUME_FREE_FLAGS in "
-                          "utils/engine/run/folder.py); a difference is refused, naming the flags")
-    run.add_argument("--resume_extend_epochs", action="store_true",
+    free(run.add_argument("--init_model", default=None,
+                          help="start from these trained weights: a run folder, a checkpoint of ours (ckpt_best.pt "
+                               "/ ckpt_last.pt), a state dict, or a checkpoint of the released implementation"),
+         "the checkpoint's weights replace it")
+    free(run.add_argument("--resume", default=None,
+                          help="continue an interrupted run from this ckpt_last.pt (or its folder), at the exact "
+                               "step, in that folder. The flags must be the run's (hparams.json) except those that "
+                               "do not change it (output, logging, saving, workers: each declares it beside its "
+                               "flag, models.config_fields.resume_free); a difference is refused, naming the flags"),
+         "the checkpoint to continue")
+    extend = run.add_argument("--resume_extend_epochs", action="store_true",
                      help="with --resume: allow a larger --epochs than the run's. The learning rate then follows "
                           "the schedule of the new total from the checkpoint's step on (warm-up over "
                           "round(warmup_proportion x new total steps), cosine to 0 at the new last step), so it "
                           "jumps at the resume from the old plan's value to the new plan's; the steps already run "
                           "keep theirs. Extends a finished run too")
-    run.add_argument("--seed", type=int, default=42)
-    run.add_argument("--deterministic", action="store_true",
-                     help="deterministic kernels only (torch.use_deterministic_algorithms, cuDNN deterministic, "
-                          "no autotuning): same seed, machine, thread count and flags give the same numbers on a "
-                          "GPU too; the CPU kernels are deterministic without it (docs/TRAINING.md)")
+    free(extend, "allows another --epochs")
+    free(run.add_argument("--deterministic", action="store_true",
+                          help="deterministic kernels only (torch.use_deterministic_algorithms, cuDNN deterministic, "
+                               "no autotuning): same seed, machine, thread count and flags give the same numbers on "
+                               "a GPU too; the CPU kernels are deterministic without it (docs/TRAINING.md)"),
+         "deterministic kernels for the same function (bit-for-bit where the default kernels are not)")
     run.add_argument("--device", default="auto", help=DEVICE_HELP + " (under torchrun: each process's own GPU)")
-    run.add_argument("--num_thread_reader", type=int, default=4, help="DataLoader worker processes per process")
     add_retain_freed_memory_flag(run)
-    run.add_argument("--n_display", type=int, default=50, help="log the training state every this many steps")
-    run.add_argument("--save_steps", type=int, default=0,
-                     help="also write ckpt_last.pt every this many steps inside an epoch (0: at epoch ends only)")
-    run.add_argument("--stop_after_steps", type=int, default=0,
-                     help="save ckpt_last.pt and exit after this many optimizer steps (0: run all epochs); the "
-                          "schedule still spans --epochs, so --resume continues the same run")
     run.add_argument("--eval_every_epoch", action=argparse.BooleanOptionalAction, default=True,
                      help="evaluate on the val split after every epoch and keep the best in ckpt_best.pt")
-    run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
-                     help="also log TensorBoard scalars (loss, lr per group, gradient norm, samples/s, data time, "
-                          "val and test metrics) to <output_dir>/tensorboard/ (needs the tensorboard package)")
-    run.add_argument("--plot_curves", action=argparse.BooleanOptionalAction, default=True,
-                     help="draw the training curves of metrics.jsonl into <output_dir>/training_curves.png at the "
-                          "end of a training run (scripts/plot_curves.py draws them for any run folder)")
+    free(run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
+                          help="also log TensorBoard scalars (loss, lr per group, gradient norm, samples/s, data "
+                               "time, val and test metrics) to <output_dir>/tensorboard/ (needs the tensorboard "
+                               "package)"), "whether the scalars are also logged for TensorBoard")
+    free(run.add_argument("--plot_curves", action=argparse.BooleanOptionalAction, default=True,
+                          help="draw the training curves of metrics.jsonl into <output_dir>/training_curves.png at "
+                               "the end of a training run (scripts/plot_curves.py draws them for any run folder)"),
+         "whether training_curves.png is drawn")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=5)
-    optim.add_argument("--batch_size", type=int, default=32, help="training pairs per process and micro-step")
-    optim.add_argument("--train_group_size", type=int, default=1, metavar="G",
-                       help="shuffle the training items in groups of G consecutive rows of the training list, so "
-                            "each group shares a global batch (which G must divide): hard negatives, e.g. the "
-                            "synthetic dataset's --train_pairs (a clip and its reversed twin); 1: plain shuffle")
-    optim.add_argument("--batch_size_val", type=int, default=16, help="evaluation batch per process")
-    optim.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new (prompt) parameters")
-    optim.add_argument("--coef_lr", type=float, default=5e-4,
-                       help="CLIP's parameters, when not frozen, train at lr * coef_lr")
-    optim.add_argument("--wd", type=float, default=0.2, help="AdamW weight decay")
-    optim.add_argument("--wd_exclude", choices=("bias", "bias_and_1d"), default="bias",
-                       help="tensors without weight decay: biases (as released) or also every 1-D tensor")
-    optim.add_argument("--warmup_proportion", type=float, default=0.1,
-                       help="linear warm-up over this fraction of the steps, then cosine to 0")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                       help="micro-steps per optimizer step (each micro-step's contrastive loss uses only its own "
-                            "batch_size x processes pairs as negatives)")
-    optim.add_argument("--micro_batch_size", type=int, default=0,
-                       help="gradient caching: encode and back-propagate the --batch_size pairs of a step in "
-                            "micro-batches of this many (it must divide --batch_size), for the exact gradient of "
-                            "the whole contrastive batch with one micro-batch's activation memory, at one more "
-                            "forward per step (docs/TRAINING.md); 0: off")
-    optim.add_argument("--clip_grad_norm", type=float, default=1.0, help="gradient norm clipping (0: off)")
+    free(optim.add_argument("--batch_size_val", type=int, default=16, help="evaluation batch per process"),
+         "evaluation batch (the same features, to float rounding)")
     optim.add_argument("--precision", choices=PRECISIONS, default="amp",
                        help="amp: float16 autocast + loss scaling on CUDA (bfloat16 on the CPU); fp16; bf16; fp32 "
                             "(utils/engine/runtime/precision.py)")
     optim.add_argument("--freeze_clip", action=argparse.BooleanOptionalAction, default=True,
                        help="keep the CLIP backbone frozen (--no-freeze_clip trains it at lr * coef_lr)")
-    optim.add_argument("--ddp_find_unused_parameters", action=argparse.BooleanOptionalAction, default=True,
-                       help="let DDP handle trainable tensors without gradient (STOP's region-score conv has none)")
+    add_train_args(parser, {"run": run, "optimisation": optim})
     add_model_args(parser)
     add_data_args(parser)
     task_flags = {}
@@ -166,25 +145,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     task = TASKS[args.task]
     if not (args.do_train or args.do_eval):
         parser.error("nothing to do: pass --do_train and/or --do_eval")
-    for flag in ("epochs", "batch_size", "batch_size_val", "gradient_accumulation_steps", "n_display",
-                 "train_group_size"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.batch_size_val < 1:
+        parser.error(f"--batch_size_val must be >= 1, got {args.batch_size_val}")
     try:
+        check_ranges(TrainConfig, args)
+        check_ranges(DataConfig, args)
         check_micro_batch_size(args.micro_batch_size, args.batch_size, args.gradient_accumulation_steps)
     except ValueError as error:
         parser.error(str(error))
-    for flag in ("num_thread_reader", "save_steps", "stop_after_steps", "seed", "holdout_val_videos"):
-        if getattr(args, flag) < 0:
-            parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
-    for flag in ("coef_lr", "wd", "clip_grad_norm"):
-        if not (math.isfinite(getattr(args, flag)) and getattr(args, flag) >= 0):
-            parser.error(f"--{flag} must be a finite number >= 0, got {getattr(args, flag)}")
-    for flag in ("warmup_proportion", "max_bad_video_fraction"):
-        if not 0 <= getattr(args, flag) <= 1:
-            parser.error(f"--{flag} must lie in [0, 1], got {getattr(args, flag)}")
     try:
         ModelConfig.from_args(args)  # --max_frames, --max_words and every other model option
     except ValueError as error:

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 from models.clip import ACTIVATIONS
+from models.config_fields import add_config_args, option, str_to_bool
 from models.conv3d import CONV_IMPLS
 
 PROMPTS = ("dgl", "none")
@@ -26,18 +27,6 @@ SPATIAL_MASK_GRIDS = ("patch", "lattice")
 CLIP_ACTIVATIONS = tuple(ACTIVATIONS)
 
 
-def str_to_bool(value: str | bool) -> bool:
-    """'true'/'false' (also 1/0, yes/no, on/off) -> bool; the released `type=bool` read 'False' as True."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
-
-
 def kernel_size(value: str | tuple) -> tuple[int, int, int]:
     """'3,11,11' (or a 3-sequence) -> (3, 11, 11): an odd Conv3d kernel (depth, height, width)."""
     try:
@@ -49,11 +38,7 @@ def kernel_size(value: str | tuple) -> tuple[int, int, int]:
     return sizes
 
 
-def option(default, help: str, choices: tuple | None = None, group: str = "model", **extra):
-    """A ModelConfig field with the help text (and choices) of its flag."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "group": group, **extra})
-
-
+COMPUTATION = "computation (same function, saved but free to change)"
 HYPER = "model hyperparameters (the released values; saved in checkpoints)"
 PAPER = "the paper's STOP (--temporal_prompt paper; values the paper does not give, docs/PAPER_STOP.md)"
 
@@ -106,17 +91,18 @@ class ModelConfig:
     conv_impl: str = option("auto", "algorithm of STOP's prompt Conv3d layers, the same function to float32 "
                                     "rounding: direct = nn.Conv3d; fft = exact FFT convolution (models/fast_conv.py); "
                                     "auto = FFT where its cost model says it is cheaper", CONV_IMPLS,
-                            group="computation (same function, saved but free to change)")
+                            group=COMPUTATION, resume_free="the same function (ModelConfig's 'computation' group)")
     fft_chain: bool = option(True, "where the prompt convolutions take the FFT path: the spatial prompt's "
                                    "conv1..conv4 and the temporal prompt's conv1, conv2 stay on the zero-margined "
                                    "FFT grid between layers, and the spatial conv1 shares its input transform with "
                                    "the score conv (the same function to float32 rounding, fewer memory passes; "
                                    "false: each convolution on its own)",
-                             group="computation (same function, saved but free to change)")
+                             group=COMPUTATION, resume_free="the same function (ModelConfig's 'computation' group)")
     checkpoint_activations: bool = option(False, "recompute each visual block's activations in the backward pass "
                                                  "instead of storing them (less memory, about one more forward of "
                                                  "the blocks; the same gradients)",
-                                          group="computation (same function, saved but free to change)")
+                                          group=COMPUTATION,
+                                          resume_free="the same gradients (ModelConfig's 'computation' group)")
     spatial_top_k: int = option(6, "cells per frame the spatial region mask keeps", group=HYPER)
     spatial_scale: float = option(0.05, "scale of the spatial (pixel) prompt", group=HYPER)
     spatial_hidden_channels: int = option(9, "channels of the spatial prompt's hidden Conv3d layers", group=HYPER)
@@ -275,27 +261,7 @@ class ModelConfig:
         return self.temporal_prompt in ("stop", "paper") and self.uses_prompts and self.stop_prompts != "spatial"
 
 
-def _flag_type(field: dataclasses.Field):
-    if "type" in field.metadata:
-        return field.metadata["type"]
-    if isinstance(field.default, bool):
-        return str_to_bool
-    if isinstance(field.default, tuple):
-        return kernel_size
-    return type(field.default)
-
-
 def add_model_args(parser: argparse.ArgumentParser, defaults_from_config: bool = True) -> argparse.ArgumentParser:
     """Register one flag per ModelConfig field on `parser` and return it. With defaults_from_config False every
     flag defaults to None (= not given: the caller fills it in, e.g. from a checkpoint)."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for field in dataclasses.fields(ModelConfig):
-        meta = field.metadata
-        group = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        kind = _flag_type(field)
-        default = field.default if defaults_from_config else None
-        shown = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
-        metavar = {str_to_bool: "{true,false}", kernel_size: "T,H,W"}.get(kind)
-        group.add_argument(f"--{field.name}", type=kind, default=default, choices=meta["choices"], metavar=metavar,
-                           help=f"{meta['help']} (default: {shown})")
-    return parser
+    return add_config_args(parser, ModelConfig, defaults_from_config, types={tuple: (kernel_size, "T,H,W")})

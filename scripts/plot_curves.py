@@ -3,7 +3,8 @@ end of every training run; works on a running or a crashed run too.
 
     python scripts/plot_curves.py runs/x [--output curves.png]
 
-Panels: training loss (logged steps, epoch means), the validation metrics of the run's task (hparams.json), learning rate per parameter group, gradient
+Panels: training loss (logged steps, epoch means), the validation metrics of the run's task (hparams.json),
+learning rate per parameter group, gradient
 norm, samples/s and data time against the optimizer step (utils/engine/run/curves.py).
 """
 

@@ -5,7 +5,8 @@
 
 Prints the raw and the post-processed metrics and writes them to <matrix>_post_processed.json beside the
 matrix (or --output). QB-Norm needs the query bank's similarities, which main.py saves in the same file
-(query_bank_similarity) when it evaluates with --qb_norm --save_similarity. See utils/engine/retrieval/renormalisation.py.
+(query_bank_similarity) when it evaluates with --qb_norm --save_similarity. See
+utils/engine/retrieval/renormalisation.py.
 """
 
 # ruff: noqa: E402

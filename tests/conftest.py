@@ -147,7 +147,7 @@ def classification_trainer(out_dir: Path, ctx: DistContext | None = None, n: int
 
 def train_config(**overrides) -> TrainConfig:
     values = dict(batch_size=4, epochs=2, lr=1e-2, coef_lr=1e-3, wd=0.2, wd_exclude="bias", warmup_proportion=0.25,
-                  gradient_accumulation_steps=1, clip_grad_norm=1.0, seed=7, num_workers=0, n_display=1)
+                  gradient_accumulation_steps=1, clip_grad_norm=1.0, seed=7, num_thread_reader=0, n_display=1)
     values.update(overrides)
     return TrainConfig(**values)
 

@@ -165,7 +165,8 @@ def _imported_modules(path: Path, known: set[str]) -> set[str]:
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]) if node.level else node.module
+            base = (".".join(package[:len(package) - node.level + 1] + [node.module or ""]) if node.level
+                    else node.module)
             base = base.strip(".")
             names |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
     return {name for name in names if name in known}
@@ -191,8 +192,9 @@ def test_no_import_cycle_and_the_engine_groups_are_layered():
     for module, imported in graph.items():
         group = module.split(".")[2] if module.startswith("utils.engine.") else None
         for other in imported:
-            if group in ENGINE_GROUPS and other.startswith("utils.engine.") and other.split(".")[2] != group:
-                assert ENGINE_GROUPS.index(other.split(".")[2]) < ENGINE_GROUPS.index(group), f"{module} imports {other}"
+            other_group = other.split(".")[2] if other.startswith("utils.engine.") else None
+            if group in ENGINE_GROUPS and other_group in ENGINE_GROUPS and other_group != group:
+                assert ENGINE_GROUPS.index(other_group) < ENGINE_GROUPS.index(group), f"{module} imports {other}"
 
 
 def _is_main_guard(node: ast.AST) -> bool:

@@ -19,7 +19,8 @@ A sharded writer (`EmbeddingStore(root, rank=r)`, infer.py index under torchrun)
 readers see the parts of every rank, ordered by (rank, number) after the single-process parts; rank 0 alone
 recovers and consolidates, while no rank writes.
 
-One writer per store at a time: a writer holds `writer_lock()` (an OS file lock on `.lock`, utils.engine.run.folder_lock,
+One writer per store at a time: a writer holds `writer_lock()` (an OS file lock on `.lock`,
+utils.engine.run.folder_lock,
 released when its process ends, however it ends) for its whole session; a second writer gets FolderBusyError
 at once, naming the store and the first writer's pid, host and command (`.lock.owner`). Two unlocked writers
 would number their parts alike and merge each other's parts twice (duplicate ids).

@@ -2,7 +2,8 @@
 
 Every rank encodes a contiguous shard of the captions and of the videos (``shard_bounds``: no padding, so no
 item is encoded or counted twice), the features are gathered on every rank, videos whose file could not be
-decoded (``valid`` False) are dropped together with their captions, and the metrics of ``utils.engine.retrieval.metrics``
+decoded (``valid`` False) are dropped together with their captions, and the metrics of
+``utils.engine.retrieval.metrics``
 are computed blockwise (t2v, v2t, and v2t_group; see that module for the multi-caption protocol).
 
 Every evaluated feature is checked: a NaN or infinite text or video feature (a diverged model, or an overflow

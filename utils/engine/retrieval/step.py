@@ -13,7 +13,8 @@ class ContrastiveStep(torch.nn.Module):
     """The module DDP wraps: the model's forward (under autocast), then the loss of the global batch (float32).
 
     forward(text [b, L], video [b, T, 3, H, W], video_mask [b, T]) -> scalar loss of the global batch; with
-    ``feature_grads`` (gradient caching, utils.engine.training.gradient_cache) the surrogate scalar of a micro-batch instead.
+    ``feature_grads`` (gradient caching, utils.engine.training.gradient_cache) the surrogate scalar of a
+    micro-batch instead.
     """
 
     INPUTS = ("text", "video", "video_mask")  # the batch entries forward takes, in order

@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator, Tuple
 import torch
 
 from dataloaders import DATASETS, build_dataset
+from models.config_fields import resume_free
 from utils.engine.retrieval.evaluation import evaluate
 from utils.engine.retrieval.metrics import METRICS
 from utils.engine.retrieval.renormalisation import add_renormalisation_args, methods_from_args
@@ -27,12 +28,15 @@ class RetrievalTask(Task):
 
     def add_args(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("retrieval (--task retrieval)")
-        group.add_argument("--save_similarity", action="store_true",
-                           help="also write the test text x video similarity matrix (similarity_test.pt)")
-        group.add_argument("--retrieval_report", action=argparse.BooleanOptionalAction, default=True,
-                           help="after the test evaluation also write rank_histogram_test.png and "
-                                "worst_queries_test.json (the worst-ranked queries with their top videos' names) "
-                                "beside eval_results.json")
+        resume_free(group.add_argument("--save_similarity", action="store_true",
+                                       help="also write the test text x video similarity matrix "
+                                            "(similarity_test.pt)"),
+                    "whether the test similarity matrix is written")
+        resume_free(group.add_argument("--retrieval_report", action=argparse.BooleanOptionalAction, default=True,
+                                       help="after the test evaluation also write rank_histogram_test.png and "
+                                            "worst_queries_test.json (the worst-ranked queries with their top "
+                                            "videos' names) beside eval_results.json"),
+                    "whether the test rank histogram and worst queries are written")
         add_renormalisation_args(parser)
 
     def check_args(self, args: argparse.Namespace) -> None:

@@ -16,7 +16,8 @@ number of samples per update but NOT the contrastive batch: 1 GPU x 32 x 4 steps
 where 4 GPUs x 32 see 127. Prefer a larger per-process batch where memory allows (scripts/msrvtt.sh does).
 
 An epoch has ``floor(len(train) / (batch_size * world_size)) // k`` optimizer steps; leftover pairs are
-dropped. The data order is a function of (seed, epoch) alone (``utils.engine.training.data_order``), which lets ``--resume``
+dropped. The data order is a function of (seed, epoch) alone (``utils.engine.training.data_order``), which lets
+``--resume``
 skip exactly the consumed micro-batches and continue at the same step, mid-epoch included. On resume the
 learning-rate schedule is rebuilt from the flags (``TrainConfig``) at the checkpoint's step, not taken from the
 checkpoint: with the same flags it is the same schedule, with a larger --epochs (``--resume_extend_epochs``)
@@ -30,10 +31,11 @@ so ckpt_last.pt / ckpt_best.pt on disk always hold the last good state.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict
 
 import torch
@@ -42,6 +44,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models.checkpoints import FORMAT
+from models.config_fields import add_config_args, config_from_args, option
 from utils.engine.runtime.distributed import DistContext, all_gather_object, barrier
 from utils.engine.runtime.log import JsonLines, get_logger, peak_memory_mb
 from utils.engine.runtime.precision import Precision
@@ -80,37 +83,63 @@ class Progress:
     best_epoch: int | None = None
 
 
-def _flag(name: str) -> Any:
-    """A TrainConfig field read from main.py's flag ``name`` (another name than the field's)."""
-    return field(metadata={"flag": name})
+RUN, OPTIM = "run", "optimisation"  # the flags' argparse groups in main.py
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """The training flags the loop needs (main.py's run and optimisation flags); ``from_args`` reads each field
-    from the flag of its name, or of the name its metadata gives."""
-    batch_size: int
-    epochs: int
-    lr: float
-    coef_lr: float
-    wd: float
-    wd_exclude: str
-    warmup_proportion: float
-    gradient_accumulation_steps: int
-    clip_grad_norm: float
-    seed: int
-    num_workers: int = _flag("num_thread_reader")
-    n_display: int
-    save_steps: int = 0
-    stop_after_steps: int = 0
-    find_unused_parameters: bool = field(default=True, metadata={"flag": "ddp_find_unused_parameters"})
-    group_size: int = field(default=1, metadata={"flag": "train_group_size"})
-    micro_batch_size: int = 0  # gradient caching in micro-batches of this many pairs (0: off)
+    """The training flags the loop needs, each with its default, help, range and whether a --resume may change it
+    (``add_train_args`` registers them on main.py's parser, ``TrainConfig.from_args`` reads them)."""
+    epochs: int = option(5, "training epochs", group=OPTIM, at_least=1)
+    batch_size: int = option(32, "training pairs per process and micro-step", group=OPTIM, at_least=1)
+    train_group_size: int = option(
+        1, "shuffle the training items in groups of G consecutive rows of the training list, so each group shares "
+           "a global batch (which G must divide): hard negatives, e.g. the synthetic dataset's --train_pairs (a "
+           "clip and its reversed twin); 1: plain shuffle", group=OPTIM, at_least=1, metavar="G", type=int)
+    lr: float = option(1e-3, "learning rate of the new (prompt) parameters", group=OPTIM, above=0)
+    coef_lr: float = option(5e-4, "CLIP's parameters, when not frozen, train at lr * coef_lr", group=OPTIM,
+                            at_least=0)
+    wd: float = option(0.2, "AdamW weight decay", group=OPTIM, at_least=0)
+    wd_exclude: str = option("bias", "tensors without weight decay: biases (as released) or also every 1-D tensor",
+                             ("bias", "bias_and_1d"), OPTIM)
+    warmup_proportion: float = option(0.1, "linear warm-up over this fraction of the steps, then cosine to 0",
+                                      group=OPTIM, within=(0, 1))
+    gradient_accumulation_steps: int = option(
+        1, "micro-steps per optimizer step (each micro-step's contrastive loss uses only its own batch_size x "
+           "processes pairs as negatives)", group=OPTIM, at_least=1)
+    micro_batch_size: int = option(
+        0, "gradient caching: encode and back-propagate the --batch_size pairs of a step in micro-batches of this "
+           "many (it must divide --batch_size), for the exact gradient of the whole contrastive batch with one "
+           "micro-batch's activation memory, at one more forward per step (docs/TRAINING.md); 0: off", group=OPTIM,
+        resume_free="the same gradient (gradient caching of the whole batch), another memory / time trade")
+    clip_grad_norm: float = option(1.0, "gradient norm clipping (0: off)", group=OPTIM, at_least=0)
+    ddp_find_unused_parameters: bool = option(
+        True, "let DDP handle trainable tensors without gradient (STOP's region-score conv has none)", group=OPTIM,
+        action=argparse.BooleanOptionalAction,
+        resume_free="how DDP finds the parameters without gradient (the same gradients)")
+    seed: int = option(42, "the seed of the model's initialisation, the data order and the random draws",
+                       group=RUN, at_least=0)
+    num_thread_reader: int = option(4, "DataLoader worker processes per process", group=RUN, at_least=0,
+                                    resume_free="DataLoader worker processes (the data of a step does not depend "
+                                                "on them)")
+    n_display: int = option(50, "log the training state every this many steps", group=RUN, at_least=1,
+                            resume_free="how often steps are logged")
+    save_steps: int = option(0, "also write ckpt_last.pt every this many steps inside an epoch (0: at epoch ends "
+                                "only)", group=RUN, at_least=0,
+                             resume_free="how often ckpt_last.pt is written inside an epoch")
+    stop_after_steps: int = option(0, "save ckpt_last.pt and exit after this many optimizer steps (0: run all "
+                                      "epochs); the schedule still spans --epochs, so --resume continues the same run",
+                                   group=RUN, at_least=0, resume_free="when this process stops")
 
     @classmethod
     def from_args(cls, args) -> TrainConfig:
         """The configuration of argparse-style ``args`` (every field's flag must be there)."""
-        return cls(**{f.name: getattr(args, f.metadata.get("flag", f.name)) for f in fields(cls)})
+        return config_from_args(cls, args)
+
+
+def add_train_args(parser: argparse.ArgumentParser, groups: dict[str, Any] | None = None) -> None:
+    """Register one flag per TrainConfig field (in ``groups``' "run" / "optimisation" argparse groups)."""
+    add_config_args(parser, TrainConfig, groups=groups)
 
 
 class Trainer:
@@ -135,7 +164,7 @@ class Trainer:
             raise ValueError(f"--micro_batch_size caches the gradients of a contrastive step; "
                              f"{type(step_module).__name__} does not split into features and loss: leave it out")
         self.sampler = ResumableEpochSampler(len(train_set), config.batch_size, ctx.rank, ctx.world_size,
-                                             seed=config.seed, group_size=config.group_size)
+                                             seed=config.seed, group_size=config.train_group_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
         if self.steps_per_epoch == 0:
             raise ValueError(f"one epoch of {len(train_set)} pairs has fewer than one optimizer step "
@@ -152,7 +181,7 @@ class Trainer:
         if ctx.distributed:
             step_module = DistributedDataParallel(
                 step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                find_unused_parameters=config.find_unused_parameters)
+                find_unused_parameters=config.ddp_find_unused_parameters)
         self.step_module = step_module
         self.progress = Progress()
         self.saved_steps: Dict[str, int] = {}  # checkpoint name -> the global step it holds (written by this run)
@@ -219,7 +248,7 @@ class Trainer:
     def _loader(self, epoch: int) -> DataLoader:
         self.sampler.set_epoch(epoch, start_batch=self.progress.step_in_epoch * self.accum)
         return DataLoader(SeededItems(self.train_set, self.config.seed), batch_size=self.config.batch_size,
-                          sampler=self.sampler, num_workers=self.config.num_workers, drop_last=True,
+                          sampler=self.sampler, num_workers=self.config.num_thread_reader, drop_last=True,
                           pin_memory=self.ctx.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.config.seed + epoch))
 
