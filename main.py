@@ -32,7 +32,7 @@ from models import ModelConfig, VideoTextModel, add_model_args, create_model, lo
 from models.clip import load_clip
 from models.config_fields import check_ranges
 from models.config_fields import resume_free as free
-from utils.engine.run.cli import USER_ERRORS, FlagError, OneLineArgumentParser, one_line
+from utils.engine.run.cli import FlagError, OneLineArgumentParser, errors_as_one_line
 from utils.engine.run.curves import plot_training_curves
 from utils.engine.run.folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run.folder_lock import FolderLock
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (sys.argv when None), run, and return the results dict (also in eval_results.json)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    try:
+    with errors_as_one_line():
         _check_paths(args)
         ctx = init_distributed(args.device)
         try:
@@ -372,8 +372,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return run(args, ctx, argv)
         finally:
             cleanup_distributed()
-    except USER_ERRORS as error:
-        raise SystemExit(f"error: {one_line(error)}") from None
 
 
 if __name__ == "__main__":

@@ -43,6 +43,16 @@ HYPER = "model hyperparameters (the released values; saved in checkpoints)"
 PAPER = "the paper's STOP (--temporal_prompt paper; values the paper does not give, docs/PAPER_STOP.md)"
 
 
+def hyper(default, help: str, **extra):
+    """A model hyperparameter (HYPER group)."""
+    return option(default, help, group=HYPER, **extra)
+
+
+def paper(default, help: str, **extra):
+    """An option of the paper's STOP (PAPER group)."""
+    return option(default, help, group=PAPER, **extra)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Resolved model options; `ModelConfig()` is the released STOP."""
@@ -103,45 +113,38 @@ class ModelConfig:
                                                  "the blocks; the same gradients)",
                                           group=COMPUTATION,
                                           resume_free="the same gradients (ModelConfig's 'computation' group)")
-    spatial_top_k: int = option(6, "cells per frame the spatial region mask keeps", group=HYPER)
-    spatial_scale: float = option(0.05, "scale of the spatial (pixel) prompt", group=HYPER)
-    spatial_hidden_channels: int = option(9, "channels of the spatial prompt's hidden Conv3d layers", group=HYPER)
-    spatial_prompt_channels: int = option(16, "channels of the spatial prompt's last Conv3d", group=HYPER)
-    spatial_mlp_hidden: int = option(16, "hidden width of the spatial prompt's per-pixel MLP", group=HYPER)
-    spatial_kernel: tuple[int, int, int] = option((3, 11, 11), "Conv3d kernel (T, H, W) of the spatial prompt",
-                                                  group=HYPER)
-    spatial_score_kernel: tuple[int, int, int] = option((5, 11, 11), "Conv3d kernel of the region score",
-                                                        group=HYPER)
-    spatial_dropout: float = option(0.5, "dropout of the spatial prompt (applied three times, as released)",
-                                    group=HYPER)
-    temporal_scale: float = option(0.05, "scale of the inter-frame prompt", group=HYPER)
-    temporal_hidden_channels: int = option(9, "channels of the inter-frame prompt's hidden Conv3d", group=HYPER)
-    temporal_mlp_hidden: int = option(16, "hidden width of the inter-frame prompt's patch MLP", group=HYPER)
-    temporal_kernel: tuple[int, int, int] = option((3, 15, 25), "Conv3d kernel (T, N, W) of the inter-frame prompt",
-                                                   group=HYPER)
-    temporal_weight_kernel: tuple[int, int, int] = option((5, 11, 11), "Conv3d kernel of the frame weights",
-                                                          group=HYPER)
-    adapter_width: int = option(32, "bottleneck width of the adapters", group=HYPER)
-    adapter_scale: float = option(0.1, "scale of the adapters' output", group=HYPER)
-    paper_alpha: float = option(0.5, "weight of the CLS attention A against the conv energy M in the spatial score "
-                                     "alpha A + (1 - alpha) M", group=PAPER)
-    paper_top_k: int = option(6, "N_s: patches per frame that receive a spatial prompt", group=PAPER)
-    paper_attention_layer: int = option(0, "the frozen block whose CLS-to-patch attention is A (0: the first "
+    spatial_top_k: int = hyper(6, "cells per frame the spatial region mask keeps")
+    spatial_scale: float = hyper(0.05, "scale of the spatial (pixel) prompt")
+    spatial_hidden_channels: int = hyper(9, "channels of the spatial prompt's hidden Conv3d layers")
+    spatial_prompt_channels: int = hyper(16, "channels of the spatial prompt's last Conv3d")
+    spatial_mlp_hidden: int = hyper(16, "hidden width of the spatial prompt's per-pixel MLP")
+    spatial_kernel: tuple[int, int, int] = hyper((3, 11, 11), "Conv3d kernel (T, H, W) of the spatial prompt")
+    spatial_score_kernel: tuple[int, int, int] = hyper((5, 11, 11), "Conv3d kernel of the region score")
+    spatial_dropout: float = hyper(0.5, "dropout of the spatial prompt (applied three times, as released)")
+    temporal_scale: float = hyper(0.05, "scale of the inter-frame prompt")
+    temporal_hidden_channels: int = hyper(9, "channels of the inter-frame prompt's hidden Conv3d")
+    temporal_mlp_hidden: int = hyper(16, "hidden width of the inter-frame prompt's patch MLP")
+    temporal_kernel: tuple[int, int, int] = hyper((3, 15, 25), "Conv3d kernel (T, N, W) of the inter-frame prompt")
+    temporal_weight_kernel: tuple[int, int, int] = hyper((5, 11, 11), "Conv3d kernel of the frame weights")
+    adapter_width: int = hyper(32, "bottleneck width of the adapters")
+    adapter_scale: float = hyper(0.1, "scale of the adapters' output")
+    paper_alpha: float = paper(0.5, "weight of the CLS attention A against the conv energy M in the spatial score "
+                                     "alpha A + (1 - alpha) M")
+    paper_top_k: int = paper(6, "N_s: patches per frame that receive a spatial prompt")
+    paper_attention_layer: int = paper(0, "the frozen block whose CLS-to-patch attention is A (0: the first "
                                            "block, on the frames' ln_pre tokens; L > 0 runs blocks 0..L-1 on the "
-                                           "unprompted frames first)", group=PAPER)
-    paper_beta: float = option(1.0, "extra weight (1 + beta r) of the selected patches in the temporal score W^t",
-                               group=PAPER)
-    paper_eta: float = option(4.0, "prompt tokens inserted between two frames = min(cap, ceil(eta W^t))", group=PAPER)
-    paper_cap: int = option(4, "the most prompt tokens inserted between two frames (slots per gap)", group=PAPER)
-    paper_spatial_scale: float = option(0.05, "scale of the token-space spatial prompts", group=PAPER)
-    paper_temporal_scale: float = option(0.05, "scale of the inserted prompt tokens", group=PAPER)
-    paper_kernel: tuple[int, int, int] = option((3, 3, 3), "Conv3d kernel (frames, grid rows, grid columns) of the "
-                                                           "paper's prompters and scores", group=PAPER)
-    paper_channels: int = option(32, "output channels of the paper prompters' Conv3d", group=PAPER)
-    paper_score_channels: int = option(8, "output channels of the paper's bias-free score Conv3d", group=PAPER)
-    paper_mlp_hidden: int = option(32, "hidden width of the paper spatial prompter's MLP", group=PAPER)
-    paper_slot_hidden: int = option(16, "hidden width of the paper temporal prompter's patches -> slots MLP",
-                                    group=PAPER)
+                                           "unprompted frames first)")
+    paper_beta: float = paper(1.0, "extra weight (1 + beta r) of the selected patches in the temporal score W^t")
+    paper_eta: float = paper(4.0, "prompt tokens inserted between two frames = min(cap, ceil(eta W^t))")
+    paper_cap: int = paper(4, "the most prompt tokens inserted between two frames (slots per gap)")
+    paper_spatial_scale: float = paper(0.05, "scale of the token-space spatial prompts")
+    paper_temporal_scale: float = paper(0.05, "scale of the inserted prompt tokens")
+    paper_kernel: tuple[int, int, int] = paper((3, 3, 3), "Conv3d kernel (frames, grid rows, grid columns) of the "
+                                                           "paper's prompters and scores")
+    paper_channels: int = paper(32, "output channels of the paper prompters' Conv3d")
+    paper_score_channels: int = paper(8, "output channels of the paper's bias-free score Conv3d")
+    paper_mlp_hidden: int = paper(32, "hidden width of the paper spatial prompter's MLP")
+    paper_slot_hidden: int = paper(16, "hidden width of the paper temporal prompter's patches -> slots MLP")
 
     @classmethod
     def from_args(cls, args=None, **overrides) -> ModelConfig:

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as `python scripts/plot_curves.py`: import 
 
 import argparse
 
-from utils.engine.run.cli import OneLineArgumentParser, one_line
+from utils.engine.run.cli import OneLineArgumentParser, errors_as_one_line
 from utils.engine.run.curves import plot_training_curves
 from utils.engine.tasks import task_of_run
 
@@ -28,12 +28,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run folder of main.py (holding metrics.jsonl)")
     parser.add_argument("--output", type=Path, default=None, help="default: <run_dir>/training_curves.png")
-    try:
+    with errors_as_one_line():
         args = parser.parse_args(argv)
         task = task_of_run(args.run_dir)
         path = plot_training_curves(args.run_dir, task.scalars, task.curves, args.output)
-    except (FileNotFoundError, ValueError) as error:  # FlagError is a ValueError
-        raise SystemExit(f"error: {one_line(error)}") from None
     print(f"written {path}")
     return path
 

@@ -30,7 +30,7 @@ from utils.engine.retrieval.renormalisation import (
     methods_from_args,
     post_processed_metrics,
 )
-from utils.engine.run.cli import OneLineArgumentParser, one_line
+from utils.engine.run.cli import OneLineArgumentParser, errors_as_one_line, one_line
 from utils.engine.runtime.log import write_json
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", type=Path, default=None,
                         help="the JSON to write (default: <similarity>_post_processed.json beside it)")
     add_renormalisation_args(parser)
-    try:
+    with errors_as_one_line():
         args = parser.parse_args(argv)
         methods = methods_from_args(args)
         if not methods:
@@ -69,8 +69,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = renormalise_file(args.similarity, methods)
         output = args.output or args.similarity.with_name(f"{args.similarity.stem}_post_processed.json")
         write_json(output, result)
-    except (FileNotFoundError, ValueError) as error:  # FlagError is a ValueError
-        raise SystemExit(f"error: {one_line(error)}") from None
     print(f"raw:\n{format_metrics(result['raw'])}\n{describe(result['post_processed'])}\nwritten to {output}")
     return result
 
