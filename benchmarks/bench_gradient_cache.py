@@ -25,16 +25,14 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.bench_conv import load_average, machine  # noqa: E402
-from benchmarks.bench_model import CLIP_SIZES, random_inputs  # noqa: E402
-from benchmarks.report import finish  # noqa: E402
-from models import ModelConfig, create_model  # noqa: E402
-from models.clip import CLIP  # noqa: E402
-from utils.engine.retrieval.step import ContrastiveStep  # noqa: E402
-from utils.engine.runtime.precision import PRECISIONS, resolve_precision  # noqa: E402
-from utils.engine.training.gradient_cache import gradient_cached_backward  # noqa: E402
+from benchmarks.bench_conv import load_average, machine
+from benchmarks.bench_model import CLIP_SIZES, random_inputs
+from benchmarks.report import finish
+from models import ModelConfig, create_model
+from models.clip import CLIP
+from utils.engine.retrieval.step import ContrastiveStep
+from utils.engine.runtime.precision import PRECISIONS, resolve_precision
+from utils.engine.training.gradient_cache import gradient_cached_backward
 
 MODELS = {"stop": {}, "dgl": {"temporal_prompt": "none"}}
 

@@ -29,7 +29,6 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from typing import Callable
 
@@ -37,17 +36,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.bench_conv import load_average, machine  # noqa: E402
-from models import ContrastiveLoss, ModelConfig, VideoTextModel, create_model  # noqa: E402
-from models.clip import CLIP, CLIPConfig  # noqa: E402
-from models.conv3d import CONV_IMPLS  # noqa: E402
-from models.model_config import str_to_bool  # noqa: E402
-from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory  # noqa: E402
-from utils.engine.runtime.distributed import DEVICE_HELP, resolve_device  # noqa: E402
-from utils.engine.runtime.precision import PRECISIONS, Precision, resolve_precision  # noqa: E402
-from utils.engine.training.gradient_cache import gradient_cached_backward, surrogate_loss  # noqa: E402
+from benchmarks.bench_conv import load_average, machine
+from models import ContrastiveLoss, ModelConfig, VideoTextModel, create_model
+from models.clip import CLIP, CLIPConfig
+from models.conv3d import CONV_IMPLS
+from models.model_config import str_to_bool
+from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
+from utils.engine.runtime.distributed import DEVICE_HELP, resolve_device
+from utils.engine.runtime.precision import PRECISIONS, Precision, resolve_precision
+from utils.engine.training.gradient_cache import gradient_cached_backward, surrogate_loss
 
 CLIP_SIZES = {"vit_b_32": CLIPConfig.vit_b_32, "vit_b_16": CLIPConfig.vit_b_16, "tiny": CLIPConfig.tiny}
 WORKLOADS = ("clip_image", "stop_video", "stop_text", "train_step")

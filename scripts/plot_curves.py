@@ -8,16 +8,10 @@ learning rate per parameter group, gradient
 norm, samples/s and data time against the optimizer step (utils/engine/run/curves.py).
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python scripts/plot_curves.py`: import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
+from pathlib import Path
 
 from utils.engine.run.cli import OneLineArgumentParser, errors_as_one_line
 from utils.engine.run.curves import plot_training_curves

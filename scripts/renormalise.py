@@ -9,16 +9,10 @@ matrix (or --output). QB-Norm needs the query bank's similarities, which main.py
 utils/engine/retrieval/renormalisation.py.
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python scripts/renormalise.py`: import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
