@@ -1,8 +1,10 @@
-"""The training loop: global-batch contrastive loss, accumulation, mixed precision, clipping, checkpoints.
+"""The training loop of every task: its step's loss of the global batch, accumulation, mixed precision,
+clipping, checkpoints.
 
-Global batch and gradient. Each rank encodes its ``batch_size`` pairs; text and video features are gathered
-from all ranks (``all_gather_with_grad``: gradient through the local slice) and the model's
-``loss_from_features`` is computed on the whole ``batch_size * world_size`` batch, identically on every rank.
+Global batch and gradient. Each rank encodes its ``batch_size`` items; the step gathers the features from all
+ranks (``all_gather_with_grad``: gradient through the local slice) and computes its loss (retrieval's
+models.ContrastiveLoss, recognition's ClassificationLoss) on the whole ``batch_size * world_size`` batch,
+identically on every rank.
 Each rank's backward therefore yields the part of the full-batch gradient that flows through its own samples;
 the loss is multiplied by ``world_size`` before backward so that DDP's gradient AVERAGE equals the exact
 gradient of the global-batch loss. The update is thus the same as one process computing that loss on the
