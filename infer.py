@@ -6,10 +6,11 @@ and draw what STOP's prompts attend to.
     python infer.py search --store my_index "a dog catches a frisbee" [--top_k 5] [--json] [--gallery out.html]
     python infer.py build-ann --store my_index [--kind hnsw]   (a FAISS index search then uses on large stores)
     python infer.py embed-text --store my_index --output texts.npy "a dog" "a cat"
+    python infer.py serve --store my_index [--port 8000]   (a search page in the browser, http://127.0.0.1:8000/)
     python infer.py visualize --checkpoint runs/x/ckpt_best.pt --video clip.mp4 --output clip_prompts.png
 
 The model flags and frame count come from the checkpoint (override them with the same flags as main.py);
-`search` and `embed-text --store` rebuild the model that wrote the store. See docs/INFERENCE.md.
+`search`, `serve` and `embed-text --store` rebuild the model that wrote the store. See docs/INFERENCE.md.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from utils.inference.ann_index import (
     SEARCH_MODES,
     build_ann,
     default_params,
+    ranked_hits,
     top_k,
 )
 from utils.inference.embedding_store import EmbeddingStore
@@ -116,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--store", default=None, help="use the model that wrote this store (else --checkpoint)")
     add_inference_model_args(embed)
 
+    serve = commands.add_parser("serve", help="a search page over a store in the browser (and a JSON API)",
+                                description=store_model + " Binds 127.0.0.1 unless --host says otherwise. See "
+                                                          "docs/INFERENCE.md.")
+    serve.add_argument("--store", required=True, help="store folder written by `index`")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the "
+                            "network, with no password)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (0: any free one)")
+    serve.add_argument("--top_k", type=int, default=12, help="results per search unless the page asks for more")
+    serve.add_argument("--thumb_frames", type=int, default=4, help="frames per thumbnail strip")
+    serve.add_argument("--thumb_px", type=int, default=72, help="height of a thumbnail in pixels")
+    add_inference_model_args(serve)
+
     visualize = commands.add_parser("visualize", help="PNG of STOP's spatial region mask and frame weights")
     visualize.add_argument("--video", required=True, help="video file")
     visualize.add_argument("--output", required=True, help="PNG file (the numbers go to the same name .json)")
@@ -127,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Flag ranges, checked when the flags are parsed (before any model is loaded): (command, flag, minimum).
 MINIMUMS = [("index", "batch_size", 1), ("index", "chunk_size", 1), ("index", "num_workers", 0),
             ("search", "top_k", 1), ("search", "gallery_frames", 1), ("search", "thumb_px", 1),
+            ("serve", "port", 0), ("serve", "top_k", 1), ("serve", "thumb_frames", 1), ("serve", "thumb_px", 1),
             ("visualize", "frame_px", 1)] + [
     ("build-ann", flag, 1) for flag in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search",
                                          "num_recall_queries")]
@@ -196,6 +212,13 @@ def _open_store(path: str) -> tuple[EmbeddingStore, dict[str, Any]]:
     return store, metadata
 
 
+def _stored_embeddings(store: EmbeddingStore) -> tuple[list[str], np.ndarray]:
+    ids, embeddings = store.load()
+    if embeddings is None:
+        raise SystemExit(f"error: --store {store.root} holds no embeddings (see its failed.csv)")
+    return ids, embeddings
+
+
 def _model_of_store(args: argparse.Namespace, metadata: dict[str, Any]) -> InferenceModel:
     """The model that wrote the store: flags not given take the store's values; SystemExit if it differs."""
     written_by = metadata["model"]
@@ -219,14 +242,10 @@ def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.gallery:
         check_gallery_path(args.gallery)
     store, metadata = _open_store(args.store)
-    ids, embeddings = store.load()
-    if embeddings is None:
-        raise SystemExit(f"error: --store {args.store} holds no embeddings (see its failed.csv)")
+    ids, embeddings = _stored_embeddings(store)
     trained = _model_of_store(args, metadata)
     scores, rows = top_k(args.store, ids, embeddings, trained.encode_texts(queries), args.top_k, args.search)
-    results = [{"query": query, "results": [{"rank": rank + 1, "id": ids[row], "score": round(score, 6)}
-                                            for rank, (score, row) in enumerate(zip(s, r))]}
-               for query, s, r in zip(queries, scores, rows)]
+    results = [{"query": query, "results": ranked_hits(ids, s, r)} for query, s, r in zip(queries, scores, rows)]
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -247,9 +266,7 @@ def run_build_ann(args: argparse.Namespace) -> dict[str, Any]:
     if (store.root / ANN_RECORD).is_file() and not args.rebuild:
         raise SystemExit(f"error: --store {args.store} already has an ANN index ({store.root / ANN_RECORD}); pass "
                          "--rebuild to replace it")
-    ids, embeddings = store.load()
-    if embeddings is None:
-        raise SystemExit(f"error: --store {args.store} holds no embeddings (see its failed.csv)")
+    ids, embeddings = _stored_embeddings(store)
     recall_queries = None
     if args.recall_queries:
         if not Path(args.recall_queries).is_file():
@@ -274,6 +291,23 @@ def run_embed_text(args: argparse.Namespace) -> np.ndarray:
     np.save(output, features)
     log.info(f"wrote {features.shape[0]} x {features.shape[1]} text embeddings to {output}")
     return features
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    """Serve the store's search page until interrupted (Ctrl-C). A store another process is writing is served
+    read-only as it is now, the page saying so."""
+    try:
+        from utils.inference.server import StoreSearch, bind, serve, store_notice
+    except ImportError as error:  # starlette and uvicorn are in requirements.txt; the other commands need neither
+        raise SystemExit(f"error: serve needs starlette and uvicorn ({error}): pip install -r requirements.txt"
+                         ) from None
+    store, metadata = _open_store(args.store)
+    ids, embeddings = _stored_embeddings(store)
+    notice = store_notice(store, len(ids))
+    sock = bind(args.host, args.port)  # a port in use stops the command before the model loads
+    trained = _model_of_store(args, metadata)
+    serve(StoreSearch(store.root, ids, embeddings, trained.encode_texts, stored_video_locator(metadata["source"]),
+                      notice, args.top_k, args.thumb_frames, args.thumb_px), sock, args.host)
 
 
 # ------------------------------------------------------------------------------------------- visualize
@@ -302,7 +336,7 @@ def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS = {"index": run_index, "search": run_search, "build-ann": run_build_ann, "embed-text": run_embed_text,
-            "visualize": run_visualize}
+            "serve": run_serve, "visualize": run_visualize}
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -7,6 +7,9 @@ from the order of the frames. Everything is deterministic from the seed.
 
     python -m dataloaders.synthetic --output_root DIR --num_train 200 --num_test 40 --seed 0
 
+(With --task, the same command writes the temporal benchmark's counterfactual pairs instead: see
+dataloaders/counterfactual.py. The direction videos below are the demo's until docs/RESULTS.md's older tables.)
+
 writes DIR/videos/video{i}.mp4, DIR/MSRVTT_train.9k.csv, DIR/MSRVTT_data.json, DIR/MSRVTT_JSFUSION_test.csv
 and DIR/synthetic_metadata.json (colour, shape, direction of every video). The recognition layout (`main.py
 --task recognition --datatype csv`, docs/RECOGNITION.md) is DIR/recognition_<classes>_{train,test}.csv
@@ -25,13 +28,13 @@ import os
 import random
 from collections.abc import Sequence
 
-import av
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 235), "yellow": (235, 215, 40)}
-SHAPES = ("circle", "square", "triangle")
+from . import counterfactual
+from .scenes import COLOURS, SHAPES, image_shape, render_frame, write_video
+
 # direction -> (start side, end side, axis, sign): axis 0 moves along x, axis 1 along y.
 DIRECTIONS = {
     "left to right": ("left", "right", 0, 1),
@@ -44,36 +47,6 @@ OPPOSITE = {"left to right": "right to left", "right to left": "left to right",
 CAPTION_TEMPLATES = ("a {colour} {shape} moves from {start} to {end}",
                      "a {colour} {shape} is moving from the {start} to the {end}",
                      "the {colour} {shape} goes from {start} to {end}")
-
-
-def image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """(height, width) from a side length or a (height, width) pair."""
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = image_size
-    return int(height), int(width)
-
-
-def render_frame(colour: str | Sequence[int], shape: str, position: Sequence[float], size: float,
-                 image_size: int | Sequence[int] = 64, background: Sequence[int] = (0, 0, 0)) -> np.ndarray:
-    """uint8 RGB image [H, W, 3] of one filled shape ("circle", "square", "triangle" pointing up) of half-extent
-    `size` pixels centred at `position` = (x, y) pixels, on a plain background."""
-    height, width = image_shape(image_size)
-    rgb = COLOURS[colour] if isinstance(colour, str) else tuple(colour)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    dx, dy = x - position[0], y - position[1]
-    if shape == "circle":
-        inside = dx ** 2 + dy ** 2 <= size ** 2
-    elif shape == "square":
-        inside = (np.abs(dx) <= size) & (np.abs(dy) <= size)
-    elif shape == "triangle":
-        inside = (dy >= -size) & (dy <= size) & (np.abs(dx) <= (dy + size) / 2)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-    image = np.empty((height, width, 3), dtype=np.uint8)
-    image[:] = background
-    image[inside] = rgb
-    return image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,20 +128,6 @@ def synthetic_videos(num_train: int, num_test: int, seed: int = 0, train_pairs: 
     return videos
 
 
-def write_video(path: str, frames: np.ndarray, fps: int, codec: str = "libx264") -> None:
-    """Encode uint8 RGB frames [T, H, W, 3] (H and W even) to a yuv420p video file with PyAV."""
-    with av.open(path, "w") as container:
-        # One encoder thread and the colour conversion done here, not inside encode(): with PyAV's defaults two
-        # processes wrote other pixels for about 2% of the demo's videos (docs/RESULTS.md, "Repeatability").
-        stream = container.add_stream(codec, rate=fps, options={"threads": "1"})
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
-            container.mux(stream.encode(yuv))
-        container.mux(stream.encode())
-
-
 def write_dataset(output_root: str, num_train: int, num_test: int, seed: int = 0,
                   image_size: int | Sequence[int] = 64, num_frames: int = 12, fps: int = 4,
                   progress: bool = True, train_pairs: bool = False) -> list[VideoSpec]:
@@ -217,16 +176,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image_size", type=int, nargs="+", default=[64], metavar="SIDE",
                         help="frame size in pixels: one side for square frames, or HEIGHT WIDTH")
-    parser.add_argument("--num_frames", type=int, default=12)
+    parser.add_argument("--num_frames", type=int, default=None,
+                        help=f"frames per video (12; with --task {counterfactual.NUM_FRAMES})")
     parser.add_argument("--fps", type=int, default=4)
     parser.add_argument("--train_pairs", action="store_true",
                         help="training videos in opposite-direction pairs too (video2k, video2k+1), rows next to "
                              "each other in MSRVTT_train.9k.csv: train with main.py --train_group_size 2")
+    benchmark = parser.add_argument_group("the temporal benchmark's pairs (dataloaders/counterfactual.py)")
+    benchmark.add_argument("--task", choices=(*counterfactual.TASKS, "all"), default=None,
+                           help="write this task's pairs (all: the four) instead of the direction videos")
+    benchmark.add_argument("--split", choices=counterfactual.SPLITS, default="test",
+                           help="the split to write (each from its own random stream of --seed)")
+    benchmark.add_argument("--num_pairs", type=int, default=200, help="pairs per task")
     args = parser.parse_args(argv)
     if len(args.image_size) not in (1, 2):
         parser.error("--image_size takes SIDE or HEIGHT WIDTH")
     size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
-    videos = write_dataset(args.output_root, args.num_train, args.num_test, args.seed, size, args.num_frames,
+    if args.task is not None:
+        if args.num_pairs < 1:
+            parser.error("--num_pairs must be >= 1")
+        tasks = counterfactual.TASKS if args.task == "all" else (args.task,)
+        try:
+            pairs = counterfactual.write_split(args.output_root, args.split, tasks, args.num_pairs, args.seed, size,
+                                               args.num_frames or counterfactual.NUM_FRAMES, args.fps)
+        except ValueError as error:
+            parser.exit(2, f"error: {error}\n")
+        print(f"wrote {len(pairs)} {args.split} pairs ({', '.join(tasks)}) to {args.output_root}")
+        return 0
+    videos = write_dataset(args.output_root, args.num_train, args.num_test, args.seed, size, args.num_frames or 12,
                            args.fps, train_pairs=args.train_pairs)
     print(f"wrote {len(videos)} videos, the MSR-VTT annotation files and the recognition CSVs to {args.output_root}")
     return 0

@@ -168,6 +168,13 @@ def load_ann(root: str | Path, ids: list[str]) -> AnnIndex:
     return AnnIndex(index, record)
 
 
+def ranked_hits(ids: list[str], scores: list[float], rows: list[int]) -> list[dict[str, Any]]:
+    """[{"rank", "id", "score"}] of one query's scores and rows (as top_k returns them), the scores rounded to 6
+    decimals: what `infer.py search --json` prints and `infer.py serve` answers."""
+    return [{"rank": rank + 1, "id": ids[row], "score": round(score, 6)}
+            for rank, (score, row) in enumerate(zip(scores, rows))]
+
+
 def top_k(root: str | Path, ids: list[str], embeddings: np.ndarray, queries: torch.Tensor, k: int,
           mode: str = "auto") -> tuple[list[list[float]], list[list[int]]]:
     """Per query of `queries` [Q, E] (raw text features) the scores and rows of its top min(k, N) stored videos.

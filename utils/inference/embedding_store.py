@@ -35,17 +35,17 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from dataloaders.video_files import Failure
 from utils.atomic_file import write_atomic
-from utils.engine.run.folder_lock import FolderLock
+from utils.engine.run.folder_lock import LOCK_NAME, FolderLock
 
 FORMAT = "stop-video-embeddings/1"
 EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metadata.json", "failed.csv", "parts"
 RANK_PREFIX = "rank-"  # parts/rank-00001/: the parts of rank 1 of a sharded (torchrun) index
 FAILED_COLUMNS = ("id", "kind", "reason")
 READ_ATTEMPTS = 3
-
 
 
 def _write_json(path: Path, obj) -> None:
@@ -147,6 +147,22 @@ class EmbeddingStore:
         """`with store.writer_lock():` around a whole writing session (creates the folder); FolderBusyError when
         another process writes the store."""
         return FolderLock(self.root, "the embedding store")
+
+    def writer(self) -> dict | None:
+        """The `.lock.owner` record of the process writing the store now, or None when none does. Only a store
+        with an owner record is probed (its lock taken and released at once, so a writer starting at that instant
+        would be refused): a writer records itself right after taking the lock and deletes the record when it
+        releases it, and a record with no lock held is one a killed writer left."""
+        owner = self.writer_lock().owner()
+        if owner is None:
+            return None
+        probe = FileLock(str(self.root / LOCK_NAME), timeout=0)
+        try:
+            probe.acquire()
+        except Timeout:
+            return owner
+        probe.release()
+        return None
 
     def write_metadata(self, metadata: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

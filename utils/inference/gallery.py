@@ -58,10 +58,15 @@ def thumbnail_strip(path: str | None, num_frames: int, height: int) -> tuple[np.
     return np.full((height, num_frames * round(height * 16 / 9), 3), 128, np.uint8), problem
 
 
-def _jpeg_base64(strip: np.ndarray) -> str:
+def jpeg_bytes(strip: np.ndarray) -> bytes:
+    """A thumbnail strip as a JPEG file's bytes (quality 85)."""
     buffer = io.BytesIO()
     Image.fromarray(strip).save(buffer, format="JPEG", quality=85)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
+
+
+def _jpeg_base64(strip: np.ndarray) -> str:
+    return base64.b64encode(jpeg_bytes(strip)).decode()
 
 
 def _caption(hit: dict[str, Any], problem: str | None) -> str:

@@ -12,16 +12,18 @@ otherwise rank however the comparison rule happens to treat it).
 
 With ``post_process`` (utils.engine.retrieval.renormalisation: dual softmax, QB-Norm) the results also hold the metrics
 after each re-normalisation under "post_processed", beside the raw ones; QB-Norm's query bank (``query_bank``,
-a dataset whose captions are encoded like the test captions) is scored against the same kept videos.
+a dataset whose captions are encoded like the test captions) is scored against the same kept videos. With
+``pairs`` (--pairs_json) they hold the counterfactual pairs' text / video / group scores under "pairs".
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import torch
 
 from utils.engine.retrieval.metrics import format_metrics, retrieval_metrics, similarity_matrix
+from utils.engine.retrieval.pair_metrics import pair_scores
 from utils.engine.retrieval.renormalisation import describe, post_processed_metrics
 from utils.engine.retrieval.report import write_retrieval_report
 from utils.engine.runtime.distributed import DistContext
@@ -35,11 +37,14 @@ from utils.engine.training.checkpoint import save_atomic
 def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int, num_workers: int,
              precision: Precision, split: str, save_similarity: str | None = None,
              block_size: int = 1024, post_process: Dict[str, Dict[str, Any]] | None = None,
-             query_bank=None, report_dir: str | None = None) -> Dict[str, Any]:
+             query_bank=None, report_dir: str | None = None,
+             pairs: Sequence[Dict[str, Any]] | None = None) -> Dict[str, Any]:
     """Retrieval metrics of ``model`` on ``dataset`` (see the module docstring). The same dict on every rank.
     ``post_process``: {method: parameters} (renormalisation.methods_from_args); ``query_bank``: a dataset with
     ``text_view()`` and ``captions``, needed by "qb_norm"; ``report_dir``: write the rank histogram and the
-    worst queries there (utils.engine.retrieval.report, main rank)."""
+    worst queries there (utils.engine.retrieval.report, main rank); ``pairs``: the entries of a pairs.json
+    ({"task", "videos": [a, b], ...}): the results also hold "pairs", the Winoground scores per task of those
+    whose videos were evaluated (utils.engine.retrieval.pair_metrics.pair_scores)."""
     log = get_logger()
     was_training = model.training
     model.eval()
@@ -91,13 +96,20 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
         bank_feats = encode_texts(query_bank, f"eval {split} query bank")["feats"]
         check_finite(bank_feats, query_bank.captions, "query bank caption", split)
         bank_sim = similarity_matrix(bank_feats, video_feats, block_size=block_size).cpu()
-    if post_process or save_similarity or report_dir:
+    if post_process or save_similarity or report_dir or pairs is not None:
         sim = similarity_matrix(text_feats, video_feats, block_size=block_size).cpu()
     if post_process:
         results["post_processed"] = post_processed_metrics(sim, caption_to_video.cpu(), post_process, bank_sim)
         log.info(f"{split} retrieval, {describe(results['post_processed'])}")
     kept_video_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
     kept_caption_list = [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok]
+    if pairs is not None:
+        evaluated = set(kept_video_ids)
+        results["pairs"] = pair_scores(sim, caption_to_video.cpu(), kept_video_ids,
+                                       [pair for pair in pairs if set(pair["videos"]) <= evaluated])
+        log.info(f"{split} pair scores (text / video / group): " + "; ".join(
+            f"{task} {e['text_score']:.1f} / {e['video_score']:.1f} / {e['group_score']:.1f} ({e['pairs']} pairs)"
+            for task, e in results["pairs"].items()))
     if report_dir and ctx.is_main:
         written = write_retrieval_report(report_dir, split, sim, caption_to_video.cpu(), kept_video_ids,
                                          kept_caption_list)

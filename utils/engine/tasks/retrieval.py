@@ -1,9 +1,12 @@
 """--task retrieval: text-video retrieval (the default). Contrastive training on caption-video pairs
 (retrieval.step.ContrastiveStep), R@k / MdR / MnR in both directions (retrieval.evaluation), the best epoch by
-the val t2v R@1, the re-normalisations, the rank report and the saved similarity matrix of the test evaluation."""
+the val t2v R@1; the re-normalisations, the rank report, the saved similarity matrix and the counterfactual
+pairs' scores (--pairs_json, retrieval.pair_metrics) of the test evaluation."""
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
 import torch
@@ -37,12 +40,22 @@ class RetrievalTask(Task):
                                             "worst_queries_test.json (the worst-ranked queries with their top "
                                             "videos' names) beside eval_results.json"),
                     "whether the test rank histogram and worst queries are written")
+        resume_free(group.add_argument("--pairs_json", default=None, metavar="PATH",
+                                       help="also score the test evaluation's counterfactual pairs listed in this "
+                                            "pairs.json (the temporal benchmark, dataloaders/counterfactual.py): "
+                                            "Winoground's text / video / group scores per task under \"pairs\" in "
+                                            "eval_results.json, over the pairs whose videos are evaluated"),
+                    "an extra score of the test evaluation, reported beside its metrics")
         add_renormalisation_args(parser)
 
     def check_args(self, args: argparse.Namespace) -> None:
         post_process = methods_from_args(args)
         if post_process and not args.do_eval:
             raise ValueError(f"--{' / --'.join(post_process)} post-process the test evaluation: add --do_eval")
+        if args.pairs_json and not args.do_eval:
+            raise ValueError("--pairs_json scores the test evaluation: add --do_eval")
+        if args.pairs_json and not Path(args.pairs_json).is_file():
+            raise ValueError(f"--pairs_json: file not found: {args.pairs_json}")
 
     def extra_splits(self, args: argparse.Namespace) -> Tuple[str, ...]:
         return ("train",) if args.do_eval and "qb_norm" in methods_from_args(args) else ()  # QB-Norm's query bank
@@ -57,10 +70,11 @@ class RetrievalTask(Task):
     def evaluate(self, run: EvaluationRun, dataset, split: str, final: bool) -> Dict[str, Any]:
         args, out = run.args, run.output_dir
         post_process = methods_from_args(args) if final else None
+        pairs = json.loads(Path(args.pairs_json).read_text()) if final and args.pairs_json else None
         return evaluate(run.model, dataset, run.ctx, args.batch_size_val, args.num_thread_reader, run.precision, split,
                         save_similarity=str(out / f"similarity_{split}.pt") if final and args.save_similarity else None,
                         post_process=post_process, query_bank=run.datasets.get("train") if post_process else None,
-                        report_dir=str(out) if final and args.retrieval_report else None)
+                        report_dir=str(out) if final and args.retrieval_report else None, pairs=pairs)
 
     def scalars(self, results: Dict[str, Any]) -> Iterator[Tuple[str, float]]:
         """<direction>/<metric> of t2v, v2t, v2t_group, and post_processed/<method>/<direction>/<metric>."""
