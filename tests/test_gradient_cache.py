@@ -13,7 +13,8 @@ from models.clip import CLIP, CLIPConfig
 from tests.conftest import TRAIN_FRAMES, PairDataset, learned, make_trainer, step_logs, tiny_dgl_model
 from utils.engine.retrieval.step import ContrastiveStep
 from utils.engine.runtime.precision import resolve_precision
-from utils.engine.training.trainer import check_micro_batch_size, gradient_cache
+from utils.engine.training import gradient_cache
+from utils.engine.training.trainer import check_micro_batch_size
 
 
 def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
