@@ -151,9 +151,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         check_ranges(TrainConfig, args)
         check_ranges(DataConfig, args)
         check_micro_batch_size(args.micro_batch_size, args.batch_size, args.gradient_accumulation_steps)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
         ModelConfig.from_args(args)  # --max_frames, --max_words and every other model option
     except ValueError as error:
         parser.error(str(error))
