@@ -15,7 +15,7 @@
 # Writes OUT/summary.md, OUT/summary.png (group scores with 95% intervals), OUT/prompts_{stop,paper}.png (one
 # test video with STOP's selection and inserted prompts), OUT/temporal_benchmark.json. The same harness runs the
 # full benchmark: python scripts/demo/temporal_benchmark.py --help.
-# Knobs (environment): OUT, SEED, EPOCHS (4), TRAIN_PAIRS (100 per task), TEST_PAIRS (100 per task), JOBS (2).
+# Knobs (environment): OUT, SEED, EPOCHS (6), TRAIN_PAIRS (150 per task), TEST_PAIRS (100 per task), JOBS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
@@ -23,8 +23,8 @@ OUT=${OUT:-outputs/demo}
 SEED=${SEED:-0}
 start=$(date +%s)
 OMP_NUM_THREADS=1 python scripts/demo/temporal_benchmark.py --output "$OUT" --seeds "$SEED" \
-    --tasks direction which_moves --methods meanp single_frame dgl stop paper --controls paper_reversed \
-    --train_pairs "${TRAIN_PAIRS:-100}" --val_pairs 25 --test_pairs "${TEST_PAIRS:-100}" \
-    --epochs "${EPOCHS:-4}" --clip_steps 1000 --probe_pairs 400 100 1000 --jobs "${JOBS:-2}"
+    --tasks direction which_moves --methods meanp single_frame dgl stop paper --controls paper_test_reversed \
+    --train_pairs "${TRAIN_PAIRS:-150}" --val_pairs 25 --test_pairs "${TEST_PAIRS:-100}" \
+    --epochs "${EPOCHS:-6}" --clip_steps 1000 --clip_images 5000 --probe_pairs 300 100 2000 --jobs "${JOBS:-2}"
 cp "$OUT/temporal_benchmark.json" "$OUT/results.json"
 echo "demo finished in $(( $(date +%s) - start )) s" | tee "$OUT/runtime.txt"

@@ -31,6 +31,12 @@ def test_identical_embeddings_of_a_pair_score_a_coin_per_comparison():
     assert scores["direction"]["group_score"] == 6.25 and scores["direction"]["pairs"] == 2
 
 
+def test_a_pair_embedded_alike_scores_text_0_video_25_group_0():
+    sim = torch.tensor([[0.5, 0.5], [0.2, 0.2]])  # both videos the same column; caption a preferred by both
+    out = pair_outcomes(sim, torch.tensor([0, 1]), ["a", "b"], [("a", "b")])
+    assert out["text"].item() == 0.0 and out["video"].item() == 0.25 and out["group"].item() == 0.0
+
+
 def test_random_scores_sit_at_winogrounds_chance():
     generator = torch.Generator().manual_seed(0)
     n = 4000

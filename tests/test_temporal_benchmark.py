@@ -18,7 +18,7 @@ TOY = ["--seeds", "0", "--tasks", "direction", "which_moves", "--train_pairs", "
 def test_benchmark_chooses_on_val_scores_test_once_and_resumes(tmp_path):
     out = tmp_path / "bench"
     argv = ["--output", str(out), "--clip_cache", str(tmp_path / "clips"), "--methods", "meanp", "paper",
-            "--controls", "paper_reversed", *TOY]
+            "--controls", "paper_test_reversed", *TOY]
     result = temporal_benchmark.main(argv)
     seed = out / "seed0"
     pairs = json.loads((seed / "data" / "pairs.json").read_text())
@@ -30,7 +30,7 @@ def test_benchmark_chooses_on_val_scores_test_once_and_resumes(tmp_path):
         hparams = json.loads((seed / f"paper_lr{lr}" / "hparams.json").read_text())
         assert hparams["test_csv"].endswith("MSRVTT_val.csv") and hparams["train_group_size"] == 2
     tested = sorted(p.name for p in (seed / "test").iterdir() if p.is_dir())
-    assert tested == ["meanp", "paper", "paper_reversed"]  # the test split: once per chosen run and control
+    assert tested == ["meanp", "paper", "paper_test_reversed"]  # the test split: once per chosen run and control
     init = json.loads((seed / "test" / "paper" / "hparams.json").read_text())["init_model"]
     assert init.endswith(f"paper_lr{choice['lr']:g}")
     # the rows are the pair scores of the saved test similarities
@@ -42,7 +42,7 @@ def test_benchmark_chooses_on_val_scores_test_once_and_resumes(tmp_path):
     assert rows["paper", "which_moves"]["text_score_ci95"] == expected["which_moves"]["text_score_ci95"]
     assert rows["paper", "direction"]["steps"] == 4 and rows["meanp", "direction"]["steps"] == 0
     # reversing a direction clip's frames gives its pair's other video: the columns swap exactly
-    reversed_ = torch.load(seed / "test" / "paper_reversed" / "similarity_test.pt", weights_only=True)
+    reversed_ = torch.load(seed / "test" / "paper_test_reversed" / "similarity_test.pt", weights_only=True)
     column = {v: i for i, v in enumerate(saved["video_ids"])}
     for pair in (p for p in test_pairs if p["task"] == "direction"):
         a, b = (column[v] for v in pair["videos"])
@@ -63,3 +63,9 @@ def test_benchmark_chooses_on_val_scores_test_once_and_resumes(tmp_path):
     text = md.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{benchmark_report.END}\nrest\n") and "old" not in text
     assert "](../bench/summary.png)" in text and "| STOP (paper) |" in text
+
+
+def test_every_row_and_test_folder_has_its_own_name():
+    """A control named like a method would read that method's evaluation as its own."""
+    assert not set(temporal_benchmark.METHODS) & set(temporal_benchmark.CONTROLS)
+    assert all("_test_" not in method for method in temporal_benchmark.METHODS)

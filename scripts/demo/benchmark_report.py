@@ -176,15 +176,15 @@ def report_text(result: dict, out: Path, links: Path = Path(".")) -> str:
     """The markdown of the tables; figure links are `links`/name (the figures are in `out`)."""
     rows = result["rows"]
     methods = _ordered(rows, "method")
-    trained = [m for m in methods if not m.endswith(("_reversed", "_shuffled"))]
+    trained = [m for m in methods if "_test_" not in m]
     protocol = result["protocol"]
     args, machine = protocol["args"], protocol["machine"]
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"Seeds {', '.join(map(str, seeds))}; {args['test_pairs']} test pairs per task; every trained method "
              f"{args['epochs']} epochs of {args['train_pairs'] * len(args['tasks'])} training pairs (batch "
              f"{args['batch_size']}), lr from {args['lrs']} chosen on val per method and seed; "
-             f"{protocol['selection']}. Mean ± std over the seeds; chance: group 16.7 (random scores), 6.25 (the "
-             "two videos of a pair embedded alike), text and video 25.", ""]
+             f"{protocol['selection']}. Mean ± std over the seeds; chance (random scores): text 25, video 25, "
+             "group 16.7; a model that embeds the two videos of a pair alike gets text 0, video 25, group 0.", ""]
     if result["probes"]:
         lines += ["### Shortcut probes (pixels of one frame, or the mean of the frames; chance 50%)", "",
                   *probe_table(result["probes"]), ""]

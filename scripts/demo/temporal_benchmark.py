@@ -66,7 +66,7 @@ METHODS = {
                                                        "temporal"]),
 }
 # control -> (label, the method whose chosen run it evaluates, --eval_frame_order)
-CONTROLS = {f"{m}_{order}": (f"{METHODS[m][0]}, test frames {order}", m, order)
+CONTROLS = {f"{m}_test_{order}": (f"{METHODS[m][0]}, test frames {order}", m, order)
             for m in ("dgl", "stop", "paper") for order in ("reversed", "shuffled")}
 MECHANISM_METHODS = ("stop", "paper")
 
@@ -161,7 +161,7 @@ def run_job(args: argparse.Namespace, job: tuple, data: Path, clip: Path) -> Pat
                 *METHODS[method][1], *args.extra]
     else:
         order = job[3]
-        folder = seed_dir / "test" / (method if order == "natural" else f"{method}_{order}")
+        folder = seed_dir / "test" / (method if order == "natural" else f"{method}_test_{order}")
         trained = [] if method == "meanp" else ["--init_model", str(seed_dir / run_name(method, lr))]
         argv = ["--do_eval", *trained, "--test_csv", str(data / SPLIT_LISTS["test"]), "--output_dir", str(folder),
                 *common, *METHODS[method][1], *(["--eval_frame_order", order] if order != "natural" else [])]
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for (seed, job), folder in tested.items():
         _, method, lr, order = job
-        name = method if order == "natural" else f"{method}_{order}"
+        name = method if order == "natural" else f"{method}_test_{order}"
         label = METHODS[method][0] if order == "natural" else CONTROLS[name][0]
         test_pairs = [p for p in pairs[seed] if p["split"] == "test"]
         scores = scores_of(folder, test_pairs)

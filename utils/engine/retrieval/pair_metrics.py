@@ -6,9 +6,10 @@ A pair is two videos a, b with one caption each (ca true of a, cb true of b), s 
     video score  both captions pick their own video:    s(ca, a) > s(ca, b)  and  s(cb, b) > s(cb, a)
     group score  all four comparisons hold.
 A tie counts as half a win of its comparison (a fair coin), and a pair's score is the product of its
-comparisons' wins, so a model that gives both videos of a pair the same embedding (mean pooling on a clip and its
-reversal) scores exactly 25 / 25 / 6.25, what a coin per comparison gets; random scores get 25 / 25 / 16.7
-(Winoground's chance levels). A non-finite score loses its comparison.
+comparisons' wins. Random scores get 25 / 25 / 16.7 (Winoground's chance levels). A model that gives both videos
+of a pair the same embedding (mean pooling on a clip and its reversal) gets text 0 (both videos prefer the same
+caption), video 25 (every comparison a tie, a coin each; in float32 the two means differ by rounding, which
+decides the ties about as a coin would) and group 0. A non-finite score loses its comparison.
 """
 from __future__ import annotations
 
