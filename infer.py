@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from dataloaders.video_files import stored_video_locator, videos_in_csv, videos_in_folder
-from dataloaders.video_reader import VideoReadError, read_video_tensor
-from utils.engine.cli import FlagError, OneLineArgumentParser, one_line
-from utils.engine.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
-from utils.engine.folder_lock import FolderBusyError
+from dataloaders.video_input import read_video_tensor
+from dataloaders.video_reader import VideoReadError
+from utils.engine.run.cli import USER_ERRORS, FlagError, OneLineArgumentParser, errors_as_one_line
+from utils.engine.runtime.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
 from utils.inference.ann_index import (
     ANN_RECORD,
     EXACT_BELOW,
@@ -48,8 +48,6 @@ from utils.inference.inference_model import InferenceModel, add_inference_model_
 from utils.inference.prompt_visualization import write_prompt_figure
 
 log = logging.getLogger("infer")
-# What the library raises for bad input (messages written for the user); main turns them into one line.
-USER_ERRORS = (FileNotFoundError, ValueError, FolderBusyError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -348,10 +346,8 @@ def main(argv: list[str] | None = None) -> Any:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for name in ("infer", "utils.inference"):  # this command's and the library's progress lines
         logging.getLogger(name).setLevel(logging.INFO)
-    try:
+    with errors_as_one_line():
         return COMMANDS[args.command](args)
-    except USER_ERRORS as error:
-        raise SystemExit(f"error: {one_line(error)}") from None
 
 
 if __name__ == "__main__":

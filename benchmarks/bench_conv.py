@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -33,13 +32,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from models.fast_conv import ConvGeometry, fft_is_cheaper, functional_conv3d  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
-from models.spatial_prompt import SpatialPrompt  # noqa: E402
-from models.temporal_prompt import TemporalPrompt  # noqa: E402
-from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory  # noqa: E402
+from models.fast_conv import ConvGeometry, fft_is_cheaper, functional_conv3d
+from models.model_config import ModelConfig
+from models.spatial_prompt import SpatialPrompt
+from models.temporal_prompt import TemporalPrompt
+from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
 
 METHODS = ("direct", "fft")
 

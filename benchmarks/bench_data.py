@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
@@ -27,14 +26,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.report import finish  # noqa: E402
-from dataloaders import add_data_args, build_dataset  # noqa: E402
-from dataloaders.synthetic import render_frame, write_video  # noqa: E402
-from dataloaders.video_backends import READERS, VIDEO_BACKENDS, check_backend  # noqa: E402
-from dataloaders.video_reader import read_frames  # noqa: E402
-from models import add_model_args  # noqa: E402
+from benchmarks.report import finish
+from dataloaders import add_data_args, build_dataset
+from dataloaders.synthetic import render_frame, write_video
+from dataloaders.video_backends import READERS, VIDEO_BACKENDS, check_backend
+from dataloaders.video_reader import read_frames
+from models import add_model_args
 
 
 def textured_frames(rng: np.random.Generator, num_frames: int, height: int, width: int) -> np.ndarray:

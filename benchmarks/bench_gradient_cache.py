@@ -6,7 +6,7 @@
 Each case runs in a fresh process (a peak resident set size is per process): a model of random weights on a CLIP
 of the given shapes (default ViT-B/32), the Trainer's ContrastiveStep, B random (caption, video) pairs, one
 untimed step, then one timed step; `--micro 0` is the unsplit step, `--micro m` gradient caching in micro-batches
-of m (utils/engine/gradient_cache.py). Reported: seconds per step; the peak above the process's memory just
+of m (utils/engine/training/gradient_cache.py). Reported: seconds per step; the peak above the process's memory just
 before the first step (CPU: resident set size, which glibc's reuse of freed memory blurs; CUDA:
 max_memory_allocated); the activation memory, the bytes of the tensors autograd saves for the backward of the
 largest graph alive at once (the whole batch's, or one micro-batch's; parameters not counted), exact on any
@@ -25,16 +25,14 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.bench_conv import load_average, machine  # noqa: E402
-from benchmarks.bench_model import CLIP_SIZES, random_inputs  # noqa: E402
-from benchmarks.report import finish  # noqa: E402
-from models import ModelConfig, create_model  # noqa: E402
-from models.clip import CLIP  # noqa: E402
-from utils.engine.gradient_cache import gradient_cached_backward  # noqa: E402
-from utils.engine.precision import PRECISIONS, resolve_precision  # noqa: E402
-from utils.engine.training import ContrastiveStep  # noqa: E402
+from benchmarks.bench_conv import load_average, machine
+from benchmarks.bench_model import CLIP_SIZES, random_inputs
+from benchmarks.report import finish
+from models import ModelConfig, create_model
+from models.clip import CLIP
+from utils.engine.retrieval.step import ContrastiveStep
+from utils.engine.runtime.precision import PRECISIONS, resolve_precision
+from utils.engine.training.gradient_cache import gradient_cached_backward
 
 MODELS = {"stop": {}, "dgl": {"temporal_prompt": "none"}}
 

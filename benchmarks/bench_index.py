@@ -22,12 +22,11 @@ import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from benchmarks.bench_data import write_msrvtt_videos
+from benchmarks.report import finish
+from models.clip import CLIP, CLIPConfig
 
-from benchmarks.bench_data import write_msrvtt_videos  # noqa: E402
-from benchmarks.report import finish  # noqa: E402
-from models.clip import CLIP, CLIPConfig  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def index_once(processes: int, argv: list[str], threads: int) -> dict:

@@ -29,7 +29,6 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from typing import Callable
 
@@ -37,17 +36,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.bench_conv import load_average, machine  # noqa: E402
-from models import ContrastiveLoss, ModelConfig, VideoTextModel, create_model  # noqa: E402
-from models.clip import CLIP, CLIPConfig  # noqa: E402
-from models.conv3d import CONV_IMPLS  # noqa: E402
-from models.model_config import str_to_bool  # noqa: E402
-from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory  # noqa: E402
-from utils.engine.distributed import DEVICE_HELP, resolve_device  # noqa: E402
-from utils.engine.gradient_cache import gradient_cached_backward, surrogate_loss  # noqa: E402
-from utils.engine.precision import PRECISIONS, Precision, resolve_precision  # noqa: E402
+from benchmarks.bench_conv import load_average, machine
+from models import ContrastiveLoss, ModelConfig, VideoTextModel, create_model
+from models.clip import CLIP, CLIPConfig
+from models.conv3d import CONV_IMPLS
+from models.model_config import str_to_bool
+from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
+from utils.engine.runtime.distributed import DEVICE_HELP, resolve_device
+from utils.engine.runtime.precision import PRECISIONS, Precision, resolve_precision
+from utils.engine.training.gradient_cache import gradient_cached_backward, surrogate_loss
 
 CLIP_SIZES = {"vit_b_32": CLIPConfig.vit_b_32, "vit_b_16": CLIPConfig.vit_b_16, "tiny": CLIPConfig.tiny}
 WORKLOADS = ("clip_image", "stop_video", "stop_text", "train_step")
@@ -61,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--words", type=int, default=32, help="caption length in tokens")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="as in training (utils/engine/precision.py); default fp32 on CPU, bf16 on CUDA")
+                        help="as in training (utils/engine/runtime/precision.py); default fp32 on CPU, bf16 on CUDA")
     parser.add_argument("--conv_impl", choices=CONV_IMPLS, default="auto", help="the model flag --conv_impl")
     parser.add_argument("--checkpoint_activations", action="store_true",
                         help="the model flag: recompute the visual blocks in the backward pass (training memory)")

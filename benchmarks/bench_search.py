@@ -25,10 +25,8 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.report import finish  # noqa: E402
-from utils.inference.ann_index import ANN_INDEX, build_ann, exact_top_k, load_ann  # noqa: E402
+from benchmarks.report import finish
+from utils.inference.ann_index import ANN_INDEX, build_ann, exact_top_k, load_ann
 
 # (kind, params) per size; None params = the defaults of build-ann. Kept to a few minutes on 2 shared cores: HNSW
 # builds at 10^4 points / 15 s with the defaults there, so 10^5 gets a lighter graph and 10^6 none.

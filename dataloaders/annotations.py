@@ -103,6 +103,22 @@ def numbered_lines(path: str) -> list[tuple[int, str]]:
 HOLDOUT_SEED = 0
 
 
+SPLITS = ("train", "val", "test")
+
+
+def load_split(load, args, split: str):
+    """``load(args, split)`` (a format reader -> Annotations or LabelledVideos: anything with ``video_ids`` and
+    ``subset``) for one of SPLITS; --holdout_val_videos > 0 takes a fixed random choice of that many training
+    videos out of training as the val split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if args.holdout_val_videos <= 0 or split == "test":
+        return load(args, split)
+    train = load(args, "train")
+    held_out, kept = holdout_indices(len(train.video_ids), args.holdout_val_videos)
+    return train.subset(held_out if split == "val" else kept)
+
+
 def holdout_indices(num_videos: int, count: int) -> tuple[list[int], list[int]]:
     """--holdout_val_videos: (held-out indices, kept indices), both ascending: a fixed random choice of `count`
     of `num_videos` training videos (the same for every run); ValueError when none would be left to train on."""

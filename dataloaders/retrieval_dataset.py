@@ -12,7 +12,8 @@ from models.tokenizer import tokenize
 from .annotations import Annotations
 from .sampling import DEFAULT_FRAME_SAMPLING, check_sampling
 from .video_backends import check_backend
-from .video_reader import VideoReadError, read_video_tensor
+from .video_input import read_video_tensor
+from .video_reader import VideoReadError
 
 MAX_RESAMPLE_ATTEMPTS = 100
 
@@ -193,7 +194,7 @@ def reorder_frames(frames: torch.Tensor, mask: torch.Tensor, order: str, seed: i
     """The real frames (mask 1) of a clip [T, 3, R, R] in `order` (FRAME_ORDERS): as sampled, reversed, or
     shuffled by a permutation drawn from `seed` (evaluation: the video's index, the same on every run and
     process) or, for `seed` None (training), from torch's global RNG (a new permutation per draw, reproducible
-    under utils.engine.data_order.SeededItems)."""
+    under utils.engine.training.data_order.SeededItems)."""
     if order == "natural":
         return frames
     real = int(mask.sum())

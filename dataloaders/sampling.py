@@ -10,7 +10,7 @@ Two samplers, chosen with `--frame_sampling` (the `sampling` argument here):
   frame of each segment, evaluation its centre (start + end) // 2.
 
 Both return ascending indices, min(N, T) of them: where the release repeats the last frame of a video shorter
-than T, the caller (video_reader.read_video_tensor) repeats it and marks the repeats 0 in the video mask, which gives
+than T, the caller (video_input.read_video_tensor) repeats it and marks the repeats 0 in the video mask, which gives
 exactly the release's clip.
 """
 

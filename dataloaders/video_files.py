@@ -1,5 +1,5 @@
 """Videos given by the user (every video file under a folder, or the entries of a CSV) and a Dataset that reads
-them for the video encoder with the evaluation frame sampler (dataloaders.video_reader.read_video_tensor)."""
+them for the video encoder with the evaluation frame sampler (dataloaders.video_input.read_video_tensor)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 
 from dataloaders.annotations import DataFileError
 from dataloaders.sources import VIDEO_EXTENSIONS, FolderSource, list_video_files
-from dataloaders.video_reader import VideoReadError, read_video_tensor
+from dataloaders.video_input import read_video_tensor
+from dataloaders.video_reader import VideoReadError
 
 CSV_COLUMNS = ("video_path", "path", "video", "video_id")  # looked up in this order when --csv_column is not given
 

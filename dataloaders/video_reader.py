@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from .sampling import DEFAULT_FRAME_SAMPLING, check_sampling, segment_indices
-from .transforms import frames_to_tensor
 
 # A video to read: a file path, or the bytes of a whole file (from an LMDB).
 VideoInput = Union[str, os.PathLike, bytes]
@@ -274,26 +273,3 @@ def read_frames(video: VideoInput, num_segments: int, train: bool = False,
         fail(result.decoded, max(stated, indices[-1] + 1), result.error)
         num_frames = min(result.decoded, num_frames - 1)
     raise VideoReadError(name, "no frame could be decoded")
-
-
-def read_video_tensor(video: VideoInput, max_frames: int, resolution: int, train: bool = False,
-                      generator: torch.Generator | None = None, sampling: str = DEFAULT_FRAME_SAMPLING,
-                      backend: str = "pyav") -> tuple[torch.Tensor, torch.Tensor]:
-    """A video as model input: (clip float32 [max_frames, 3, resolution, resolution], mask int64 [max_frames]).
-
-    Videos with fewer than `max_frames` frames repeat their last frame (the release's clip(0..T-1, 0, N-1));
-    mask is 1 for real frames, 0 for the repeats. backend: the decoder (`--video_backend`: pyav, this module's
-    read_frames; opencv or torchcodec, dataloaders/video_backends.py).
-    """
-    if backend == "pyav":
-        read = read_frames
-    else:
-        from .video_backends import READERS  # (that module builds on this one)
-        read = READERS[backend]
-    frames = frames_to_tensor(read(video, max_frames, train, generator, sampling), resolution)
-    num_real = frames.shape[0]
-    mask = torch.zeros(max_frames, dtype=torch.long)
-    mask[:num_real] = 1
-    if num_real < max_frames:
-        frames = torch.cat([frames, frames[-1:].expand(max_frames - num_real, -1, -1, -1)])
-    return frames, mask

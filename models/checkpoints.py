@@ -1,7 +1,7 @@
 """Trained-weight files: reading them safely, telling their layout apart, converting foreign layouts to ours.
 
 Three layouts are recognised (`read_model_state`):
-  checkpoint           a checkpoint of this project (utils/engine/checkpoint.py): a dict with
+  checkpoint           a checkpoint of this project (utils/engine/training/checkpoint.py): a dict with
                        ``format == FORMAT``, ``model`` (our tensor names) and the configuration it was trained with
                        (``model_config``; checkpoints written before it existed hold it in ``args``)
   state dict           a plain {name: tensor} of this project's names (e.g. a converted released checkpoint)

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 from models.clip import ACTIVATIONS
+from models.config_fields import add_config_args, option, str_to_bool
 from models.conv3d import CONV_IMPLS
 
 PROMPTS = ("dgl", "none")
@@ -26,18 +27,6 @@ SPATIAL_MASK_GRIDS = ("patch", "lattice")
 CLIP_ACTIVATIONS = tuple(ACTIVATIONS)
 
 
-def str_to_bool(value: str | bool) -> bool:
-    """'true'/'false' (also 1/0, yes/no, on/off) -> bool; the released `type=bool` read 'False' as True."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
-
-
 def kernel_size(value: str | tuple) -> tuple[int, int, int]:
     """'3,11,11' (or a 3-sequence) -> (3, 11, 11): an odd Conv3d kernel (depth, height, width)."""
     try:
@@ -49,13 +38,19 @@ def kernel_size(value: str | tuple) -> tuple[int, int, int]:
     return sizes
 
 
-def option(default, help: str, choices: tuple | None = None, group: str = "model", **extra):
-    """A ModelConfig field with the help text (and choices) of its flag."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "group": group, **extra})
-
-
+COMPUTATION = "computation (same function, saved but free to change)"
 HYPER = "model hyperparameters (the released values; saved in checkpoints)"
 PAPER = "the paper's STOP (--temporal_prompt paper; values the paper does not give, docs/PAPER_STOP.md)"
+
+
+def hyper(default, help: str, **extra):
+    """A model hyperparameter (HYPER group)."""
+    return option(default, help, group=HYPER, **extra)
+
+
+def paper(default, help: str, **extra):
+    """An option of the paper's STOP (PAPER group)."""
+    return option(default, help, group=PAPER, **extra)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,56 +101,50 @@ class ModelConfig:
     conv_impl: str = option("auto", "algorithm of STOP's prompt Conv3d layers, the same function to float32 "
                                     "rounding: direct = nn.Conv3d; fft = exact FFT convolution (models/fast_conv.py); "
                                     "auto = FFT where its cost model says it is cheaper", CONV_IMPLS,
-                            group="computation (same function, saved but free to change)")
+                            group=COMPUTATION, resume_free="the same function (ModelConfig's 'computation' group)")
     fft_chain: bool = option(True, "where the prompt convolutions take the FFT path: the spatial prompt's "
                                    "conv1..conv4 and the temporal prompt's conv1, conv2 stay on the zero-margined "
                                    "FFT grid between layers, and the spatial conv1 shares its input transform with "
                                    "the score conv (the same function to float32 rounding, fewer memory passes; "
                                    "false: each convolution on its own)",
-                             group="computation (same function, saved but free to change)")
+                             group=COMPUTATION, resume_free="the same function (ModelConfig's 'computation' group)")
     checkpoint_activations: bool = option(False, "recompute each visual block's activations in the backward pass "
                                                  "instead of storing them (less memory, about one more forward of "
                                                  "the blocks; the same gradients)",
-                                          group="computation (same function, saved but free to change)")
-    spatial_top_k: int = option(6, "cells per frame the spatial region mask keeps", group=HYPER)
-    spatial_scale: float = option(0.05, "scale of the spatial (pixel) prompt", group=HYPER)
-    spatial_hidden_channels: int = option(9, "channels of the spatial prompt's hidden Conv3d layers", group=HYPER)
-    spatial_prompt_channels: int = option(16, "channels of the spatial prompt's last Conv3d", group=HYPER)
-    spatial_mlp_hidden: int = option(16, "hidden width of the spatial prompt's per-pixel MLP", group=HYPER)
-    spatial_kernel: tuple[int, int, int] = option((3, 11, 11), "Conv3d kernel (T, H, W) of the spatial prompt",
-                                                  group=HYPER)
-    spatial_score_kernel: tuple[int, int, int] = option((5, 11, 11), "Conv3d kernel of the region score",
-                                                        group=HYPER)
-    spatial_dropout: float = option(0.5, "dropout of the spatial prompt (applied three times, as released)",
-                                    group=HYPER)
-    temporal_scale: float = option(0.05, "scale of the inter-frame prompt", group=HYPER)
-    temporal_hidden_channels: int = option(9, "channels of the inter-frame prompt's hidden Conv3d", group=HYPER)
-    temporal_mlp_hidden: int = option(16, "hidden width of the inter-frame prompt's patch MLP", group=HYPER)
-    temporal_kernel: tuple[int, int, int] = option((3, 15, 25), "Conv3d kernel (T, N, W) of the inter-frame prompt",
-                                                   group=HYPER)
-    temporal_weight_kernel: tuple[int, int, int] = option((5, 11, 11), "Conv3d kernel of the frame weights",
-                                                          group=HYPER)
-    adapter_width: int = option(32, "bottleneck width of the adapters", group=HYPER)
-    adapter_scale: float = option(0.1, "scale of the adapters' output", group=HYPER)
-    paper_alpha: float = option(0.5, "weight of the CLS attention A against the conv energy M in the spatial score "
-                                     "alpha A + (1 - alpha) M", group=PAPER)
-    paper_top_k: int = option(6, "N_s: patches per frame that receive a spatial prompt", group=PAPER)
-    paper_attention_layer: int = option(0, "the frozen block whose CLS-to-patch attention is A (0: the first "
+                                          group=COMPUTATION,
+                                          resume_free="the same gradients (ModelConfig's 'computation' group)")
+    spatial_top_k: int = hyper(6, "cells per frame the spatial region mask keeps")
+    spatial_scale: float = hyper(0.05, "scale of the spatial (pixel) prompt")
+    spatial_hidden_channels: int = hyper(9, "channels of the spatial prompt's hidden Conv3d layers")
+    spatial_prompt_channels: int = hyper(16, "channels of the spatial prompt's last Conv3d")
+    spatial_mlp_hidden: int = hyper(16, "hidden width of the spatial prompt's per-pixel MLP")
+    spatial_kernel: tuple[int, int, int] = hyper((3, 11, 11), "Conv3d kernel (T, H, W) of the spatial prompt")
+    spatial_score_kernel: tuple[int, int, int] = hyper((5, 11, 11), "Conv3d kernel of the region score")
+    spatial_dropout: float = hyper(0.5, "dropout of the spatial prompt (applied three times, as released)")
+    temporal_scale: float = hyper(0.05, "scale of the inter-frame prompt")
+    temporal_hidden_channels: int = hyper(9, "channels of the inter-frame prompt's hidden Conv3d")
+    temporal_mlp_hidden: int = hyper(16, "hidden width of the inter-frame prompt's patch MLP")
+    temporal_kernel: tuple[int, int, int] = hyper((3, 15, 25), "Conv3d kernel (T, N, W) of the inter-frame prompt")
+    temporal_weight_kernel: tuple[int, int, int] = hyper((5, 11, 11), "Conv3d kernel of the frame weights")
+    adapter_width: int = hyper(32, "bottleneck width of the adapters")
+    adapter_scale: float = hyper(0.1, "scale of the adapters' output")
+    paper_alpha: float = paper(0.5, "weight of the CLS attention A against the conv energy M in the spatial score "
+                                     "alpha A + (1 - alpha) M")
+    paper_top_k: int = paper(6, "N_s: patches per frame that receive a spatial prompt")
+    paper_attention_layer: int = paper(0, "the frozen block whose CLS-to-patch attention is A (0: the first "
                                            "block, on the frames' ln_pre tokens; L > 0 runs blocks 0..L-1 on the "
-                                           "unprompted frames first)", group=PAPER)
-    paper_beta: float = option(1.0, "extra weight (1 + beta r) of the selected patches in the temporal score W^t",
-                               group=PAPER)
-    paper_eta: float = option(4.0, "prompt tokens inserted between two frames = min(cap, ceil(eta W^t))", group=PAPER)
-    paper_cap: int = option(4, "the most prompt tokens inserted between two frames (slots per gap)", group=PAPER)
-    paper_spatial_scale: float = option(0.05, "scale of the token-space spatial prompts", group=PAPER)
-    paper_temporal_scale: float = option(0.05, "scale of the inserted prompt tokens", group=PAPER)
-    paper_kernel: tuple[int, int, int] = option((3, 3, 3), "Conv3d kernel (frames, grid rows, grid columns) of the "
-                                                           "paper's prompters and scores", group=PAPER)
-    paper_channels: int = option(32, "output channels of the paper prompters' Conv3d", group=PAPER)
-    paper_score_channels: int = option(8, "output channels of the paper's bias-free score Conv3d", group=PAPER)
-    paper_mlp_hidden: int = option(32, "hidden width of the paper spatial prompter's MLP", group=PAPER)
-    paper_slot_hidden: int = option(16, "hidden width of the paper temporal prompter's patches -> slots MLP",
-                                    group=PAPER)
+                                           "unprompted frames first)")
+    paper_beta: float = paper(1.0, "extra weight (1 + beta r) of the selected patches in the temporal score W^t")
+    paper_eta: float = paper(4.0, "prompt tokens inserted between two frames = min(cap, ceil(eta W^t))")
+    paper_cap: int = paper(4, "the most prompt tokens inserted between two frames (slots per gap)")
+    paper_spatial_scale: float = paper(0.05, "scale of the token-space spatial prompts")
+    paper_temporal_scale: float = paper(0.05, "scale of the inserted prompt tokens")
+    paper_kernel: tuple[int, int, int] = paper((3, 3, 3), "Conv3d kernel (frames, grid rows, grid columns) of the "
+                                                           "paper's prompters and scores")
+    paper_channels: int = paper(32, "output channels of the paper prompters' Conv3d")
+    paper_score_channels: int = paper(8, "output channels of the paper's bias-free score Conv3d")
+    paper_mlp_hidden: int = paper(32, "hidden width of the paper spatial prompter's MLP")
+    paper_slot_hidden: int = paper(16, "hidden width of the paper temporal prompter's patches -> slots MLP")
 
     @classmethod
     def from_args(cls, args=None, **overrides) -> ModelConfig:
@@ -231,6 +220,12 @@ class ModelConfig:
                              f"text prompt: --text_prompt_length must be 2 x --local_each_frame_prompt_length "
                              f"({2 * self.local_each_frame_prompt_length}), got {self.text_prompt_length}")
 
+    def check_text_context(self, context_length: int) -> None:
+        """ValueError naming --max_words when the texts would not fit a CLIP's text context of this length."""
+        if self.max_words > context_length:
+            raise ValueError(f"--max_words {self.max_words} exceeds the CLIP's text context ({context_length} tokens, "
+                             "SOT and EOT included)")
+
     def prompt_depths(self, visual_layers: int, text_layers: int) -> tuple[int, int]:
         """(visual, text) layers that receive fresh prompts on a CLIP of these depths: --visual_prompt_layers /
         --text_prompt_layers, else --unified_transformer_layers, else every layer. ValueError naming the flag
@@ -269,27 +264,7 @@ class ModelConfig:
         return self.temporal_prompt in ("stop", "paper") and self.uses_prompts and self.stop_prompts != "spatial"
 
 
-def _flag_type(field: dataclasses.Field):
-    if "type" in field.metadata:
-        return field.metadata["type"]
-    if isinstance(field.default, bool):
-        return str_to_bool
-    if isinstance(field.default, tuple):
-        return kernel_size
-    return type(field.default)
-
-
 def add_model_args(parser: argparse.ArgumentParser, defaults_from_config: bool = True) -> argparse.ArgumentParser:
     """Register one flag per ModelConfig field on `parser` and return it. With defaults_from_config False every
     flag defaults to None (= not given: the caller fills it in, e.g. from a checkpoint)."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for field in dataclasses.fields(ModelConfig):
-        meta = field.metadata
-        group = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        kind = _flag_type(field)
-        default = field.default if defaults_from_config else None
-        shown = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
-        metavar = {str_to_bool: "{true,false}", kernel_size: "T,H,W"}.get(kind)
-        group.add_argument(f"--{field.name}", type=kind, default=default, choices=meta["choices"], metavar=metavar,
-                           help=f"{meta['help']} (default: {shown})")
-    return parser
+    return add_config_args(parser, ModelConfig, defaults_from_config, types={tuple: (kernel_size, "T,H,W")})

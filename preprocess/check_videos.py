@@ -26,13 +26,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as `python preprocess/<script>.py`: import from the repository root
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dataloaders import DataFileError, add_data_args, load_annotations, video_source  # noqa: E402
-from dataloaders.sources import FolderSource, list_video_files  # noqa: E402
-from dataloaders.video_reader import VideoReadError, inspect_video  # noqa: E402
-from models import ModelConfig  # noqa: E402
+from dataloaders import DataFileError, add_data_args, load_annotations, video_source
+from dataloaders.sources import FolderSource, list_video_files
+from dataloaders.video_reader import VideoReadError, inspect_video
+from models import ModelConfig
 
 COLUMNS = ("video", "path", "status", "frames", "stated_frames", "detail")
 _source = None  # the video source of a worker process

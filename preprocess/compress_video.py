@@ -25,10 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as `python preprocess/<script>.py`: import from the repository root
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dataloaders.sources import list_video_files  # noqa: E402
+from dataloaders.sources import list_video_files
 
 FAILURES_FILE = "compress_failures.csv"
 

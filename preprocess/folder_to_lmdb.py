@@ -16,10 +16,7 @@ from collections.abc import Sequence
 import lmdb
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as `python preprocess/<script>.py`: import from the repository root
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dataloaders.sources import list_video_files  # noqa: E402
+from dataloaders.sources import list_video_files
 
 BATCH_BYTES = 256 << 20  # commit a transaction every this many bytes
 

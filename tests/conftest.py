@@ -14,10 +14,12 @@ from torch.utils.data import Dataset
 
 from models import ModelConfig, VideoTextModel, create_model
 from models.clip import CLIP, CLIPConfig
-from utils.engine.distributed import DistContext
-from utils.engine.precision import resolve_precision
-from utils.engine.run_log import JsonLines
-from utils.engine.training import TrainConfig, Trainer
+from utils.engine.recognition.step import ClassificationStep
+from utils.engine.retrieval.step import ContrastiveStep
+from utils.engine.runtime.distributed import DistContext
+from utils.engine.runtime.log import JsonLines
+from utils.engine.runtime.precision import resolve_precision
+from utils.engine.training.trainer import TrainConfig, Trainer
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -132,21 +134,20 @@ class LabelledPairDataset(PairDataset):
 def classification_trainer(out_dir: Path, ctx: DistContext | None = None, n: int = 8, **overrides) -> Trainer:
     """make_trainer's tiny DGL model and run, trained with the recognition step (cross-entropy over the classes
     of a LabelledPairDataset of ``n`` items)."""
-    from utils.engine.classification_step import ClassificationStep
 
     ctx = ctx or DistContext()
     model = tiny_dgl_model().to(ctx.device)
     dataset, precision = LabelledPairDataset(n), resolve_precision("fp32", ctx.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(1000 + ctx.rank)
-    return Trainer(model, dataset, ctx, train_config(**overrides), precision, output_dir=str(out_dir),
-                   metrics=JsonLines(out_dir / "metrics.jsonl", enabled=ctx.is_main),
-                   step_module=ClassificationStep(model, precision, dataset.class_tokens().to(ctx.device)))
+    return Trainer(ClassificationStep(model, precision, dataset.class_tokens().to(ctx.device)), dataset, ctx,
+                   train_config(**overrides), precision, output_dir=str(out_dir),
+                   metrics=JsonLines(out_dir / "metrics.jsonl", enabled=ctx.is_main))
 
 
 def train_config(**overrides) -> TrainConfig:
     values = dict(batch_size=4, epochs=2, lr=1e-2, coef_lr=1e-3, wd=0.2, wd_exclude="bias", warmup_proportion=0.25,
-                  gradient_accumulation_steps=1, clip_grad_norm=1.0, seed=7, num_workers=0, n_display=1)
+                  gradient_accumulation_steps=1, clip_grad_norm=1.0, seed=7, num_thread_reader=0, n_display=1)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -158,7 +159,8 @@ def make_trainer(out_dir: Path, ctx: DistContext | None = None, n: int = 12, dro
     model.clip.logit_scale.requires_grad_(train_logit_scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(1000 + ctx.rank)  # the per-rank random stream main.py sets up after building the model
-    return Trainer(model, PairDataset(n), ctx, train_config(**overrides), resolve_precision("fp32", ctx.device),
+    precision = resolve_precision("fp32", ctx.device)
+    return Trainer(ContrastiveStep(model, precision), PairDataset(n), ctx, train_config(**overrides), precision,
                    output_dir=str(out_dir), metrics=JsonLines(out_dir / "metrics.jsonl", enabled=ctx.is_main))
 
 

@@ -1,4 +1,4 @@
-"""--retain_freed_memory (utils/engine/allocator.py): freed large buffers are reused instead of page-faulted in
+"""--retain_freed_memory (utils/engine/runtime/allocator.py): freed large buffers are reused instead of page-faulted in
 again, each setting measured in a fresh process; outside glibc nothing is changed."""
 
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from utils.engine import allocator
+from utils.engine.runtime import allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Page faults of two calls of the spatial prompt (ViT-B/32 pixels, 2 videos of 12 frames: FFT buffers of 50-100
@@ -16,7 +16,7 @@ FAULTS = """
 import resource, sys, torch
 from models.model_config import ModelConfig
 from models.spatial_prompt import SpatialPrompt
-from utils.engine.allocator import retain_freed_memory
+from utils.engine.runtime.allocator import retain_freed_memory
 print(retain_freed_memory(sys.argv[1] == "true"), file=sys.stderr)
 prompt = SpatialPrompt(32, 7, ModelConfig(max_frames=12)).eval().requires_grad_(False)
 video = torch.randn(2, 12, 3, 224, 224)

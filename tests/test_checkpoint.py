@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from models.checkpoints import FORMAT, CheckpointError
 from tests.conftest import PairDataset, tiny_dgl_model
 from utils.atomic_file import write_atomic
-from utils.engine.checkpoint import (
+from utils.engine.training.checkpoint import (
     capture_rng_state,
     non_finite_tensors,
     read_resumable_checkpoint,
@@ -20,7 +20,7 @@ from utils.engine.checkpoint import (
     restore_rng_state,
     save_atomic,
 )
-from utils.engine.data_order import ResumableEpochSampler, SeededItems
+from utils.engine.training.data_order import ResumableEpochSampler, SeededItems
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -13,7 +13,7 @@ import torch
 
 from dataloaders import DATASETS, DataFileError, build_dataset
 from dataloaders.synthetic import write_video
-from dataloaders.video_reader import read_video_tensor
+from dataloaders.video_input import read_video_tensor
 from models.tokenizer import tokenize
 from preprocess.folder_to_lmdb import folder_to_lmdb
 from tests.conftest import FRAMES, TINY, tiny_model

@@ -16,7 +16,8 @@ import torch
 
 from dataloaders import BadVideoWarning, DataFileError, build_dataset, load_annotations
 from dataloaders.sampling import segment_indices
-from dataloaders.video_reader import VideoReadError, inspect_video, read_frames, read_video_tensor
+from dataloaders.video_input import read_video_tensor
+from dataloaders.video_reader import VideoReadError, inspect_video, read_frames
 from preprocess import check_videos
 from tests.data_fixtures import (
     RESOLUTION,

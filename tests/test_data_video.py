@@ -9,7 +9,8 @@ from PIL import Image
 
 from dataloaders.sampling import segment_indices
 from dataloaders.transforms import CLIP_MEAN, CLIP_STD, center_crop_offsets, frames_to_tensor, resized_size
-from dataloaders.video_reader import VideoReadError, inspect_video, read_frames, read_video_tensor
+from dataloaders.video_input import read_video_tensor
+from dataloaders.video_reader import VideoReadError, inspect_video, read_frames
 from tests.data_fixtures import coded_frames, frame_index, write_lossless_video
 
 

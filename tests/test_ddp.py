@@ -20,11 +20,17 @@ from tests.conftest import (
     make_trainer,
     step_logs,
 )
-from utils.engine.distributed import DistContext, cleanup_distributed, gather_uneven, init_distributed, shard_bounds
-from utils.engine.evaluation import evaluate
-from utils.engine.precision import resolve_precision
-from utils.engine.recognition_evaluation import evaluate_recognition
-from utils.engine.training import TrainingError
+from utils.engine.recognition.evaluation import evaluate_recognition
+from utils.engine.retrieval.evaluation import evaluate
+from utils.engine.runtime.distributed import (
+    DistContext,
+    cleanup_distributed,
+    gather_uneven,
+    init_distributed,
+    shard_bounds,
+)
+from utils.engine.runtime.precision import resolve_precision
+from utils.engine.training.trainer import TrainingError
 
 # (name, per-process batch with 2 processes, accumulation, micro-batch size, CLIP's logit scale trained); the
 # 1-process run uses twice the batch, unsplit.

@@ -16,12 +16,13 @@ from models.checkpoints import FORMAT, to_released_state_dict
 from models.clip import CLIP, CLIPConfig, save_clip_torchscript
 from models.tokenizer import tokenize
 from tests.conftest import FRAMES, TINY, tiny_model, video_batch
-from utils.engine.checkpoint import save_atomic
+from utils.engine.training.checkpoint import save_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "checkpoint_2026_12"
 LIBRARY = ("models", "dataloaders", "utils")
-ENTRY_POINTS = {"utils/convert_released_checkpoint.py"}  # command-line entry points inside the library folders
+# command-line entry points inside the library folders, and what they share to exit with one line
+ENTRY_POINTS = {"utils/convert_released_checkpoint.py", "utils/engine/run/cli.py"}
 
 
 def test_a_checkpoint_written_before_the_factory_loads_and_computes_what_it_computed(tmp_path):
@@ -147,6 +148,54 @@ def test_layering_models_below_dataloaders_below_utils():
         top = path.relative_to(REPO).parts[0]
         forbidden = {"models": {"dataloaders", "utils"}, "dataloaders": {"utils"}}.get(top, set())
         assert not _imports(path) & forbidden, f"{path.relative_to(REPO)} imports {_imports(path) & forbidden}"
+
+
+ENGINE_GROUPS = ("runtime", "training", "run", "retrieval", "recognition", "tasks")  # utils/engine's, in order
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The repo modules ``path`` imports (``from a.b import c`` names module a.b.c when there is one)."""
+    tree, package = ast.parse(path.read_text()), _module(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = (".".join(package[:len(package) - node.level + 1] + [node.module or ""]) if node.level
+                    else node.module)
+            base = base.strip(".")
+            names |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
+    return {name for name in names if name in known}
+
+
+def test_no_import_cycle_and_the_engine_groups_are_layered():
+    files = _library_files() + [REPO / "main.py", REPO / "infer.py"]
+    known = {_module(path) for path in files}
+    graph = {_module(path): _imported_modules(path, known) for path in files}
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "open"
+        for imported in sorted(graph.get(module, ())):
+            assert state.get(imported) != "open", f"import cycle: {' -> '.join(trail + [module, imported])}"
+            if imported not in state:
+                visit(imported, trail + [module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    for module, imported in graph.items():
+        group = module.split(".")[2] if module.startswith("utils.engine.") else None
+        for other in imported:
+            other_group = other.split(".")[2] if other.startswith("utils.engine.") else None
+            if group in ENGINE_GROUPS and other_group in ENGINE_GROUPS and other_group != group:
+                assert ENGINE_GROUPS.index(other_group) < ENGINE_GROUPS.index(group), f"{module} imports {other}"
 
 
 def _is_main_guard(node: ast.AST) -> bool:

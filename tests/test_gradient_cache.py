@@ -1,4 +1,4 @@
-"""--micro_batch_size (gradient caching, utils/engine/gradient_cache.py): one optimizer step equals the unsplit
+"""--micro_batch_size (gradient caching, utils/engine/training/gradient_cache.py): one optimizer step equals the unsplit
 step (DGL); STOP's dropout masks are replayed (the gradient equals the full-graph gradient of the same masks, and
 differs without the replay); bfloat16 autocast, a trained logit scale, --resume; bad combinations are refused.
 Two gloo processes against one: tests/test_ddp.py."""
@@ -11,9 +11,10 @@ import main
 from models import ModelConfig, create_model
 from models.clip import CLIP, CLIPConfig
 from tests.conftest import TRAIN_FRAMES, PairDataset, learned, make_trainer, step_logs, tiny_dgl_model
-from utils.engine import gradient_cache
-from utils.engine.precision import resolve_precision
-from utils.engine.training import ContrastiveStep, check_micro_batch_size
+from utils.engine.retrieval.step import ContrastiveStep
+from utils.engine.runtime.precision import resolve_precision
+from utils.engine.training import gradient_cache
+from utils.engine.training.trainer import check_micro_batch_size
 
 
 def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

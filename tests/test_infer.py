@@ -30,13 +30,13 @@ import torch.nn.functional as F
 import infer
 from dataloaders.synthetic import write_dataset
 from dataloaders.video_files import Failure
-from dataloaders.video_reader import read_video_tensor
+from dataloaders.video_input import read_video_tensor
 from models import ModelConfig, VideoTextModel, create_model
 from models.checkpoints import FORMAT
 from models.clip import CLIP, CLIPConfig
 from models.tokenizer import tokenize
 from utils.atomic_file import write_atomic
-from utils.engine.checkpoint import save_atomic
+from utils.engine.training.checkpoint import save_atomic
 from utils.inference.embedding_store import EmbeddingStore
 from utils.inference.inference_model import InferenceModel
 
@@ -399,7 +399,7 @@ ERRORS = [
     (lambda s, t: ["search", "--store", str(t / "nothing"), "--top_k", "0", "a query"],
      "search --top_k must be >= 1, got 0"),
     (lambda s, t: ["embed-text", "--checkpoint", str(s.checkpoint), "--max_words", "500", "--output",
-                   str(t / "t.npy"), "a dog"], "--max_words 500 exceeds the CLIP's context length 77"),
+                   str(t / "t.npy"), "a dog"], "--max_words 500 exceeds the CLIP's text context (77 tokens"),
     (lambda s, t: ["index", "--checkpoint", str(s.checkpoint), "--pretrained_clip_name", str(s.truncated_clip),
                    "--videos", str(s.videos), "--output", str(t / "o")], "not a readable CLIP weights file"),
     (lambda s, t: ["embed-text", "--prompt", "none", "--pretrained_clip_name", str(s.videos / "broken.mp4"),

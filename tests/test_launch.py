@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.engine import distributed
-from utils.engine.distributed import Launch, first_host, init_distributed, launch_from_environment
+from utils.engine.runtime import distributed
+from utils.engine.runtime.distributed import Launch, first_host, init_distributed, launch_from_environment
 
 SRUN = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
         "SLURM_JOB_ID": "123456", "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_JOB_NODELIST": "gpu[07-08]"}

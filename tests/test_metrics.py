@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.engine.metrics import (
+from utils.engine.retrieval.metrics import (
     cosine_similarity,
     metrics_from_ranks,
     metrics_from_similarity,

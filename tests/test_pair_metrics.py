@@ -1,10 +1,11 @@
-"""Winoground-style pair scores (utils/engine/pair_metrics.py): hand-made similarity matrices, ties, chance."""
+"""Winoground-style pair scores (utils/engine/retrieval/pair_metrics.py): hand-made similarity matrices, ties,
+chance."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from utils.engine.pair_metrics import bootstrap_interval, pair_outcomes, pair_scores
+from utils.engine.retrieval.pair_metrics import bootstrap_interval, pair_outcomes, pair_scores
 
 IDS = ["a0", "b0", "a1", "b1"]
 CAPTION_TO_VIDEO = torch.tensor([0, 1, 2, 3])

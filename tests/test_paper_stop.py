@@ -137,9 +137,9 @@ def test_infer_visualize_draws_the_selected_patches_and_inserted_prompts(tmp_pat
 
     import infer
     from dataloaders.synthetic import write_dataset
-    from dataloaders.video_reader import read_video_tensor
+    from dataloaders.video_input import read_video_tensor
     from models.checkpoints import FORMAT
-    from utils.engine.checkpoint import save_atomic
+    from utils.engine.training.checkpoint import save_atomic
 
     write_dataset(str(tmp_path / "data"), 0, 2, seed=0, image_size=32, num_frames=6, progress=False)
     video_path = tmp_path / "data" / "videos" / "video0.mp4"

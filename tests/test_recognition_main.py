@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dataloaders import BadVideoWarning
 from dataloaders.recognition import build_recognition_dataset
@@ -100,11 +101,19 @@ def test_missing_videos_are_counted_and_left_out(data, tmp_path):
 def test_train_with_cross_entropy_then_evaluate_the_checkpoint(data, tmp_path):
     out = tmp_path / "dgl"
     trained = main(["--do_train", "--do_eval", "--temporal_prompt", "none", "--epochs", "2", "--batch_size", "4",
-                    "--n_display", "1", "--output_dir", str(out), *csv_flags(data, "direction_shape")])
+                    "--n_display", "1", "--tensorboard", "--output_dir", str(out), *csv_flags(data, "direction_shape")])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["eval"]["count"] for r in epochs] == [4, 4] and trained["best_epoch"] in (1, 2)
     assert trained["best_val_top1"] == max(r["eval"]["top1"] for r in epochs)
+    # --tensorboard logs the task's scalars: val top-1 per epoch, the test top-1 at the last step
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    val = events.Scalars("val/top1")
+    assert [e.step for e in val] == [r["step"] for r in epochs]
+    assert [e.value for e in val] == pytest.approx([r["eval"]["top1"] for r in epochs], rel=1e-6)
+    assert [(e.step, e.value) for e in events.Scalars("test/top1")] == [(4, pytest.approx(trained["test"]["top1"]))]
+    assert {"val/top5", "val/mean_class_accuracy", "test/mean_class_accuracy"} <= set(events.Tags()["scalars"])
     steps = [r for r in records if r["kind"] == "train"]
     assert len(steps) == 4 and all(r["loss"] > 0 for r in steps)
     assert trained["test"]["num_classes"] == 12
@@ -125,7 +134,7 @@ def test_train_with_cross_entropy_then_evaluate_the_checkpoint(data, tmp_path):
     (["--shots", "-1"], "--shots must be >= 0"),
     (["--test_views", "0"], "--test_views must be >= 1"),
     (["--class_template", "a video"], "must contain {name} exactly once"),
-    (["--qb_norm"], "--qb_norm belong to retrieval"),
+    (["--qb_norm"], "--qb_norm are flags of --task retrieval: leave them out with --task recognition"),
 ])
 def test_recognition_flag_errors_are_one_line(data, tmp_path, change, message):
     with pytest.raises(SystemExit) as error:
@@ -134,9 +143,10 @@ def test_recognition_flag_errors_are_one_line(data, tmp_path, change, message):
 
 
 def test_retrieval_refuses_recognition_data_and_flags(data, tmp_path):
-    with pytest.raises(SystemExit, match="--datatype ucf101 is an action-recognition dataset: add --task recognition"):
+    with pytest.raises(SystemExit, match="--datatype ucf101 is a dataset of --task recognition"):
         parse_args(["--do_eval", "--datatype", "ucf101", "--output_dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="are flags of --task recognition"):
+    with pytest.raises(SystemExit, match="--shots are flags of --task recognition: leave them out with --task "
+                                         "retrieval"):
         parse_args(["--do_eval", "--shots", "4", "--output_dir", str(tmp_path)])
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from models.loss import ClassificationLoss, class_logits
-from utils.engine.recognition_metrics import recognition_metrics
-from utils.engine.recognition_report import per_class_report
+from utils.engine.recognition.metrics import recognition_metrics
+from utils.engine.recognition.report import per_class_report
 
 # 5 videos x 6 classes; labels 0, 1, 1, 2, 5 (classes 3 and 4 have no video)
 SCORES = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0, 0.0],    # class 0: top-1 hit

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import utils.engine.training
+import utils.engine.training.trainer
 from main import main, parse_args
 from tests.conftest import write_run_data
 from tests.test_main import common_args, read_jsonl
-from utils.engine.folder_lock import FolderLock
-from utils.engine.optimization import WarmupCosine
-from utils.engine.run_folder import run_files
+from utils.engine.run.folder import run_files
+from utils.engine.run.folder_lock import FolderLock
+from utils.engine.training.optimization import WarmupCosine
 
 # 8 pairs, batch 4: 2 steps per epoch.
 TRAIN = ["--do_train", "--batch_size", "4", "--n_display", "1"]
@@ -55,14 +55,14 @@ def all_finite(checkpoint: Path) -> bool:
 def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     written = []  # (step, bytes) of every ckpt_last.pt written
-    save = utils.engine.training.save_atomic
+    save = utils.engine.training.trainer.save_atomic
 
     def recording_save(payload, path):
         save(payload, path)
         if Path(path).name == "ckpt_last.pt":
             written.append((payload["global_step"], Path(path).read_bytes()))
 
-    monkeypatch.setattr(utils.engine.training, "save_atomic", recording_save)
+    monkeypatch.setattr(utils.engine.training.trainer, "save_atomic", recording_save)
     message = run_error(common_args(data, out) + TRAIN + ["--do_eval", "--epochs", "2", "--lr", "1e6",
                                                           "--save_steps", "1", "--n_display", "100"])
     step = int(re.match(r"error: training step (\d+) \(epoch \d\): the loss is nan", message).group(1))

@@ -13,8 +13,8 @@ from main import main
 from scripts.renormalise import main as renormalise_main
 from tests.conftest import write_run_data
 from tests.test_main import common_args
-from utils.engine.metrics import metrics_from_similarity
-from utils.engine.renormalisation import dual_softmax, post_processed_metrics, qb_norm
+from utils.engine.retrieval.metrics import metrics_from_similarity
+from utils.engine.retrieval.renormalisation import dual_softmax, post_processed_metrics, qb_norm
 
 E = math.exp
 

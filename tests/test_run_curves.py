@@ -13,8 +13,10 @@ from main import main
 from scripts.plot_curves import main as plot_curves_main
 from tests.conftest import step_logs, write_run_data
 from tests.test_main import common_args
-from utils.engine.retrieval_report import worst_queries
-from utils.engine.tensorboard_log import scalars
+from utils.engine.retrieval.pair_metrics import pair_scores
+from utils.engine.retrieval.report import worst_queries
+from utils.engine.run.tensorboard_log import scalars
+from utils.engine.tasks import TASKS
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +54,29 @@ def test_post_processed_test_metrics_get_their_own_tags():
               "num_videos": 4, "post_processed": {"dual_softmax": {"temperature": 0.01, "post_processed": True,
                                                                    "t2v": {"R1": 75.0, "R5": 100.0, "R10": 100.0,
                                                                            "MdR": 1.0, "MnR": 1.25}}}}
-    tags = dict(scalars(record))
-    assert tags["test/t2v/R1"] == 50.0 and tags["test_post_processed/dual_softmax/t2v/R1"] == 75.0
+    tags = dict(scalars(record, TASKS["retrieval"].scalars))
+    assert tags["test/t2v/R1"] == 50.0 and tags["test/post_processed/dual_softmax/t2v/R1"] == 75.0
     assert len(tags) == 10  # five metrics of each: no parameter or count is a scalar
+
+
+def test_pairs_json_adds_the_pair_scores_of_the_test_similarity(data, tmp_path):
+    """--pairs_json (the temporal benchmark's pairs.json) scores the test evaluation's pairs with
+    utils.engine.retrieval.pair_metrics.pair_scores, on the matrix --save_similarity writes."""
+    test_ids = [line.split(",")[2] for line in (data / "MSRVTT_JSFUSION_test.csv").read_text().splitlines()[1:]]
+    pairs = [{"task": "direction", "split": "test", "videos": test_ids[0:2]},
+             {"task": "direction", "split": "test", "videos": test_ids[2:4]},
+             {"task": "other", "split": "val", "videos": ["not_evaluated_a", "not_evaluated_b"]}]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    out = tmp_path / "eval"
+    results = main(common_args(data, out) + ["--do_eval", "--save_similarity", "--no-retrieval_report",
+                                             "--pairs_json", str(tmp_path / "pairs.json")])
+    saved = torch.load(out / "similarity_test.pt", weights_only=True)
+    expected = pair_scores(saved["similarity"], saved["caption_to_video"], saved["video_ids"], pairs[:2])
+    assert results["test"]["pairs"] == expected and list(expected) == ["direction"]
+    assert expected["direction"]["pairs"] == 2
+    assert json.loads((out / "eval_results.json").read_text())["test"]["pairs"] == expected
+    with pytest.raises(SystemExit, match="--pairs_json scores the test evaluation: add --do_eval"):
+        main(common_args(data, tmp_path / "x") + ["--do_train", "--pairs_json", str(tmp_path / "pairs.json")])
 
 
 def test_worst_queries_by_hand():

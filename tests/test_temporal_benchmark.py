@@ -8,7 +8,7 @@ import matplotlib.image
 import torch
 
 from scripts.demo import benchmark_report, temporal_benchmark
-from utils.engine.pair_metrics import pair_scores
+from utils.engine.retrieval.pair_metrics import pair_scores
 
 TOY = ["--seeds", "0", "--tasks", "direction", "which_moves", "--train_pairs", "4", "--val_pairs", "2",
        "--test_pairs", "3", "--epochs", "1", "--batch_size", "4", "--clip_steps", "5", "--clip_images", "16",

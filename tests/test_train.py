@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.conftest import learned, make_trainer, step_logs, tiny_dgl_model
-from utils.engine.optimization import WarmupCosine
-from utils.engine.training import TrainingError
+from utils.engine.training.optimization import WarmupCosine
+from utils.engine.training.trainer import TrainingError
 
 
 @pytest.mark.parametrize("stop_at", [4, 6])  # mid-epoch, and after the last step of epoch 1

@@ -12,7 +12,8 @@ import torch
 from dataloaders import build_dataset
 from dataloaders.synthetic import write_video
 from dataloaders.video_backends import READERS, VIDEO_BACKENDS, check_backend
-from dataloaders.video_reader import VideoReadError, read_frames, read_video_tensor
+from dataloaders.video_input import read_video_tensor
+from dataloaders.video_reader import VideoReadError, read_frames
 from tests.data_fixtures import RESOLUTION, coded_frames, frame_index, msrvtt_args, synthetic_root
 
 

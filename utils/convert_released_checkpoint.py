@@ -7,17 +7,11 @@ released code expect `--spatial_mask_grid lattice`.
     python utils/convert_released_checkpoint.py released.pth.tar converted.pt [--without_clip]
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python utils/convert_released_checkpoint.py`: import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import logging
+from pathlib import Path
 
 import torch
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..annotations import holdout_indices
+from ..annotations import load_split
 from ..sources import video_source
+from ..video_options import video_options
 from . import hmdb51, kinetics, labelled_csv, ssv2, ucf101
 from .class_text import DEFAULT_TEMPLATE, check_template, class_texts
 from .labelled_videos import LabelledVideos
@@ -25,8 +26,6 @@ RECOGNITION_DATASETS = {
     "ssv2": (ssv2.load_videos, "{name}"),  # its class texts are sentences already
     "csv": (labelled_csv.load_videos, DEFAULT_TEMPLATE),
 }
-SPLITS = ("train", "val", "test")
-
 __all__ = ["RECOGNITION_DATASETS", "LabelledVideos", "MultiViewVideoView", "RecognitionDataset",
            "add_recognition_args", "build_recognition_dataset", "check_recognition_args", "load_labelled_videos"]
 
@@ -73,31 +72,18 @@ def check_recognition_args(args) -> None:
 def load_labelled_videos(args, split: str) -> LabelledVideos:
     """The videos of `split` of --datatype; --holdout_val_videos takes a fixed random choice of training videos
     as the val split, and --shots then keeps that many videos per class for training."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    load = RECOGNITION_DATASETS[args.datatype][0]
-    if args.holdout_val_videos > 0 and split != "test":
-        train = load(args, "train")
-        held_out, kept = holdout_indices(len(train.video_ids), args.holdout_val_videos)
-        videos = train.subset(held_out if split == "val" else kept)
-    else:
-        videos = load(args, split)
+    videos = load_split(RECOGNITION_DATASETS[args.datatype][0], args, split)
     if split == "train" and args.shots:
         videos = videos.k_shot(args.shots, args.shots_seed)
     return videos
 
 
 def build_recognition_dataset(args, split: str, resolution: int) -> RecognitionDataset:
-    """The `split` ("train", "val" or "test") of --datatype as a RecognitionDataset of frames of `resolution` px,
-    sampled and ordered by the same flags as retrieval (dataloaders.build_dataset), with --test_views clips per
-    evaluated video and the class texts of --class_template."""
+    """The `split` ("train", "val" or "test") of --datatype as a RecognitionDataset of frames sampled and ordered
+    by the same flags as retrieval (dataloaders.video_options), with --test_views clips per evaluated video and
+    the class texts of --class_template."""
     videos = load_labelled_videos(args, split)
     template = args.class_template or RECOGNITION_DATASETS[args.datatype][1]
     texts = class_texts(videos.class_names, template, videos.class_texts)
-    source = video_source(args)
-    return RecognitionDataset(videos, texts, source, views=1 if split == "train" else args.test_views,
-                              max_frames=args.max_frames, max_words=args.max_words, resolution=resolution,
-                              train=split == "train", max_bad_fraction=args.max_bad_video_fraction,
-                              name=f"{args.datatype} {split}", frame_sampling=args.frame_sampling,
-                              frame_order=args.train_frame_order if split == "train" else args.eval_frame_order,
-                              video_backend=args.video_backend)
+    return RecognitionDataset(videos, texts, video_source(args), views=1 if split == "train" else args.test_views,
+                              **video_options(args, split, resolution))

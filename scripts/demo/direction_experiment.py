@@ -39,7 +39,8 @@ import main as train_main
 from benchmarks.bench_conv import load_average, machine
 from dataloaders import synthetic
 from scripts.demo import report, tiny_clip_pretrain
-from utils.engine.curves import CURVES_FILE, plot_training_curves
+from utils.engine.run.curves import CURVES_FILE, plot_training_curves
+from utils.engine.tasks import task_of_run
 
 # name -> (label, main.py flags); "eval_of" methods evaluate another method's checkpoint instead of training
 METHODS = {
@@ -224,7 +225,8 @@ def training_curves(out: Path, rows: list[dict]) -> list[str]:
         if r["key"] == "meanp" or r["key"] in EVAL_OF:
             continue
         if not (run / CURVES_FILE).is_file():
-            plot_training_curves(run)
+            task = task_of_run(run)
+            plot_training_curves(run, task.scalars, task.curves)
         figures.append(f"seed{r['seed']}/{r['key']}/{CURVES_FILE}")
     return figures
 

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as `python scripts/demo/<script>.py`: impor
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from dataloaders.counterfactual import PairVideo  # noqa: E402
-from dataloaders.video_reader import read_video_tensor  # noqa: E402
+from dataloaders.video_input import read_video_tensor  # noqa: E402
 from utils.inference.inference_model import add_inference_model_args, load_inference_model  # noqa: E402
 from utils.inference.prompt_visualization import write_prompt_figure  # noqa: E402
 

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as `python scripts/demo/<script>.py`: impor
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from dataloaders.counterfactual import NUM_FRAMES, TASKS, PairVideo, make_split  # noqa: E402
-from utils.engine.pair_metrics import bootstrap_interval  # noqa: E402
+from utils.engine.retrieval.pair_metrics import bootstrap_interval  # noqa: E402
 
 WEIGHT_DECAYS = (1e-4, 1e-2, 1.0)
 PROBES = ("linear", "mlp")

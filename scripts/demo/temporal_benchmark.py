@@ -7,8 +7,8 @@ shortcut probes (scripts/demo/shortcut_probes.py), then train every method with 
 same steps for all; the two videos of a pair in one batch, --train_group_size 2), for each learning rate of
 --lrs. Each trained run is scored on val; the learning rate with the best mean val group score is chosen per
 method and seed, and only the chosen run is scored on test, once, with its controls (test frames reversed,
-shuffled). Pair scores (utils/engine/pair_metrics.py): text, video, group with 95% bootstrap intervals over the
-pairs, per task; t2v R@1 over the whole test set. STOP's mechanism on test (scripts/demo/prompt_mechanism.py):
+shuffled). Pair scores (utils/engine/retrieval/pair_metrics.py): text, video, group with 95% bootstrap intervals
+over the pairs, per task; t2v R@1 over the whole test set. STOP's mechanism on test (scripts/demo/prompt_mechanism.py):
 how often the released spatial mask and the paper's selected patches fall on the moving object, and how the
 paper's inserted prompt counts follow the motion in each frame gap.
 
@@ -47,7 +47,7 @@ from benchmarks.bench_conv import load_average, machine
 from dataloaders.counterfactual import NUM_FRAMES, SPLIT_LISTS, TASKS, write_split
 from scripts.demo import prompt_mechanism, shortcut_probes, tiny_clip_pretrain
 from scripts.demo.benchmark_report import write_report
-from utils.engine.pair_metrics import pair_scores
+from utils.engine.retrieval.pair_metrics import pair_scores
 
 # name -> (label, main.py flags of the model); "meanp" is not trained
 METHODS = {

@@ -19,7 +19,8 @@ A sharded writer (`EmbeddingStore(root, rank=r)`, infer.py index under torchrun)
 readers see the parts of every rank, ordered by (rank, number) after the single-process parts; rank 0 alone
 recovers and consolidates, while no rank writes.
 
-One writer per store at a time: a writer holds `writer_lock()` (an OS file lock on `.lock`, utils.engine.folder_lock,
+One writer per store at a time: a writer holds `writer_lock()` (an OS file lock on `.lock`,
+utils.engine.run.folder_lock,
 released when its process ends, however it ends) for its whole session; a second writer gets FolderBusyError
 at once, naming the store and the first writer's pid, host and command (`.lock.owner`). Two unlocked writers
 would number their parts alike and merge each other's parts twice (duplicate ids).
@@ -38,7 +39,7 @@ from filelock import FileLock, Timeout
 
 from dataloaders.video_files import Failure
 from utils.atomic_file import write_atomic
-from utils.engine.folder_lock import LOCK_NAME, FolderLock
+from utils.engine.run.folder_lock import LOCK_NAME, FolderLock
 
 FORMAT = "stop-video-embeddings/1"
 EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metadata.json", "failed.csv", "parts"

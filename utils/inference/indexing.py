@@ -19,8 +19,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dataloaders.video_files import Failure, UserVideo, VideoFileDataset, collate_videos
-from utils.engine.distributed import all_gather_object, barrier, raise_if_any_failed, shard_bounds
-from utils.engine.folder_lock import LOCK_FILES
+from utils.engine.run.folder_lock import LOCK_FILES
+from utils.engine.runtime.distributed import all_gather_object, barrier, raise_if_any_failed, shard_bounds
 from utils.inference.embedding_store import FORMAT, EmbeddingStore
 from utils.inference.inference_model import InferenceModel
 

@@ -21,9 +21,9 @@ from models.checkpoints import RUN_FOLDER_CHECKPOINTS
 from models.clip import clip_weights_file
 from models.prompted_video import VideoDetails
 from models.tokenizer import tokenize
-from utils.engine.allocator import add_retain_freed_memory_flag, retain_freed_memory
-from utils.engine.distributed import DEVICE_HELP, resolve_device
-from utils.engine.precision import PRECISIONS, Precision, resolve_precision
+from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
+from utils.engine.runtime.distributed import DEVICE_HELP, resolve_device
+from utils.engine.runtime.precision import PRECISIONS, Precision, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def add_inference_model_args(parser: argparse.ArgumentParser) -> argparse.Argume
                        help="folder of OpenAI's CLIP weights; default $STOP_PRETRAINED_DIR or ~/models/pretrained")
     group.add_argument("--device", default="auto", help=DEVICE_HELP)
     group.add_argument("--precision", choices=PRECISIONS, default=None,
-                       help="autocast (utils/engine/precision.py); default amp on a GPU, fp32 on the CPU")
+                       help="autocast (utils/engine/runtime/precision.py); default amp on a GPU, fp32 on the CPU")
     add_retain_freed_memory_flag(group)
     add_model_args(parser, defaults_from_config=False)
     return parser
@@ -139,8 +139,6 @@ def load_inference_model(args: argparse.Namespace) -> InferenceModel:
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     trained = load_trained(args.checkpoint, overrides=overrides, clip=args.pretrained_clip_name,
                            pretrained_dir=args.pretrained_dir)
-    context = trained.model.clip.context_length
-    if trained.inputs.max_words > context:
-        raise ValueError(f"--max_words {trained.inputs.max_words} exceeds the CLIP's context length {context}")
+    trained.config.check_text_context(trained.model.clip.context_length)
     precision = resolve_precision(args.precision or ("amp" if device.type == "cuda" else "fp32"), device)
     return InferenceModel(trained.model.to(device).eval(), trained.inputs, device, precision, describe(trained))

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from utils.engine.folder_lock import describe_owner
+from utils.engine.run.folder_lock import describe_owner
 from utils.inference.ann_index import SEARCH_MODES, AnnError, ranked_hits, top_k
 from utils.inference.embedding_store import EmbeddingStore
 from utils.inference.gallery import jpeg_bytes, thumbnail_strip

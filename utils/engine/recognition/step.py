@@ -1,4 +1,4 @@
-"""The training step of --task recognition, the counterpart of training.ContrastiveStep: the module the Trainer
+"""The training step of --task recognition, the counterpart of retrieval.step.ContrastiveStep: the module the Trainer
 wraps in DDP. Every step encodes the class texts through the model's text tower (with its text prompts, which
 train) and the batch's videos, the prompts generated once for both, and returns the cross-entropy of the global
 batch over all classes (models.ClassificationLoss: logits = exp(logit_scale) * cosine similarity)."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from models.loss import ClassificationLoss
-from utils.engine.precision import Precision
+from utils.engine.runtime.precision import Precision
 
 
 class ClassificationStep(torch.nn.Module):

@@ -16,8 +16,8 @@ import torch
 from matplotlib.figure import Figure
 
 from utils.atomic_file import write_atomic
-from utils.engine.metrics import ranks_from_similarity
-from utils.engine.run_log import write_json
+from utils.engine.retrieval.metrics import ranks_from_similarity
+from utils.engine.runtime.log import write_json
 
 
 def worst_queries(sim: torch.Tensor, caption_to_video: torch.Tensor, video_ids: List[str], captions: List[str],

@@ -24,7 +24,8 @@ from typing import Any, Dict
 
 import torch
 
-from utils.engine.metrics import format_metrics, metrics_from_similarity
+from models.config_fields import resume_free
+from utils.engine.retrieval.metrics import format_metrics, metrics_from_similarity
 
 METHODS = ("dual_softmax", "qb_norm")
 # parameter -> (the rule in words, the check); the flag of method m's parameter p is --m_p
@@ -119,20 +120,29 @@ def describe(post_processed: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+POST_PROCESSING = "a post-processing of the test evaluation, reported beside its raw metrics"  # free on --resume
+
+
 def add_renormalisation_args(parser: argparse.ArgumentParser) -> None:
     """The flags of the re-normalisations (main.py's test evaluation and scripts/renormalise.py)."""
     group = parser.add_argument_group("re-normalisation (post-processing, reported beside the raw metrics)")
-    group.add_argument("--dual_softmax", action="store_true",
-                       help="also report the test metrics after the dual softmax (sim x softmax over the queries)")
-    group.add_argument("--dual_softmax_temperature", type=float, default=0.01,
-                       help="its temperature on the cosine similarity (0.01 = 100 x cosine, as CAMoE / EMCL)")
-    group.add_argument("--qb_norm", action="store_true",
-                       help="also report the test t2v metrics after QB-Norm (dynamic inverted softmax), with the "
-                            "training captions as the query bank (needs --train_csv or the dataset's train split)")
-    group.add_argument("--qb_norm_k", type=int, default=1, help="QB-Norm: the top-k of a bank query that count")
-    group.add_argument("--qb_norm_beta", type=float, default=20.0, help="QB-Norm: the inverted softmax's beta")
-    group.add_argument("--qb_norm_theta", type=int, default=1,
-                       help="QB-Norm: a gallery item in the top-k of at least this many bank queries is a hub")
+    flags = [
+        group.add_argument("--dual_softmax", action="store_true",
+                           help="also report the test metrics after the dual softmax (sim x softmax over the "
+                                "queries)"),
+        group.add_argument("--dual_softmax_temperature", type=float, default=0.01,
+                           help="its temperature on the cosine similarity (0.01 = 100 x cosine, as CAMoE / EMCL)"),
+        group.add_argument("--qb_norm", action="store_true",
+                           help="also report the test t2v metrics after QB-Norm (dynamic inverted softmax), with the "
+                                "training captions as the query bank (needs --train_csv or the dataset's train "
+                                "split)"),
+        group.add_argument("--qb_norm_k", type=int, default=1, help="QB-Norm: the top-k of a bank query that count"),
+        group.add_argument("--qb_norm_beta", type=float, default=20.0, help="QB-Norm: the inverted softmax's beta"),
+        group.add_argument("--qb_norm_theta", type=int, default=1,
+                           help="QB-Norm: a gallery item in the top-k of at least this many bank queries is a hub"),
+    ]
+    for action in flags:
+        resume_free(action, POST_PROCESSING)
 
 
 def methods_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:

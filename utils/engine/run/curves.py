@@ -3,18 +3,20 @@
 main.py writes the figure at the end of every training run (--plot_curves, on by default; also after
 --stop_after_steps); ``python scripts/plot_curves.py RUN_DIR`` draws it for any run folder, a running or a crashed
 one included. Panels (x axis: the optimizer step): the training loss (logged steps and each epoch's mean), the
-validation R@1 per epoch (t2v, v2t; recognition: top-1, top-5), the learning rate of every parameter group, the
+validation scalars per epoch the task names (retrieval: t2v/R1, v2t/R1; recognition: top1, top5; its
+``curves`` among its ``scalars``), the learning rate of every parameter group, the
 gradient norm (before clipping), the throughput (samples/s) and the data-loading time per step.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 from matplotlib.figure import Figure
 
 from utils.atomic_file import write_atomic
+from utils.engine.run.tensorboard_log import EvaluationScalars
 
 CURVES_FILE = "training_curves.png"
 
@@ -40,9 +42,12 @@ def _series(records: List[Dict[str, Any]], kind: str, key) -> tuple[list, list]:
     return [s for s, _ in points], [v for _, v in points]
 
 
-def plot_training_curves(run_dir: str | Path, output: str | Path | None = None) -> Path:
+def plot_training_curves(run_dir: str | Path, evaluation: EvaluationScalars, validation: Sequence[str],
+                         output: str | Path | None = None) -> Path:
     """Draw the curves of ``run_dir``'s metrics.jsonl into ``output`` (default <run_dir>/training_curves.png),
-    atomically; returns the path. ValueError when the run logged no training step."""
+    atomically; returns the path. The validation panel draws the ``validation`` names among ``evaluation``'s
+    scalars of each epoch's results (the task's ``curves`` and ``scalars``). ValueError when the run logged no
+    training step."""
     run_dir = Path(run_dir)
     records = read_records(run_dir / "metrics.jsonl")
     train = [r for r in records if r.get("kind") == "train"]
@@ -58,10 +63,11 @@ def plot_training_curves(run_dir: str | Path, output: str | Path | None = None) 
     ax.set(title="training loss", yscale="log")
     ax.legend()
     ax = axes[0, 1]
-    validation = [(f"{d} R@1", lambda r, d=d: (r.get("eval") or {}).get(d, {}).get("R1")) for d in ("t2v", "v2t")]
-    validation += [(f"top-{k}", lambda r, k=k: (r.get("eval") or {}).get(f"top{k}")) for k in (1, 5)]  # recognition
-    for label, value in validation:
-        steps, values = _series(records, "epoch", value)
+    epochs = [r for r in records if r.get("kind") == "epoch" and "eval" in r]
+    epoch_scalars = [(r["step"], dict(evaluation(r["eval"]))) for r in epochs]
+    for label in validation:
+        steps = [step for step, values in epoch_scalars if label in values]
+        values = [values[label] for _, values in epoch_scalars if label in values]
         if values:
             ax.plot(steps, values, "o-", label=label)
     ax.set(title="validation (%)")

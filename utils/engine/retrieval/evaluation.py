@@ -2,91 +2,49 @@
 
 Every rank encodes a contiguous shard of the captions and of the videos (``shard_bounds``: no padding, so no
 item is encoded or counted twice), the features are gathered on every rank, videos whose file could not be
-decoded (``valid`` False) are dropped together with their captions, and the metrics of ``utils.engine.metrics``
+decoded (``valid`` False) are dropped together with their captions, and the metrics of
+``utils.engine.retrieval.metrics``
 are computed blockwise (t2v, v2t, and v2t_group; see that module for the multi-caption protocol).
 
 Every evaluated feature is checked: a NaN or infinite text or video feature (a diverged model, or an overflow
 under float16) stops the evaluation with ``EvaluationError`` instead of producing metrics (a NaN row would
 otherwise rank however the comparison rule happens to treat it).
 
-With ``post_process`` (utils.engine.renormalisation: dual softmax, QB-Norm) the results also hold the metrics
+With ``post_process`` (utils.engine.retrieval.renormalisation: dual softmax, QB-Norm) the results also hold the metrics
 after each re-normalisation under "post_processed", beside the raw ones; QB-Norm's query bank (``query_bank``,
-a dataset whose captions are encoded like the test captions) is scored against the same kept videos.
+a dataset whose captions are encoded like the test captions) is scored against the same kept videos. With
+``pairs`` (--pairs_json) they hold the counterfactual pairs' text / video / group scores under "pairs".
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
-from utils.engine.checkpoint import save_atomic
-from utils.engine.distributed import DistContext, all_gather_object, gather_uneven, shard_bounds
-from utils.engine.metrics import format_metrics, retrieval_metrics, similarity_matrix
-from utils.engine.precision import Precision
-from utils.engine.renormalisation import describe, post_processed_metrics
-from utils.engine.retrieval_report import write_retrieval_report
-from utils.engine.run_log import get_logger
-
-
-class EvaluationError(RuntimeError):
-    """The evaluation cannot give trustworthy metrics (non-finite features); the message says what and why."""
-
-
-def _check_finite(feats: torch.Tensor, ids: list, what: str, split: str) -> None:
-    """EvaluationError naming how many of ``feats`` [N, E] (rows named by ``ids``) have a NaN or inf entry."""
-    bad = ~torch.isfinite(feats).all(dim=1)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad).flatten().tolist()
-        raise EvaluationError(
-            f"{split}: {len(rows)} of {len(feats)} {what} features are not finite (NaN or inf; e.g. "
-            f"{[ids[i] for i in rows[:3]]}): the model's weights have diverged (see the training log) or "
-            f"--precision overflows (try --precision fp32); no metrics are computed from them")
-
-
-@torch.no_grad()
-def _encode_shard(view, encode, keys, index_key: str, ctx: DistContext, batch_size: int, num_workers: int,
-                  precision: Precision, desc: str) -> Dict[str, torch.Tensor]:
-    """Encode this rank's shard of ``view``; returns gathered {"feats": [N, E], "index": [N], extras...}."""
-    shard = Subset(view, list(shard_bounds(len(view), ctx.rank, ctx.world_size)))
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=ctx.device.type == "cuda")
-    feats, extras = [], {k: [] for k in (index_key,) + tuple(keys)}
-    for batch in tqdm(loader, desc=desc, disable=not ctx.is_main, leave=False, dynamic_ncols=True):
-        with precision.autocast():
-            feats.append(encode(batch).float())
-        for k in extras:
-            extras[k].append(torch.as_tensor(batch[k]).long().to(ctx.device))
-    local = torch.cat(feats) if feats else None
-    # A rank whose shard is empty still has to send a [0, E] tensor: learn E from the others.
-    shapes = [s for s in all_gather_object(None if local is None else tuple(local.shape[1:])) if s is not None]
-    if not shapes:
-        raise ValueError(f"{desc}: the evaluation split is empty")
-    if local is None:
-        local = torch.zeros((0,) + shapes[0], device=ctx.device)
-    out = {"feats": gather_uneven(local)}
-    for k, parts in extras.items():
-        local_k = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=ctx.device)
-        out[k] = gather_uneven(local_k)
-    return out
-
-
-def _check_order(index: torch.Tensor, n: int, what: str) -> None:
-    if not torch.equal(index.cpu(), torch.arange(n)):
-        raise RuntimeError(f"{what}: gathered items are not in dataset order (got {index[:10].tolist()}...)")
+from utils.engine.retrieval.metrics import format_metrics, retrieval_metrics, similarity_matrix
+from utils.engine.retrieval.pair_metrics import pair_scores
+from utils.engine.retrieval.renormalisation import describe, post_processed_metrics
+from utils.engine.retrieval.report import write_retrieval_report
+from utils.engine.runtime.distributed import DistContext
+from utils.engine.runtime.log import get_logger
+from utils.engine.runtime.precision import Precision
+from utils.engine.runtime.sharded_encoding import check_finite, check_order, encode_shard
+from utils.engine.training.checkpoint import save_atomic
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int, num_workers: int,
              precision: Precision, split: str, save_similarity: str | None = None,
              block_size: int = 1024, post_process: Dict[str, Dict[str, Any]] | None = None,
-             query_bank=None, report_dir: str | None = None) -> Dict[str, Any]:
+             query_bank=None, report_dir: str | None = None,
+             pairs: Sequence[Dict[str, Any]] | None = None) -> Dict[str, Any]:
     """Retrieval metrics of ``model`` on ``dataset`` (see the module docstring). The same dict on every rank.
     ``post_process``: {method: parameters} (renormalisation.methods_from_args); ``query_bank``: a dataset with
     ``text_view()`` and ``captions``, needed by "qb_norm"; ``report_dir``: write the rank histogram and the
-    worst queries there (utils.engine.retrieval_report, main rank)."""
+    worst queries there (utils.engine.retrieval.report, main rank); ``pairs``: the entries of a pairs.json
+    ({"task", "videos": [a, b], ...}): the results also hold "pairs", the Winoground scores per task of those
+    whose videos were evaluated (utils.engine.retrieval.pair_metrics.pair_scores)."""
     log = get_logger()
     was_training = model.training
     model.eval()
@@ -94,19 +52,19 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
     device = ctx.device
 
     def encode_texts(source, desc):
-        encoded = _encode_shard(source.text_view(), lambda b: model.encode_text(b["text"].to(device)), (),
+        encoded = encode_shard(source.text_view(), lambda b: model.encode_text(b["text"].to(device)), (),
                                 "caption_index", ctx, batch_size, num_workers, precision, desc)
-        _check_order(encoded["caption_index"], len(encoded["feats"]), desc)
+        check_order(encoded["caption_index"], len(encoded["feats"]), desc)
         return encoded
 
     texts = encode_texts(dataset, f"eval {split} texts")
-    videos = _encode_shard(dataset.video_view(),
+    videos = encode_shard(dataset.video_view(),
                            lambda b: model.encode_video(b["video"].to(device), b["video_mask"].to(device)),
                            ("valid",), "video_index", ctx, batch_size, num_workers, precision,
                            f"eval {split} videos")
     encode_seconds = time.time() - start
     num_videos = len(videos["feats"])
-    _check_order(videos["video_index"], num_videos, f"{split} videos")
+    check_order(videos["video_index"], num_videos, f"{split} videos")
 
     caption_to_video = torch.as_tensor(dataset.caption_to_video, dtype=torch.long, device=device)
     valid = videos["valid"].bool()
@@ -121,8 +79,8 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
                     f"with their {int((~kept_captions).sum())} captions: {invalid_ids[:10]}")
     if len(video_feats) == 0:
         raise ValueError(f"no {split} video could be decoded; check --features_path")
-    _check_finite(video_feats, [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok], "video", split)
-    _check_finite(text_feats, [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok], "caption",
+    check_finite(video_feats, [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok], "video", split)
+    check_finite(text_feats, [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok], "caption",
                   split)
 
     metrics = retrieval_metrics(text_feats, video_feats, caption_to_video, block_size=block_size)
@@ -136,15 +94,22 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
     bank_sim = None
     if post_process and "qb_norm" in post_process:
         bank_feats = encode_texts(query_bank, f"eval {split} query bank")["feats"]
-        _check_finite(bank_feats, query_bank.captions, "query bank caption", split)
+        check_finite(bank_feats, query_bank.captions, "query bank caption", split)
         bank_sim = similarity_matrix(bank_feats, video_feats, block_size=block_size).cpu()
-    if post_process or save_similarity or report_dir:
+    if post_process or save_similarity or report_dir or pairs is not None:
         sim = similarity_matrix(text_feats, video_feats, block_size=block_size).cpu()
     if post_process:
         results["post_processed"] = post_processed_metrics(sim, caption_to_video.cpu(), post_process, bank_sim)
         log.info(f"{split} retrieval, {describe(results['post_processed'])}")
     kept_video_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
     kept_caption_list = [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok]
+    if pairs is not None:
+        evaluated = set(kept_video_ids)
+        results["pairs"] = pair_scores(sim, caption_to_video.cpu(), kept_video_ids,
+                                       [pair for pair in pairs if set(pair["videos"]) <= evaluated])
+        log.info(f"{split} pair scores (text / video / group): " + "; ".join(
+            f"{task} {e['text_score']:.1f} / {e['video_score']:.1f} / {e['group_score']:.1f} ({e['pairs']} pairs)"
+            for task, e in results["pairs"].items()))
     if report_dir and ctx.is_main:
         written = write_retrieval_report(report_dir, split, sim, caption_to_video.cpu(), kept_video_ids,
                                          kept_caption_list)

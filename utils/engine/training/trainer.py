@@ -1,8 +1,10 @@
-"""The training loop: global-batch contrastive loss, accumulation, mixed precision, clipping, checkpoints.
+"""The training loop of every task: its step's loss of the global batch, accumulation, mixed precision,
+clipping, checkpoints.
 
-Global batch and gradient. Each rank encodes its ``batch_size`` pairs; text and video features are gathered
-from all ranks (``all_gather_with_grad``: gradient through the local slice) and the model's
-``loss_from_features`` is computed on the whole ``batch_size * world_size`` batch, identically on every rank.
+Global batch and gradient. Each rank encodes its ``batch_size`` items; the step gathers the features from all
+ranks (``all_gather_with_grad``: gradient through the local slice) and computes its loss (retrieval's
+models.ContrastiveLoss, recognition's ClassificationLoss) on the whole ``batch_size * world_size`` batch,
+identically on every rank.
 Each rank's backward therefore yields the part of the full-batch gradient that flows through its own samples;
 the loss is multiplied by ``world_size`` before backward so that DDP's gradient AVERAGE equals the exact
 gradient of the global-batch loss. The update is thus the same as one process computing that loss on the
@@ -16,7 +18,8 @@ number of samples per update but NOT the contrastive batch: 1 GPU x 32 x 4 steps
 where 4 GPUs x 32 see 127. Prefer a larger per-process batch where memory allows (scripts/msrvtt.sh does).
 
 An epoch has ``floor(len(train) / (batch_size * world_size)) // k`` optimizer steps; leftover pairs are
-dropped. The data order is a function of (seed, epoch) alone (``utils.engine.data_order``), which lets ``--resume``
+dropped. The data order is a function of (seed, epoch) alone (``utils.engine.training.data_order``), which lets
+``--resume``
 skip exactly the consumed micro-batches and continue at the same step, mid-epoch included. On resume the
 learning-rate schedule is rebuilt from the flags (``TrainConfig``) at the checkpoint's step, not taken from the
 checkpoint: with the same flags it is the same schedule, with a larger --epochs (``--resume_extend_epochs``)
@@ -30,6 +33,7 @@ so ckpt_last.pt / ckpt_best.pt on disk always hold the last good state.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import time
@@ -41,15 +45,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models import ContrastiveLoss
 from models.checkpoints import FORMAT
-from utils.engine.checkpoint import capture_rng_state, non_finite_tensors, restore_rng_state, save_atomic
-from utils.engine.data_order import ResumableEpochSampler, SeededItems
-from utils.engine.distributed import DistContext, all_gather_object, barrier
-from utils.engine.gradient_cache import FeatureGradients, gradient_cached_backward, surrogate_loss
-from utils.engine.optimization import build_optimizer, build_scheduler
-from utils.engine.precision import Precision
-from utils.engine.run_log import JsonLines, get_logger, peak_memory_mb
+from models.config_fields import add_config_args, config_from_args, option
+from utils.engine.runtime.distributed import DistContext, all_gather_object, barrier
+from utils.engine.runtime.log import JsonLines, get_logger, peak_memory_mb
+from utils.engine.runtime.precision import Precision
+from utils.engine.training.checkpoint import capture_rng_state, non_finite_tensors, restore_rng_state, save_atomic
+from utils.engine.training.data_order import ResumableEpochSampler, SeededItems
+from utils.engine.training.gradient_cache import gradient_cached_backward
+from utils.engine.training.optimization import build_optimizer, build_scheduler
 
 LOGIT_SCALE_RANGE = (0.1, math.log(100.0))  # clamp of a trained logit_scale, as released
 
@@ -71,32 +75,6 @@ def check_micro_batch_size(micro_batch_size: int, batch_size: int, accumulation_
                          f"--gradient_accumulation_steps {accumulation_steps} splits it: use one of the two")
 
 
-class ContrastiveStep(torch.nn.Module):
-    """The module DDP wraps: the model's forward (under autocast), then the loss of the global batch (float32).
-
-    forward(text [b, L], video [b, T, 3, H, W], video_mask [b, T]) -> scalar loss of the global batch; with
-    ``feature_grads`` (gradient caching, utils.engine.gradient_cache) the surrogate scalar of a micro-batch instead.
-    """
-
-    INPUTS = ("text", "video", "video_mask")  # the batch entries forward takes, in order
-
-    def __init__(self, model: torch.nn.Module, precision: Precision):
-        super().__init__()
-        self.model, self.precision, self.loss = model, precision, ContrastiveLoss(gather=True)
-
-    def features(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(text features [b, E], video features [b, E], logit scale), features in float32."""
-        with self.precision.autocast():
-            text_features, video_features, logit_scale = self.model(text, video, video_mask)
-        return text_features.float(), video_features.float(), logit_scale
-
-    def forward(self, text: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor,
-                feature_grads: FeatureGradients | None = None) -> torch.Tensor:
-        features = self.features(text, video, video_mask)
-        return self.loss(*features) if feature_grads is None else surrogate_loss(*features, feature_grads)
-
-
 @dataclass
 class Progress:
     """Where training stands; (epoch, step_in_epoch) is the NEXT optimizer step to run."""
@@ -107,36 +85,76 @@ class Progress:
     best_epoch: int | None = None
 
 
-@dataclass
+RUN, OPTIM = "run", "optimisation"  # the flags' argparse groups in main.py
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """The training flags the loop needs (a subset of main.py's arguments)."""
-    batch_size: int
-    epochs: int
-    lr: float
-    coef_lr: float
-    wd: float
-    wd_exclude: str
-    warmup_proportion: float
-    gradient_accumulation_steps: int
-    clip_grad_norm: float
-    seed: int
-    num_workers: int
-    n_display: int
-    save_steps: int = 0
-    stop_after_steps: int = 0
-    find_unused_parameters: bool = True
-    group_size: int = 1
-    micro_batch_size: int = 0  # gradient caching in micro-batches of this many pairs (0: off)
+    """The training flags the loop needs, each with its default, help, range and whether a --resume may change it
+    (``add_train_args`` registers them on main.py's parser, ``TrainConfig.from_args`` reads them)."""
+    epochs: int = option(5, "training epochs", group=OPTIM, at_least=1)
+    batch_size: int = option(32, "training pairs per process and micro-step", group=OPTIM, at_least=1)
+    train_group_size: int = option(
+        1, "shuffle the training items in groups of G consecutive rows of the training list, so each group shares "
+           "a global batch (which G must divide): hard negatives, e.g. the synthetic dataset's --train_pairs (a "
+           "clip and its reversed twin); 1: plain shuffle", group=OPTIM, at_least=1, metavar="G", type=int)
+    lr: float = option(1e-3, "learning rate of the new (prompt) parameters", group=OPTIM, above=0)
+    coef_lr: float = option(5e-4, "CLIP's parameters, when not frozen, train at lr * coef_lr", group=OPTIM,
+                            at_least=0)
+    wd: float = option(0.2, "AdamW weight decay", group=OPTIM, at_least=0)
+    wd_exclude: str = option("bias", "tensors without weight decay: biases (as released) or also every 1-D tensor",
+                             ("bias", "bias_and_1d"), OPTIM)
+    warmup_proportion: float = option(0.1, "linear warm-up over this fraction of the steps, then cosine to 0",
+                                      group=OPTIM, within=(0, 1))
+    gradient_accumulation_steps: int = option(
+        1, "micro-steps per optimizer step (each micro-step's contrastive loss uses only its own batch_size x "
+           "processes pairs as negatives)", group=OPTIM, at_least=1)
+    micro_batch_size: int = option(
+        0, "gradient caching: encode and back-propagate the --batch_size pairs of a step in micro-batches of this "
+           "many (it must divide --batch_size), for the exact gradient of the whole contrastive batch with one "
+           "micro-batch's activation memory, at one more forward per step (docs/TRAINING.md); 0: off", group=OPTIM,
+        resume_free="the same gradient (gradient caching of the whole batch), another memory / time trade")
+    clip_grad_norm: float = option(1.0, "gradient norm clipping (0: off)", group=OPTIM, at_least=0)
+    ddp_find_unused_parameters: bool = option(
+        True, "let DDP handle trainable tensors without gradient (STOP's region-score conv has none)", group=OPTIM,
+        action=argparse.BooleanOptionalAction,
+        resume_free="how DDP finds the parameters without gradient (the same gradients)")
+    seed: int = option(42, "the seed of the model's initialisation, the data order and the random draws",
+                       group=RUN, at_least=0)
+    num_thread_reader: int = option(4, "DataLoader worker processes per process", group=RUN, at_least=0,
+                                    resume_free="DataLoader worker processes (the data of a step does not depend "
+                                                "on them)")
+    n_display: int = option(50, "log the training state every this many steps", group=RUN, at_least=1,
+                            resume_free="how often steps are logged")
+    save_steps: int = option(0, "also write ckpt_last.pt every this many steps inside an epoch (0: at epoch ends "
+                                "only)", group=RUN, at_least=0,
+                             resume_free="how often ckpt_last.pt is written inside an epoch")
+    stop_after_steps: int = option(0, "save ckpt_last.pt and exit after this many optimizer steps (0: run all "
+                                      "epochs); the schedule still spans --epochs, so --resume continues the same run",
+                                   group=RUN, at_least=0, resume_free="when this process stops")
+
+    @classmethod
+    def from_args(cls, args) -> TrainConfig:
+        """The configuration of argparse-style ``args`` (every field's flag must be there)."""
+        return config_from_args(cls, args)
+
+
+def add_train_args(parser: argparse.ArgumentParser, groups: dict[str, Any] | None = None) -> None:
+    """Register one flag per TrainConfig field (in ``groups``' "run" / "optimisation" argparse groups)."""
+    add_config_args(parser, TrainConfig, groups=groups)
 
 
 class Trainer:
     """Owns the optimizer, schedule, scaler, sampler and progress of one training run. ``step_module`` is the
-    module DDP wraps (default ``ContrastiveStep``; recognition's ``ClassificationStep``): its ``INPUTS`` name the
-    batch entries its forward takes, and it returns the loss of the global batch."""
+    module DDP wraps, the task's training step (retrieval's ContrastiveStep, recognition's ClassificationStep):
+    its ``model`` is the VideoTextModel trained, its ``INPUTS`` name the batch entries its forward takes, it
+    returns the loss of the global batch, and ``GRADIENT_CACHE`` (default False) says whether it splits into
+    ``features`` and ``loss`` for --micro_batch_size (utils.engine.training.gradient_cache)."""
 
-    def __init__(self, model: torch.nn.Module, train_set, ctx: DistContext, config: TrainConfig,
+    def __init__(self, step_module: torch.nn.Module, train_set, ctx: DistContext, config: TrainConfig,
                  precision: Precision, output_dir: str | None = None, metrics: JsonLines | None = None,
-                 args: Dict[str, Any] | None = None, step_module: torch.nn.Module | None = None):
+                 args: Dict[str, Any] | None = None):
+        model = step_module.model
         self.model, self.train_set, self.ctx, self.config = model, train_set, ctx, config
         self.precision = precision
         self.output_dir, self.metrics, self.args = output_dir, metrics, args or {}
@@ -144,8 +162,11 @@ class Trainer:
         if self.accum < 1:
             raise ValueError("--gradient_accumulation_steps must be >= 1")
         check_micro_batch_size(config.micro_batch_size, config.batch_size, self.accum)
+        if config.micro_batch_size and not getattr(step_module, "GRADIENT_CACHE", False):
+            raise ValueError(f"--micro_batch_size caches the gradients of a contrastive step; "
+                             f"{type(step_module).__name__} does not split into features and loss: leave it out")
         self.sampler = ResumableEpochSampler(len(train_set), config.batch_size, ctx.rank, ctx.world_size,
-                                             seed=config.seed, group_size=config.group_size)
+                                             seed=config.seed, group_size=config.train_group_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
         if self.steps_per_epoch == 0:
             raise ValueError(f"one epoch of {len(train_set)} pairs has fewer than one optimizer step "
@@ -158,22 +179,18 @@ class Trainer:
         self.scaler = precision.grad_scaler()
         self.trainable = [p for g in self.groups for p in g["params"]]
         self.logit_scales = [p for n, p in model.named_parameters() if n.endswith("logit_scale") and p.requires_grad]
-        step_module = step_module if step_module is not None else ContrastiveStep(model, precision)
-        if config.micro_batch_size and not isinstance(step_module, ContrastiveStep):
-            raise ValueError("--micro_batch_size caches the gradients of the contrastive (retrieval) loss; "
-                             "leave it out with --task recognition")
         self.step_inputs = step_module.INPUTS
         if ctx.distributed:
             step_module = DistributedDataParallel(
                 step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                find_unused_parameters=config.find_unused_parameters)
+                find_unused_parameters=config.ddp_find_unused_parameters)
         self.step_module = step_module
         self.progress = Progress()
         self.saved_steps: Dict[str, int] = {}  # checkpoint name -> the global step it holds (written by this run)
 
     # ----------------------------------------------------------------------------------------- state
     def checkpoint(self, with_training_state: bool = True) -> Dict[str, Any]:
-        """The checkpoint payload (see utils.engine.checkpoint). Collective: every rank must call it."""
+        """The checkpoint payload (see utils.engine.training.checkpoint). Collective: every rank must call it."""
         rng = all_gather_object(capture_rng_state()) if with_training_state else None
         payload = {"format": FORMAT, "model": self.model.learned_state_dict(),
                    "model_config": self.model.config.to_dict(), **asdict(self.progress), "args": self.args,
@@ -204,7 +221,7 @@ class Trainer:
 
     def load_training_state(self, payload: Dict[str, Any], source: str) -> None:
         """Resume: optimizer, schedule, scaler, progress and this rank's RNG from ``payload`` (a checkpoint
-        utils.engine.checkpoint.read_resumable_checkpoint accepted; model tensors are loaded by the caller)."""
+        utils.engine.training.checkpoint.read_resumable_checkpoint accepted; model tensors are loaded by the caller)."""
         planned_lrs = list(self.scheduler.base_lrs)  # the flags' learning rates, per group
         planned_decay = [g["weight_decay"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(payload["optimizer"])  # moments; also the saved groups' lr / decay ...
@@ -233,7 +250,7 @@ class Trainer:
     def _loader(self, epoch: int) -> DataLoader:
         self.sampler.set_epoch(epoch, start_batch=self.progress.step_in_epoch * self.accum)
         return DataLoader(SeededItems(self.train_set, self.config.seed), batch_size=self.config.batch_size,
-                          sampler=self.sampler, num_workers=self.config.num_workers, drop_last=True,
+                          sampler=self.sampler, num_workers=self.config.num_thread_reader, drop_last=True,
                           pin_memory=self.ctx.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.config.seed + epoch))
 
@@ -317,10 +334,13 @@ class Trainer:
             self.metrics.write(record)
 
     def train(self, evaluate: Callable[[], Dict[str, Any]] | None = None,
-              metric: Callable[[Dict[str, Any]], float] = lambda r: r["t2v"]["R1"]) -> str:
+              metric: Callable[[Dict[str, Any]], float] | None = None) -> str:
         """Run to the end of --epochs (or --stop_after_steps). After each epoch ``evaluate()`` (if given) is
-        scored by ``metric``; ckpt_best.pt keeps the best (later epochs win ties, as released) and
-        ckpt_last.pt the resumable state. Returns "finished" or "stopped"."""
+        scored by ``metric`` (the task's selection metric, required with ``evaluate``); ckpt_best.pt keeps the
+        best (later epochs win ties, as released) and ckpt_last.pt the resumable state. Returns "finished" or
+        "stopped"."""
+        if evaluate is not None and metric is None:
+            raise ValueError("Trainer.train: an evaluate() needs the metric that scores its results")
         log, cfg, p = get_logger(), self.config, self.progress
         self.model.train()
         for epoch in range(p.epoch, cfg.epochs):

@@ -19,20 +19,21 @@ import argparse
 import ctypes
 import platform
 
-from models.model_config import str_to_bool
+from models.config_fields import resume_free, str_to_bool
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # glibc's <malloc.h> parameter numbers
 RETAINED_BYTES = 2**31 - 1  # mallopt takes an int
 FLAG_HELP = ("keep freed memory in the process (glibc mallopt: mmap and trim thresholds of 2 GiB): the prompts' "
              "FFT convolutions then reuse their large buffers instead of page-faulting fresh ones on every call "
              "(up to 3x faster on the CPU; resident memory stays near its peak; results unchanged; "
-             "utils/engine/allocator.py)")
+             "utils/engine/runtime/allocator.py)")
 
 
 def add_retain_freed_memory_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """`--retain_freed_memory {true,false}` (default true) on an entry point's parser or argument group."""
-    parser.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
-                        help=FLAG_HELP)
+    resume_free(parser.add_argument("--retain_freed_memory", type=str_to_bool, default=True, metavar="{true,false}",
+                                    help=FLAG_HELP),
+                "where freed buffers live (utils/engine/runtime/allocator.py), not what is computed")
 
 
 def retain_freed_memory(enabled: bool = True) -> str:

@@ -2,7 +2,7 @@
 folder to a new run or moving its files aside (--overwrite), and checking that a --resume continues the
 checkpoint's run (the same flags, except those that do not change it).
 
-A folder is written by one process at a time: the caller holds its FolderLock (utils/engine/folder_lock.py)
+A folder is written by one process at a time: the caller holds its FolderLock (utils/engine/run/folder_lock.py)
 around claim_output_dir and the run.
 """
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from models import CheckpointError, ModelConfig
-from utils.engine.checkpoint import read_resumable_checkpoint
-from utils.engine.distributed import DistContext
+from models.config_fields import resume_free_flags
+from utils.engine.runtime.distributed import DistContext
+from utils.engine.training.checkpoint import read_resumable_checkpoint
 
 # The files that make a folder hold a run (a new run never writes beside them; see --overwrite, --resume), and
 # what --overwrite moves aside with them.
@@ -27,35 +28,11 @@ MOVED_BY_OVERWRITE = RUN_FILES + ("log.txt", "training_curves.png", "*_post_proc
                                   "worst_queries_*.json")
 MOVED_FOLDERS = ("tensorboard",)  # --tensorboard's event files
 
-# Flags that may differ between a run and its --resume: they do not change what is trained or evaluated, only
-# where the output goes, how often it is logged or saved, how fast data is read, when this process stops, and
-# the computation of the same function. Every other flag (data, model, optimisation, seed, precision) must
-# match the checkpoint's run; three are compared their own way (RESUME_COMPARED).
-RESUME_FREE_FLAGS = {
-    "output_dir": "must be the checkpoint's folder (checked by main.parse_args)",
-    "resume": "", "resume_extend_epochs": "", "overwrite": "", "do_train": "",
-    "do_eval": "whether the test split is evaluated after training",
-    "save_similarity": "whether the test similarity matrix is written",
-    "tensorboard": "whether the scalars are also logged for TensorBoard",
-    "plot_curves": "whether training_curves.png is drawn",
-    "deterministic": "deterministic kernels for the same function (bit-for-bit where the default kernels are not)",
-    "retrieval_report": "whether the test rank histogram and worst queries are written",
-    **{flag: "a post-processing of the test evaluation, reported beside its raw metrics" for flag in (
-        "dual_softmax", "dual_softmax_temperature", "qb_norm", "qb_norm_k", "qb_norm_beta", "qb_norm_theta")},
-    "n_display": "how often steps are logged",
-    "save_steps": "how often ckpt_last.pt is written inside an epoch",
-    "stop_after_steps": "when this process stops",
-    "num_thread_reader": "DataLoader worker processes (the data of a step does not depend on them)",
-    "retain_freed_memory": "where freed buffers live (utils/engine/allocator.py), not what is computed",
-    "batch_size_val": "evaluation batch (the same features, to float rounding)",
-    "ddp_find_unused_parameters": "how DDP finds the parameters without gradient (the same gradients)",
-    "max_bad_video_fraction": "when bad videos stop the run (below it they are skipped alike)",
-    "init_model": "the checkpoint's weights replace it",
-    "conv_impl": "the same function (ModelConfig's 'computation' group)",
-    "fft_chain": "the same function (ModelConfig's 'computation' group)",
-    "checkpoint_activations": "the same gradients (ModelConfig's 'computation' group)",
-    "micro_batch_size": "the same gradient (gradient caching of the whole batch), another memory / time trade",
-}
+# Flags that may differ between a run and its --resume declare it beside their definition (models.config_fields:
+# a config field's ``resume_free``, or ``resume_free(parser.add_argument(...), reason)``): they do not change what
+# is trained or evaluated, only where the output goes, how often it is logged or saved, how fast data is read,
+# when this process stops, and the computation of the same function. Every other flag (data, model,
+# optimisation, seed, precision) must match the checkpoint's run; three are compared their own way:
 RESUME_COMPARED = {
     "batch_size": "the global batch --batch_size x processes must match (another process count is allowed)",
     "device": "the device type (cpu / cuda) must match; cuda:0 and cuda:1 are the same",
@@ -115,15 +92,17 @@ def _plain(value: Any) -> Any:
 def resume_conflicts(args: argparse.Namespace, payload: dict[str, Any], ctx: DistContext,
                      parser: argparse.ArgumentParser) -> list[str]:
     """The flags of `args` that would change the run saved in `payload` (a resumable checkpoint), each as
-    "--flag NEW (the checkpoint's run: OLD)"; [] when the flags continue it. RESUME_FREE_FLAGS may differ;
-    RESUME_COMPARED are compared their own way; every other flag must equal the saved one (a flag the checkpoint
+    "--flag NEW (the checkpoint's run: OLD)"; [] when the flags continue it. The flags `parser` marks resume-free
+    (models.config_fields.resume_free_flags) may differ; RESUME_COMPARED are compared their own way; every
+    other flag must equal the saved one (a flag the checkpoint
     predates: its default in `parser`). Raises CheckpointError when the saved model configuration is not
     readable by this version."""
     saved = payload.get("args") or {}
+    free = resume_free_flags(parser)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     conflicts = []
     for name, value in sorted(vars(args).items()):
-        if name in RESUME_FREE_FLAGS or name in RESUME_COMPARED or name in model_fields:
+        if name in free or name in RESUME_COMPARED or name in model_fields:
             continue
         old = saved.get(name, parser.get_default(name))
         if _plain(old) != _plain(value):
@@ -136,7 +115,7 @@ def resume_conflicts(args: argparse.Namespace, payload: dict[str, Any], ctx: Dis
             from None
     new_config = ModelConfig.from_args(args).to_dict()
     for name in sorted(new_config):
-        if name not in RESUME_FREE_FLAGS and _plain(old_config.get(name)) != _plain(new_config[name]):
+        if name not in free and _plain(old_config.get(name)) != _plain(new_config[name]):
             conflicts.append(f"--{name} {new_config[name]} (the checkpoint's run: {old_config.get(name)})")
     old_batch, old_world = saved.get("batch_size"), payload.get("world_size", 1)
     if old_batch is None or old_batch * old_world != args.batch_size * ctx.world_size:

@@ -1,9 +1,16 @@
 """What the command-line entry points (main.py, infer.py) share to end in one `error: ...` line: an argument
-parser whose flag errors are a typed exception (FlagError; the entry point prints it as that line), and the
-one-line form of a library error."""
+parser whose flag errors are a typed exception (FlagError; the entry point prints it as that line), the errors
+printed that way (USER_ERRORS, errors_as_one_line), and the one-line form of a library error."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+from typing import Iterator
+
+from dataloaders import BadVideoError
+from utils.engine.run.folder_lock import FolderBusyError
+from utils.engine.runtime.sharded_encoding import EvaluationError
+from utils.engine.training.trainer import TrainingError
 
 
 class FlagError(ValueError):
@@ -26,3 +33,18 @@ def one_line(error: BaseException) -> str:
     if "Original Traceback" in text:
         text = text.strip().splitlines()[-1].split(": ", 1)[-1]
     return " ".join(text.split())
+
+
+
+# What the library raises for bad input (messages written for the user), which the entry points print as one
+# `error: ...` line: ValueError covers FlagError, RunFolderError, ResumeConflictError, StoreConflictError ...
+USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
+
+
+@contextlib.contextmanager
+def errors_as_one_line(errors: tuple[type[BaseException], ...] = USER_ERRORS) -> Iterator[None]:
+    """An entry point's body: ``errors`` raised inside end the command as SystemExit("error: <one line>")."""
+    try:
+        yield
+    except errors as error:
+        raise SystemExit(f"error: {one_line(error)}") from None

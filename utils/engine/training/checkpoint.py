@@ -15,7 +15,7 @@ A checkpoint is a ``torch.save`` dict (loadable with ``weights_only=True``):
 Writes are atomic: a temporary file in the same directory, fsync, then ``os.replace``; a process killed while
 writing leaves only that temporary file (``.ckpt_last.pt.<pid>.<random>.tmp``), which ``remove_stale_temporaries``
 deletes at the start of the next run in the folder. No payload with a NaN or infinite tensor is ever written:
-``non_finite_tensors`` lists them and the Trainer refuses to save (utils.engine.training).
+``non_finite_tensors`` lists them and the Trainer refuses to save (utils.engine.training.trainer).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from utils.atomic_file import write_atomic
-from utils.engine.run_log import write_json
+from utils.engine.runtime.log import write_json
 
 LABELLED_CLASSES = 40  # more classes than this: no names on the axes (they would not be legible)
 

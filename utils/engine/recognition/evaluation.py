@@ -1,7 +1,7 @@
 """Sharded action-recognition evaluation: every video scored against every class text of the dataset.
 
 The class texts are encoded once (the model's text tower with its prompts), each rank encodes a contiguous
-shard of the videos (evaluation.py's sharding and gathering), each of a video's --test_views clips is scored by
+shard of the videos (utils.engine.runtime.sharded_encoding), each of a video's --test_views clips is scored by
 the cosine similarity of its feature with every class text feature, and a video's scores are the mean over its
 clips (the mean of the logits, as the scale is common). Videos whose file is missing or could not be decoded
 are left out and counted (``invalid_videos``); non-finite features stop the evaluation (EvaluationError), as in
@@ -15,12 +15,12 @@ from typing import Any, Dict
 import torch
 
 from models.loss import cosine_similarity
-from utils.engine.distributed import DistContext
-from utils.engine.evaluation import _check_finite, _check_order, _encode_shard
-from utils.engine.precision import Precision
-from utils.engine.recognition_metrics import recognition_metrics
-from utils.engine.recognition_report import write_recognition_report
-from utils.engine.run_log import get_logger
+from utils.engine.recognition.metrics import recognition_metrics
+from utils.engine.recognition.report import write_recognition_report
+from utils.engine.runtime.distributed import DistContext
+from utils.engine.runtime.log import get_logger
+from utils.engine.runtime.precision import Precision
+from utils.engine.runtime.sharded_encoding import check_finite, check_order, encode_shard
 
 
 @torch.no_grad()
@@ -28,14 +28,14 @@ def evaluate_recognition(model: torch.nn.Module, dataset, ctx: DistContext, batc
                          precision: Precision, split: str, report_dir: str | None = None) -> Dict[str, Any]:
     """Recognition metrics of ``model`` on ``dataset`` (a dataloaders.recognition.RecognitionDataset): top1,
     top5, mean_class_accuracy, count (the videos scored), the same dict on every rank. ``report_dir``: write the
-    confusion matrix PNG and the per-class JSON there (utils.engine.recognition_report, main rank)."""
+    confusion matrix PNG and the per-class JSON there (utils.engine.recognition.report, main rank)."""
     log = get_logger()
     was_training = model.training
     model.eval()
     start, device = time.time(), ctx.device
     with precision.autocast():
         class_features = model.encode_text(dataset.class_tokens().to(device)).float()  # [C, E]
-    _check_finite(class_features, dataset.class_names, "class text", split)
+    check_finite(class_features, dataset.class_names, "class text", split)
 
     def class_scores(batch) -> torch.Tensor:
         """[B, C]: the mean over a video's views of the cosine similarity of view and class features."""
@@ -44,10 +44,10 @@ def evaluate_recognition(model: torch.nn.Module, dataset, ctx: DistContext, batc
         with torch.autocast(device.type, enabled=False):  # similarities in float32, as in retrieval
             return cosine_similarity(features, class_features).unflatten(0, video.shape[:2]).mean(dim=1)
 
-    encoded = _encode_shard(dataset.video_view(), class_scores, ("valid", "label"), "video_index", ctx, batch_size,
+    encoded = encode_shard(dataset.video_view(), class_scores, ("valid", "label"), "video_index", ctx, batch_size,
                             num_workers, precision, f"eval {split} videos")
     num_videos = len(encoded["feats"])
-    _check_order(encoded["video_index"], num_videos, f"{split} videos")
+    check_order(encoded["video_index"], num_videos, f"{split} videos")
     valid = encoded["valid"].bool()
     invalid_ids = [dataset.video_ids[i] for i in torch.nonzero(~valid).flatten().tolist()]
     if invalid_ids:
@@ -56,7 +56,7 @@ def evaluate_recognition(model: torch.nn.Module, dataset, ctx: DistContext, batc
     if not bool(valid.any()):
         raise ValueError(f"no {split} video could be decoded; check --features_path")
     scores, labels = encoded["feats"][valid], encoded["label"][valid]
-    _check_finite(scores, [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok], "video", split)
+    check_finite(scores, [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok], "video", split)
     metrics = recognition_metrics(scores.cpu(), labels.cpu())
     confusion = metrics.pop("confusion")
     results = {"split": split, **{k: metrics[k] for k in ("top1", "top5", "mean_class_accuracy", "count")},

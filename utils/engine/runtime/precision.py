@@ -15,7 +15,7 @@ from typing import ContextManager
 
 import torch
 
-from utils.engine.run_log import get_logger
+from utils.engine.runtime.log import get_logger
 
 PRECISIONS = ("amp", "fp16", "bf16", "fp32")
 

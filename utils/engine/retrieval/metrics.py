@@ -92,6 +92,9 @@ def retrieval_ranks(text_feats: torch.Tensor, video_feats: torch.Tensor, caption
             "v2t_group": torch.cat(v2t_group)[keep] if v2t_group else empty}
 
 
+METRICS = ("R1", "R5", "R10", "MdR", "MnR")  # the scores of a direction (metrics_from_ranks; count aside)
+
+
 def metrics_from_ranks(ranks: torch.Tensor) -> Dict[str, float]:
     """R@1/5/10 in percent, MdR (median, the mean of the two middle ranks for an even count), MnR, count."""
     r = ranks.double().cpu()
