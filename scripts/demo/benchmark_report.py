@@ -12,13 +12,9 @@ import json
 import math
 import os
 import statistics
-import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
-
-if __package__ in (None, ""):  # run as `python scripts/demo/<script>.py`: import from the repository root
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 BEGIN, END = "<!-- temporal_benchmark:begin -->", "<!-- temporal_benchmark:end -->"
 SCORES = ("text_score", "video_score", "group_score")

@@ -15,7 +15,6 @@ Writes OUTPUT/results.json (every run), OUTPUT/summary.md (mean +- standard devi
 runs) and OUTPUT/summary.png (direction accuracy per method, one dot per seed). Runs already finished (their
 eval_results.json exists) are read, not repeated, so an interrupted experiment resumes.
 """
-# ruff: noqa: E402
 from __future__ import annotations
 
 import argparse
@@ -24,13 +23,9 @@ import json
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python scripts/demo/direction_experiment.py`: import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import torch
 from matplotlib.figure import Figure

@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-if __package__ in (None, ""):  # run as `python scripts/demo/<script>.py`: import from the repository root
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
-from dataloaders.counterfactual import PairVideo  # noqa: E402
-from dataloaders.video_input import read_video_tensor  # noqa: E402
-from utils.inference.inference_model import add_inference_model_args, load_inference_model  # noqa: E402
-from utils.inference.prompt_visualization import write_prompt_figure  # noqa: E402
+from dataloaders.counterfactual import PairVideo
+from dataloaders.video_input import read_video_tensor
+from utils.inference.inference_model import add_inference_model_args, load_inference_model
+from utils.inference.prompt_visualization import write_prompt_figure
 
 
 def selection_pixels(model, details) -> np.ndarray | None:

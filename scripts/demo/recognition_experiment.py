@@ -15,18 +15,13 @@ cannot tell their classes apart (meanP, blind to frame order, gets at most one o
 Writes OUTPUT/recognition_results.json (every run), OUTPUT/recognition_summary.md (mean +- standard deviation
 over the seeds, and the runs). Runs already finished (their eval_results.json exists) are read, not repeated.
 """
-# ruff: noqa: E402
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python scripts/demo/recognition_experiment.py`: import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import main as train_main
 from benchmarks.bench_conv import load_average, machine

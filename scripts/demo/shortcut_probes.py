@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as `python scripts/demo/<script>.py`: import from the repository root
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
-from dataloaders.counterfactual import NUM_FRAMES, TASKS, PairVideo, make_split  # noqa: E402
-from utils.engine.retrieval.pair_metrics import bootstrap_interval  # noqa: E402
+from dataloaders.counterfactual import NUM_FRAMES, TASKS, PairVideo, make_split
+from utils.engine.retrieval.pair_metrics import bootstrap_interval
 
 WEIGHT_DECAYS = (1e-4, 1e-2, 1.0)
 PROBES = ("linear", "mlp")

@@ -21,7 +21,6 @@ tables), OUTPUT/summary.png (group scores with intervals), OUTPUT/mechanism.png 
 repeated, so an interrupted benchmark resumes. --results_md FILE replaces the part of FILE between the markers
 <!-- temporal_benchmark:begin --> and <!-- temporal_benchmark:end --> with the tables.
 """
-# ruff: noqa: E402
 from __future__ import annotations
 
 import argparse
@@ -32,13 +31,9 @@ import multiprocessing
 import os
 import shutil
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as `python scripts/demo/temporal_benchmark.py`: import from the repo root
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import torch
 

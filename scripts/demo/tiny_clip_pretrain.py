@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -25,14 +24,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as `python scripts/demo/<script>.py`: import from the repository root
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
-from dataloaders.counterfactual import OBJECT_KINDS, TASKS, make_pair  # noqa: E402
-from dataloaders.scenes import COLOURS, SHAPES, render_frame  # noqa: E402
-from dataloaders.transforms import frames_to_tensor  # noqa: E402
-from models.clip import CLIP, CLIPConfig, save_clip_torchscript  # noqa: E402
-from models.tokenizer import tokenize  # noqa: E402
+from dataloaders.counterfactual import OBJECT_KINDS, TASKS, make_pair
+from dataloaders.scenes import COLOURS, SHAPES, render_frame
+from dataloaders.transforms import frames_to_tensor
+from models.clip import CLIP, CLIPConfig, save_clip_torchscript
+from models.tokenizer import tokenize
 
 # side -> (axis of the position that decides it: 0 = x, 1 = y; which end: 0 = low, 1 = high)
 SIDES = {"left": (0, 0), "right": (0, 1), "top": (1, 0), "bottom": (1, 1)}
