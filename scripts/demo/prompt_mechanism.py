@@ -26,7 +26,7 @@ import torch
 from dataloaders.counterfactual import PairVideo
 from dataloaders.video_input import read_video_tensor
 from utils.inference.inference_model import add_inference_model_args, load_inference_model
-from utils.inference.prompt_visualization import write_prompt_figure
+from utils.inference.prompt_visualization import cells_to_pixels, write_prompt_figure
 
 
 def selection_pixels(model, details) -> np.ndarray | None:
@@ -36,8 +36,7 @@ def selection_pixels(model, details) -> np.ndarray | None:
     if details.region_mask is not None:
         return encoder.spatial_prompt.mask_to_pixels(details.region_mask).numpy()
     if details.selected_patches is not None:
-        patch = model.clip.visual.input_resolution // details.selected_patches.shape[-1]
-        return details.selected_patches.repeat_interleave(patch, -2).repeat_interleave(patch, -1).numpy()
+        return cells_to_pixels(details.selected_patches.numpy(), model.clip.visual.input_resolution)
     return None
 
 
