@@ -219,9 +219,9 @@ def mean_group(scores: dict) -> float:
     return statistics.fmean(entry["group_score"] for entry in scores["tasks"].values())
 
 
-def _steps(folder: Path) -> int:
-    hparams = folder / "hparams.json"
-    if not hparams.is_file():
+def _steps(folder: Path | None) -> int:
+    """The optimizer steps a trained run took (its metrics.jsonl); 0 for no run (meanP)."""
+    if folder is None:
         return 0
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
     return max((r.get("step", 0) for r in records), default=0)
@@ -272,10 +272,10 @@ def main(argv: list[str] | None = None) -> dict:
         label = METHODS[method][0] if order == "natural" else CONTROLS[name][0]
         test_pairs = [p for p in pairs[seed] if p["split"] == "test"]
         scores = scores_of(folder, test_pairs)
-        trained_folder = prepared[seed][0].parent / run_name(method, lr) if lr is not None else None
+        steps = _steps(prepared[seed][0].parent / run_name(method, lr) if lr is not None else None)
         for task, entry in scores["tasks"].items():
             rows.append({"task": task, "method": name, "label": label, "seed": seed, **entry,
-                         "r1_t2v": scores["r1_t2v"], "steps": _steps(trained_folder) if trained_folder else 0,
+                         "r1_t2v": scores["r1_t2v"], "steps": steps,
                          "lr": lr, "val_mean_group_score_by_lr": {f"{k:g}": v for k, v in
                                                                   val_scores.get((seed, method), {}).items()}})
     mechanism = []
