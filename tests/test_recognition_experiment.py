@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from scripts.demo import recognition_experiment
+from scripts.demo.markdown_section import replace_section
 
 TOY = ["--seeds", "0", "--class_sets", "direction", "--methods", "meanp", "single_frame", "dgl_shuffled", "paper",
        "--train_pairs", "4", "--test_pairs", "3", "--epochs", "1", "--batch_size", "4", "--clip_steps", "5",
@@ -65,3 +66,11 @@ def test_a_missing_test_video_names_the_run(tmp_path):
     listed.write_text("path,label\na.mp4,x\nb.mp4,y\n")
     with pytest.raises(ValueError, match=r"run: test video b\.mp4 was not scored"):
         recognition_experiment.pair_correct(run, listed)
+
+
+def test_a_results_page_without_the_markers_is_refused_and_left_as_it_was(tmp_path):
+    page = tmp_path / "RESULTS.md"
+    page.write_text(f"intro\n{recognition_experiment.BEGIN}\nno end marker\n")
+    with pytest.raises(ValueError, match=r"RESULTS\.md has no <!-- recognition_benchmark:begin --> \.\.\. "):
+        replace_section(page, recognition_experiment.BEGIN, recognition_experiment.END, "tables\n")
+    assert page.read_text() == f"intro\n{recognition_experiment.BEGIN}\nno end marker\n"

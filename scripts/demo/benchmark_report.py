@@ -16,6 +16,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from scripts.demo.markdown_section import replace_section
+
 BEGIN, END = "<!-- temporal_benchmark:begin -->", "<!-- temporal_benchmark:end -->"
 SCORES = ("text_score", "video_score", "group_score")
 PROBE_LIMIT = 55.0  # chance (50) + 5: the highest upper interval end a single-frame probe may reach
@@ -158,13 +160,8 @@ def write_report(result: dict, out: Path, results_md: str | None = None) -> str:
     if result["mechanism"]:
         plot_mechanism(result["mechanism"], out / "mechanism.png")
     if results_md:
-        target = Path(results_md)
-        old = target.read_text()
-        if BEGIN not in old or END not in old:
-            raise ValueError(f"{target} has no {BEGIN} ... {END} section to replace")
-        head, rest = old.split(BEGIN, 1)
-        section = report_text(result, out, Path(os.path.relpath(out, target.parent)))
-        target.write_text(head + BEGIN + "\n" + section + END + rest.split(END, 1)[1])
+        links = Path(os.path.relpath(out, Path(results_md).parent))
+        replace_section(results_md, BEGIN, END, report_text(result, out, links))
     return text
 
 

@@ -49,6 +49,7 @@ from benchmarks.bench_conv import load_average, machine
 from dataloaders.counterfactual import NUM_FRAMES, write_split
 from dataloaders.counterfactual_recognition import CLASS_SETS, CLASS_TEMPLATE, layout_paths, write_recognition_layout
 from scripts.demo import temporal_benchmark
+from scripts.demo.markdown_section import replace_section
 from utils.engine.retrieval.pair_metrics import bootstrap_interval
 
 ORDER_BLIND = ("single_frame", "dgl_shuffled")
@@ -92,11 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def seed_data(args: argparse.Namespace, seed: int) -> Path:
-    """The folder of `seed`: train and test pairs of the class sets' tasks and their recognition layouts."""
+    """The folder of `seed`: train and test pairs of every class set's task (whatever --class_sets, so invocations
+    on other class sets share it) and their recognition layouts."""
     data = Path(args.output) / f"seed{seed}" / "data"
     for split, count in (("train", args.train_pairs), ("test", args.test_pairs)):
-        write_split(str(data), split, args.class_sets, count, seed, progress=False)
-    for class_set in args.class_sets:
+        write_split(str(data), split, CLASS_SETS, count, seed, progress=False)
+    for class_set in CLASS_SETS:
         write_recognition_layout(data, class_set)
     return data
 
@@ -227,12 +229,7 @@ def write_report(result: dict, out: Path, results_md: str | None) -> str:
     text = report_text(result)
     (out / "summary.md").write_text(text)
     if results_md:
-        target = Path(results_md)
-        old = target.read_text()
-        if BEGIN not in old or END not in old:
-            raise ValueError(f"{target} has no {BEGIN} ... {END} section to replace")
-        head, rest = old.split(BEGIN, 1)
-        target.write_text(head + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
+        replace_section(results_md, BEGIN, END, text)
     return text
 
 
