@@ -36,6 +36,8 @@ def test_rows_are_pair_scores_at_equal_steps_with_gains_over_the_order_blind_bas
         assert row["top1"] == pytest.approx(100 * sum(right) / len(right))
         assert row["pair_score"] == pytest.approx(100 * sum(a and b for a, b in zip(right[::2], right[1::2])) / 3)
         assert row["top1_ci95"][0] <= row["top1"] <= row["top1_ci95"][1]
+        guesses = [p["predicted"] for p in predictions]
+        assert row["same_answer"] == pytest.approx(100 * sum(a == b for a, b in zip(guesses[::2], guesses[1::2])) / 3)
         hparams = json.loads((seed / "direction" / method / "hparams.json").read_text())
         assert hparams["class_template"] == "the {name}" and hparams["test_csv"].endswith("_test.csv")
     assert rows["meanp"]["steps"] == 0
@@ -65,7 +67,7 @@ def test_a_missing_test_video_names_the_run(tmp_path):
     listed = tmp_path / "test.csv"
     listed.write_text("path,label\na.mp4,x\nb.mp4,y\n")
     with pytest.raises(ValueError, match=r"run: test video b\.mp4 was not scored"):
-        recognition_experiment.pair_correct(run, listed)
+        recognition_experiment.pair_predictions(run, listed)
 
 
 def test_a_results_page_without_the_markers_is_refused_and_left_as_it_was(tmp_path):

@@ -128,28 +128,30 @@ def run_method(args: argparse.Namespace, class_set: str, method: str, seed: int,
     return folder
 
 
-def pair_correct(folder: Path, test_csv: Path) -> torch.Tensor:
-    """float64 [P, 2]: whether each video of each test pair (consecutive lines of `test_csv`) was classified right,
-    from the run's predictions_test.json. ValueError naming the run when a test video was not scored."""
-    predicted = {p["video"]: p["predicted"] == p["label"]
-                 for p in json.loads((folder / "predictions_test.json").read_text())}
+def pair_predictions(folder: Path, test_csv: Path) -> list[tuple[dict, dict]]:
+    """The run's predictions_test.json entries ({"video", "label", "predicted"}) of the two videos of each test pair
+    (consecutive lines of `test_csv`). ValueError naming the run when a test video was not scored."""
+    predicted = {p["video"]: p for p in json.loads((folder / "predictions_test.json").read_text())}
     paths = [line.split(",")[0] for line in test_csv.read_text().splitlines()[1:]]
     missing = [p for p in paths if p not in predicted]
     if missing:
         raise ValueError(f"{folder}: test video {missing[0]} was not scored ({len(missing)} missing): every video of "
                          f"a pair must be decodable")
-    return torch.tensor([predicted[p] for p in paths], dtype=torch.float64).reshape(-1, 2)
+    return [(predicted[a], predicted[b]) for a, b in zip(paths[::2], paths[1::2])]
 
 
 def score_row(folder: Path, test_csv: Path, trained: bool) -> dict:
-    """top1 and pair_score (%) with their 95% bootstrap intervals over the pairs, the pair count, the optimizer
-    steps of a trained run (0 for meanP) and its training seconds."""
-    correct = pair_correct(folder, test_csv)
+    """top1 and pair_score (%) with their 95% bootstrap intervals over the pairs; same_answer, the % of pairs whose
+    two videos got the same class (an order-blind model's answer to a clip and its reversal); the pair count, the
+    optimizer steps of a trained run (0 for meanP) and its training seconds."""
+    pairs = pair_predictions(folder, test_csv)
+    correct = torch.tensor([[v["predicted"] == v["label"] for v in pair] for pair in pairs], dtype=torch.float64)
     per_pair = {"top1": correct.mean(1), "pair_score": correct.prod(1)}
-    row = {"pairs": len(correct)}
+    row = {"pairs": len(pairs)}
     for name, values in per_pair.items():
         row[name] = 100 * values.mean().item()
         row[f"{name}_ci95"] = bootstrap_interval(values)
+    row["same_answer"] = 100 * sum(a["predicted"] == b["predicted"] for a, b in pairs) / len(pairs)
     results = json.loads((folder / "eval_results.json").read_text())
     return {**row, "steps": temporal_benchmark._steps(folder if trained else None),
             "train_seconds": results.get("train_seconds", 0.0)}
@@ -175,7 +177,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             runs = [r for r in rows if (r["class_set"], r["method"]) == (class_set, method)]
             entry = {"class_set": class_set, "method": method, "label": METHODS[method][0],
                      "seeds": [r["seed"] for r in runs], "steps": sorted({r["steps"] for r in runs})}
-            for key in (*SCORES, *(f"{s}_gain" for s in SCORES)):
+            for key in (*SCORES, *(f"{s}_gain" for s in SCORES), "same_answer"):
                 series = [r[key] for r in runs if r[key] is not None]
                 entry[key] = {"mean": statistics.fmean(series), "std": statistics.pstdev(series),
                               "min": min(series), "max": max(series)} if series else None
@@ -201,14 +203,15 @@ def report_text(result: dict) -> str:
              f"{settings['epochs']} epochs (batch {settings['batch_size']}, lr {settings['lr']}), the last epoch "
              f"tested. Mean ± std over the seeds (min to max); gain = the score minus the best order-blind trained "
              f"baseline's (single frame, frames shuffled) of the same seed. Pair score: both videos of a test pair "
-             f"classified right.", ""]
+             f"classified right; same answer: the % of test pairs whose two videos got the same class.", ""]
     for class_set in dict.fromkeys(r["class_set"] for r in rows):
         lines += [f"### {classes[class_set]}", "",
-                  "| method | top-1 | pair score | top-1 gain | pair-score gain | steps |", "|---|---|---|---|---|---|"]
+                  "| method | top-1 | pair score | top-1 gain | pair-score gain | same answer for both | steps |",
+                  "|---|---|---|---|---|---|---|"]
         for s in (s for s in result["summary"] if s["class_set"] == class_set):
             lines.append(f"| {s['label']} | {_stats(s['top1'])} | {_stats(s['pair_score'])} | "
                          f"{_stats(s['top1_gain'], True)} | {_stats(s['pair_score_gain'], True)} | "
-                         f"{', '.join(map(str, s['steps']))} |")
+                         f"{_stats(s['same_answer'])} | {', '.join(map(str, s['steps']))} |")
         lines += ["", "| seed | method | top-1 [95% interval] | pair score [95% interval] | pair-score gain (over) |",
                   "|---:|---|---|---|---|"]
         for r in (r for r in rows if r["class_set"] == class_set):
