@@ -177,7 +177,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             runs = [r for r in rows if (r["class_set"], r["method"]) == (class_set, method)]
             entry = {"class_set": class_set, "method": method, "label": METHODS[method][0],
                      "seeds": [r["seed"] for r in runs], "steps": sorted({r["steps"] for r in runs})}
-            for key in (*SCORES, *(f"{s}_gain" for s in SCORES), "same_answer"):
+            for key in (*SCORES, *(f"{s}_gain" for s in SCORES), "same_answer", "train_seconds"):
                 series = [r[key] for r in runs if r[key] is not None]
                 entry[key] = {"mean": statistics.fmean(series), "std": statistics.pstdev(series),
                               "min": min(series), "max": max(series)} if series else None
@@ -206,12 +206,13 @@ def report_text(result: dict) -> str:
              f"classified right; same answer: the % of test pairs whose two videos got the same class.", ""]
     for class_set in dict.fromkeys(r["class_set"] for r in rows):
         lines += [f"### {classes[class_set]}", "",
-                  "| method | top-1 | pair score | top-1 gain | pair-score gain | same answer for both | steps |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| method | top-1 | pair score | top-1 gain | pair-score gain | same answer for both | steps | "
+                  "train s |", "|---|---|---|---|---|---|---|---:|"]
         for s in (s for s in result["summary"] if s["class_set"] == class_set):
             lines.append(f"| {s['label']} | {_stats(s['top1'])} | {_stats(s['pair_score'])} | "
                          f"{_stats(s['top1_gain'], True)} | {_stats(s['pair_score_gain'], True)} | "
-                         f"{_stats(s['same_answer'])} | {', '.join(map(str, s['steps']))} |")
+                         f"{_stats(s['same_answer'])} | {', '.join(map(str, s['steps']))} | "
+                         f"{s['train_seconds']['mean']:.0f} |")
         lines += ["", "| seed | method | top-1 [95% interval] | pair score [95% interval] | pair-score gain (over) |",
                   "|---:|---|---|---|---|"]
         for r in (r for r in rows if r["class_set"] == class_set):
