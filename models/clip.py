@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import hf_clip
+from models.checkpoints import integer_dtype_message, integer_float_tensors
 
 OPENAI_URL = "https://openaipublic.azureedge.net/clip/models/{sha}/{file}"
 # name -> (file name, SHA-256 of the file as published by OpenAI)
@@ -255,7 +256,8 @@ class CLIP(nn.Module):
 
 def build_clip(state_dict: dict[str, torch.Tensor], activation: str = DEFAULT_ACTIVATION) -> CLIP:
     """Build a float32 CLIP in eval mode from an OpenAI-named state dict, every size taken from its shapes, the
-    MLPs computing `activation`."""
+    MLPs computing `activation`. ValueError for missing, foreign or mis-shaped tensors, or float weights stored
+    in an integer dtype."""
     state_dict = {k: v for k, v in state_dict.items() if k not in _OPENAI_EXTRA_KEYS}
     model = CLIP(CLIPConfig.from_state_dict(state_dict, activation))
     expected = model.state_dict()
@@ -267,6 +269,9 @@ def build_clip(state_dict: dict[str, torch.Tensor], activation: str = DEFAULT_AC
                     f"unexpected keys: {unexpected}" if unexpected else "",
                     f"keys with inconsistent shapes: {wrong}" if wrong else ""]
         raise ValueError("The weights do not form a ViT CLIP: " + "; ".join(p for p in problems if p))
+    integer = integer_float_tensors(state_dict, expected)
+    if integer:
+        raise ValueError(integer_dtype_message("the CLIP weights", integer, state_dict))
     model.load_state_dict({k: v.float() for k, v in state_dict.items()})
     return model.eval()
 

@@ -208,3 +208,12 @@ def test_pickled_code_is_not_executed(tmp_path):
     with pytest.raises(Exception) as error:
         load_clip(str(tmp_path / "evil.pt"))
     assert "Weights only load failed" in str(error.value) or "weights_only" in str(error.value)
+
+
+def test_float_weights_stored_as_integers_are_refused_naming_the_file_and_the_tensor(tmp_path):
+    state_dict = CLIP(CLIPConfig.tiny()).state_dict()
+    state_dict["visual.proj"] = (state_dict["visual.proj"] * 100).long()  # written wrong: rounded to integers
+    torch.save(state_dict, tmp_path / "int64.pt")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'int64.pt'}: the CLIP weights: 1 floating-point tensors "
+                                         r"are stored as integers \(e.g. 'visual.proj': torch.int64\)"):
+        load_clip(str(tmp_path / "int64.pt"))
