@@ -14,6 +14,7 @@ import torch
 
 import utils.engine.training.trainer
 from main import main, parse_args
+from models.clip import CLIP, CLIPConfig, save_clip_torchscript
 from tests.conftest import write_run_data
 from tests.test_main import common_args, read_jsonl
 from utils.engine.run.folder import run_files
@@ -122,6 +123,41 @@ def test_resume_refuses_flags_that_would_change_the_run(data, stopped_run, tmp_p
     assert message.startswith(f"error: --resume {out}: these flags would change the run: "
                               f"{named.format(data=data)}. Resume with the run's flags (its hparams.json)"), message
     assert snapshot(out) == before  # nothing written
+
+
+def test_resume_refuses_annotation_or_clip_files_changed_in_place_and_warns_for_a_run_without_their_record(
+        data, tmp_path):
+    own = tmp_path / "data"
+    shutil.copytree(data, own)  # the files are changed in place: a copy of the module's data
+    out = tmp_path / "run"
+    main(common_args(own, out) + TRAIN + ["--epochs", "2", "--stop_after_steps", "1", "--no-plot_curves"])
+    recorded = json.loads((out / "hparams.json").read_text())["data_fingerprint"]
+    assert set(recorded["annotations"]) == {str(own / name) for name in
+                                            ("MSRVTT_train.9k.csv", "MSRVTT_data.json", "MSRVTT_JSFUSION_test.csv")}
+    assert set(recorded["clip"]) == {str(own / "tiny_clip.pt")}
+    before = snapshot(out)
+    train_csv, clip = own / "MSRVTT_train.9k.csv", own / "tiny_clip.pt"
+    full_csv, original_clip = train_csv.read_text(), clip.read_bytes()
+    train_csv.write_text("".join(full_csv.splitlines(keepends=True)[:5]))  # 8 -> 4 training videos
+    assert run_error(resume_args(own, out)) == (
+        f"error: --resume {out}: an annotation file {train_csv} changed since the run started "
+        f"({len(full_csv)} -> {len(train_csv.read_text())} bytes), so the run would continue on other data (another "
+        f"step plan); restore the file, or start a new run in another --output_dir")
+    train_csv.write_text(full_csv)
+    torch.manual_seed(5)
+    save_clip_torchscript(CLIP(CLIPConfig.tiny()), clip)  # another CLIP at the same path
+    message = run_error(resume_args(own, out))
+    assert message.startswith(f"error: --resume {out}: the CLIP weights {clip} changed since the run started (")
+    assert snapshot(out) == before  # nothing written
+    clip.write_bytes(original_clip)
+    hparams = json.loads((out / "hparams.json").read_text())
+    (out / "hparams.json").write_text(json.dumps({k: v for k, v in hparams.items() if k != "data_fingerprint"}))
+    main(resume_args(own, out) + ["--stop_after_steps", "2", "--no-plot_curves"])  # a run of an older version: resumed, with a warning
+    assert (f"WARNING --resume {out}: {out / 'hparams.json'} records no fingerprint of the annotation files and the "
+            f"CLIP") in (out / "log.txt").read_text()
+    again = json.loads((out / "hparams.json").read_text())["data_fingerprint"]  # recorded again (new mtimes)
+    assert {kind: {path: identity["sha256"] for path, identity in files.items()} for kind, files in again.items()} \
+        == {kind: {path: identity["sha256"] for path, identity in files.items()} for kind, files in recorded.items()}
 
 
 def test_resume_continues_in_its_folder_without_repeating_steps_or_keeping_temporaries(data, stopped_run, tmp_path):
