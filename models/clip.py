@@ -359,7 +359,11 @@ def read_clip_weights(path: Path) -> ClipWeights:
     .safetensors file (which declare none). ValueError for anything else."""
     if path.is_dir():
         activation = hf_clip.read_config(path)
-        state_dict = hf_clip.convert_state_dict(read_clip_state_dict(hf_clip.weights_file(path)))
+        file = hf_clip.weights_file(path)
+        try:
+            state_dict = hf_clip.convert_state_dict(read_clip_state_dict(file))
+        except ValueError as error:
+            raise ValueError(f"{file.name}: {error}") from None
         return ClipWeights(state_dict, activation, f"{hf_clip.CONFIG_FILE} (hidden_act)")
     if _is_torchscript_archive(path):
         return ClipWeights(read_clip_state_dict(path), "quick_gelu", "an OpenAI TorchScript archive")
