@@ -101,11 +101,12 @@ def retrieval_ranks(text_feats: torch.Tensor, video_feats: torch.Tensor, caption
         videos = torch.arange(j, j + len(sims), device=sims.device)
         v2t_group.append(_ranks(groups, own_group, _one_hot(videos, num_videos)))
     ranks: Dict[str, torch.Tensor] = {}
-    for name, parts, keep in (("t2v", t2v, None), ("v2t", v2t, has_caption), ("v2t_group", v2t_group, has_caption)):
-        for key, dtype, index in ((name, torch.long, 0), (f"{name}_tied", torch.bool, 1)):
-            joined = torch.cat([part[index] for part in parts]) if parts else torch.zeros(
-                0, dtype=dtype, device=text_feats.device)
-            ranks[key] = joined if keep is None or not parts else joined[keep]
+    for name, parts in (("t2v", t2v), ("v2t", v2t), ("v2t_group", v2t_group)):
+        keep = slice(None) if name == "t2v" else has_caption  # v2t: the videos with a caption
+        ranks[name] = torch.cat([r for r, _ in parts])[keep] if parts else torch.zeros(
+            0, dtype=torch.long, device=text_feats.device)
+        ranks[f"{name}_tied"] = torch.cat([t for _, t in parts])[keep] if parts else torch.zeros(
+            0, dtype=torch.bool, device=text_feats.device)
     return ranks
 
 
