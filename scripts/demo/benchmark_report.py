@@ -182,7 +182,10 @@ def report_text(result: dict, out: Path, links: Path = Path(".")) -> str:
              f"{protocol['selection']}. Mean ± std over the seeds; chance (random scores): text 25, video 25, "
              "group 16.7; a model that embeds the two videos of a pair alike gets text 0, video 25, group 0.", ""]
     if result["probes"]:
+        train, val, test = args["probe_pairs"]
         lines += ["### Shortcut probes (pixels of one frame, or the mean of the frames; chance 50%)", "",
+                  f"Linear and MLP probes per view, trained on {train:,} pairs per task, weight decay chosen on "
+                  f"{val:,}, scored on {test:,} test pairs per task and seed (intervals over those pairs).", "",
                   *probe_table(result["probes"]), ""]
     lines += ["### Group score (text and video score both)", "", *score_table(rows, "group_score", methods), "",
               "### Text score (each video picks its own caption)", "", *score_table(rows, "text_score", methods), "",
