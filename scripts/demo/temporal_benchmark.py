@@ -32,7 +32,7 @@ import os
 import shutil
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -64,6 +64,10 @@ METHODS = {
 CONTROLS = {f"{m}_test_{order}": (f"{METHODS[m][0]}, test frames {order}", m, order)
             for m in ("dgl", "stop", "paper") for order in ("reversed", "shuffled")}
 MECHANISM_METHODS = ("stop", "paper")
+# a training step's time relative to the single-frame DGL's (the demo's epochs, one thread each, 2 cores): the
+# longest runs start first, so that with --jobs 2 the short ones fill the other core
+STEP_COST = {"single_frame": 1.0, "dgl": 1.6, "dgl_shuffled": 1.6, "paper": 2.2, "paper_spatial": 2.2,
+             "paper_temporal": 2.2, "stop": 3.7, "stop_spatial": 3.7, "stop_temporal": 3.7}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -133,15 +137,45 @@ def seed_clip(args: argparse.Namespace, seed: int) -> tuple[Path, dict]:
     return clip, json.loads(clip.with_suffix(".json").read_text())
 
 
-def seed_probes(args: argparse.Namespace, seed: int, tasks: list[str]) -> list[dict]:
-    """The shortcut probes' rows of `seed` at --probe_pairs (OUTPUT/seedS/probes_<train>_<val>_<test>.json,
-    computed on first use)."""
+def seed_probes(args: argparse.Namespace, seed: int) -> list[dict]:
+    """The shortcut probes' rows of `seed` for --tasks at --probe_pairs
+    (OUTPUT/seedS/probes_<train>_<val>_<test>.json, computed on first use)."""
     train, val, test = args.probe_pairs
     probe_file = Path(args.output) / f"seed{seed}" / f"probes_{train}_{val}_{test}.json"
     if not probe_file.is_file():
-        shortcut_probes.main(["--seed", str(seed), "--tasks", *tasks, "--train_pairs", str(train), "--val_pairs",
-                              str(val), "--test_pairs", str(test), "--output", str(probe_file)])
+        shortcut_probes.main(["--seed", str(seed), "--tasks", *args.tasks, "--train_pairs", str(train),
+                              "--val_pairs", str(val), "--test_pairs", str(test), "--output", str(probe_file)])
     return json.loads(probe_file.read_text())
+
+
+PREPARATIONS = {"seed_clip": "tiny CLIP", "seed_data": "videos", "seed_probes": "shortcut probes"}
+
+
+def prepare(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
+    """({seed: (data folder, tiny CLIP path)}, {seed: the tiny CLIP's report}, the probe rows of every seed).
+    With --jobs > 1 the preparations run side by side in worker processes, the CLIP pre-trainings (the longest)
+    first."""
+    calls = [(seed_clip, seed) for seed in args.seeds] + [(seed_data, seed) for seed in args.seeds]
+    calls += [] if args.no_probes else [(seed_probes, seed) for seed in args.seeds]
+    started, results = time.time(), {}
+
+    def finished(call: tuple, value) -> None:
+        results[call] = value
+        _progress(len(results), len(calls), started, f"{PREPARATIONS[call[0].__name__]} of seed {call[1]}")
+    if args.jobs == 1:
+        for call in calls:
+            finished(call, call[0](args, call[1]))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_threads,
+                                 initargs=(max(1, (os.cpu_count() or 1) // args.jobs),)) as pool:
+            futures = {pool.submit(call[0], args, call[1]): call for call in calls}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    prepared = {seed: (results[seed_data, seed], results[seed_clip, seed][0]) for seed in args.seeds}
+    clips = {seed: results[seed_clip, seed][1] for seed in args.seeds}
+    probes = [] if args.no_probes else [row for seed in args.seeds for row in results[seed_probes, seed]]
+    return prepared, clips, probes
 
 
 def update_probes(args: argparse.Namespace) -> dict:
@@ -153,7 +187,8 @@ def update_probes(args: argparse.Namespace) -> dict:
     result = json.loads(results.read_text())
     started, load_at_start = time.time(), load_average()
     run_args = result["protocol"]["args"]
-    result["probes"] = [row for seed in run_args["seeds"] for row in seed_probes(args, seed, run_args["tasks"])]
+    args.tasks = run_args["tasks"]
+    result["probes"] = [row for seed in run_args["seeds"] for row in seed_probes(args, seed)]
     run_args["probe_pairs"] = args.probe_pairs
     result["protocol"]["probes"] = {"pairs": args.probe_pairs, "updated": time.strftime("%Y-%m-%d"),
                                     "machine": {**machine(), "load_at_start": load_at_start},
@@ -240,8 +275,9 @@ def run_jobs(args: argparse.Namespace, jobs: list[tuple[int, tuple]], prepared: 
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
     with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_threads,
                              initargs=(threads,)) as pool:
-        futures = {(seed, job): pool.submit(run_in_worker, args, job, *prepared[seed]) for seed, job in jobs}
-        for (seed, job), future in futures.items():
+        futures = {pool.submit(run_in_worker, args, job, *prepared[seed]): (seed, job) for seed, job in jobs}
+        for future in as_completed(futures):
+            seed, job = futures[future]
             folders[seed, job] = future.result()
             _progress(len(folders), len(jobs), started, f"seed {seed} {' '.join(map(str, job))}")
     return folders
@@ -277,17 +313,13 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     trained = [m for m in args.methods if m != "meanp"]
-    prepared, clips, probes = {}, {}, []
-    for seed in args.seeds:
-        print(f"== seed {seed}: data, tiny CLIP" + ("" if args.no_probes else ", shortcut probes"), flush=True)
-        data = seed_data(args, seed)
-        clip, clips[seed] = seed_clip(args, seed)
-        prepared[seed] = data, clip
-        if not args.no_probes:
-            probes += seed_probes(args, seed, args.tasks)
+    print(f"== data, tiny CLIPs{'' if args.no_probes else ', shortcut probes'} of seeds "
+          f"{' '.join(map(str, args.seeds))}, {args.jobs} at once", flush=True)
+    prepared, clips, probes = prepare(args)
     print(f"== training {len(trained)} methods x {len(args.lrs)} learning rates x {len(args.seeds)} seeds, "
           f"{args.jobs} at once", flush=True)
     train_jobs = [(seed, ("train", m, lr)) for seed in args.seeds for m in trained for lr in args.lrs]
+    train_jobs.sort(key=lambda job: -STEP_COST[job[1][1]])
     folders = run_jobs(args, train_jobs, prepared)
     pairs = {seed: json.loads((prepared[seed][0] / "pairs.json").read_text()) for seed in args.seeds}
     val_pairs = {seed: [p for p in pairs[seed] if p["split"] == "val"] for seed in args.seeds}
