@@ -161,6 +161,14 @@ def test_an_index_file_replaced_cut_or_damaged_or_a_bad_record_is_refused_naming
         (store / ANN_RECORD).write_text(record)
     assert load_ann(store, ids).index.ntotal == 300  # the files as built load
 
+    def unreadable(path):  # what a FAISS version that cannot read the file raises
+        raise RuntimeError("Error in faiss::read_index: unknown index header")
+
+    monkeypatch.setattr(ann_index.import_faiss(), "read_index", unreadable)
+    with pytest.raises(AnnError, match=f"^{re.escape(str(store / ANN_INDEX))}: FAISS .* cannot read it: "
+                                       f"{re.escape(rebuild)}$"):
+        load_ann(store, ids)
+
 
 def test_a_bad_ann_record_and_an_nlist_above_the_store_size_are_one_line(meanp_store, tmp_path):
     _, _, store = meanp_store
