@@ -353,7 +353,8 @@ def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"error: --video: {error}") from None
     _, details = trained.encode_videos(video[None], mask[None], return_details=True)
     record = {"video": str(video_path), "figure": str(args.output),
-              **write_prompt_figure(trained.model, video, mask, details, output, args.frame_px, video_path.name)}
+              **write_prompt_figure(trained.model, video, mask, details, output, args.frame_px,
+                                    printable(video_path.name))}
     write_atomic(output.with_suffix(".json"), lambda file: file.write(json.dumps(record).encode()))
     width, height = record["size_px"]
     log.info(f"wrote {output} ({width} x {height} px) and {output.with_suffix('.json')}")
