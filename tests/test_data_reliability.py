@@ -4,6 +4,7 @@ truncated videos (check_videos and the training reader agree)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import pickle
@@ -18,6 +19,7 @@ import torch
 from dataloaders import BadVideoWarning, DataFileError, build_dataset, load_annotations
 from dataloaders.recognition import load_labelled_videos
 from dataloaders.sampling import segment_indices
+from dataloaders.video_backends import read_frames_opencv
 from dataloaders.video_input import read_video_tensor
 from dataloaders.video_reader import VideoReadError, inspect_video, read_frames
 from preprocess import check_videos
@@ -173,7 +175,9 @@ def test_rotated_video_decodes_upright(upright, degrees, turns):
 
 @pytest.mark.parametrize("flags", [["-display_rotation", "0", "-display_hflip"],
                                    ["-display_rotation", "90", "-display_hflip"],
-                                   ["-display_rotation", "-90", "-display_vflip"]])
+                                   ["-display_rotation", "-90", "-display_vflip"],
+                                   ["-display_rotation", "0", "-display_vflip"],  # FFmpeg's angle of it is 0
+                                   ["-display_rotation", "180", "-display_hflip"]])  # the same matrix
 def test_flipped_display_matrix_matches_ffmpeg_autorotate(upright, tmp_path, flags):
     folder, frames, source = upright
     path = with_display_matrix(source, tmp_path / "flipped.mp4", *flags)
@@ -183,6 +187,27 @@ def test_flipped_display_matrix_matches_ffmpeg_autorotate(upright, tmp_path, fla
     expected = read_frames(str(reference), 6)
     assert expected.shape[1:3] in ((16, 24), (24, 16)) and not np.array_equal(expected[0], frames[0])
     np.testing.assert_array_equal(read_frames(path, 6), expected)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cv2") is None, reason="OpenCV is not installed")
+@pytest.mark.parametrize("flags", [["-display_rotation", "0", "-display_hflip"],
+                                   ["-display_rotation", "0", "-display_vflip"],
+                                   ["-display_rotation", "90", "-display_hflip"],
+                                   ["-display_rotation", "-90", "-display_vflip"],
+                                   ["-display_rotation", "90"], ["-display_rotation", "180"]])
+def test_opencv_turns_rotated_and_mirrored_videos_upright_like_pyav_and_ffmpeg(upright, tmp_path, flags):
+    """--video_backend opencv: OpenCV's own orientation reads only an angle from the display matrix, so a mirrored
+    video came out turned 180 degrees; it must give ffmpeg's autorotated frames, as PyAV does (the frames are
+    lossless RGB, so the pixels agree exactly)."""
+    _, frames, source = upright
+    path = with_display_matrix(source, tmp_path / "flipped.mp4", *flags)
+    reference = tmp_path / "reference.mkv"
+    subprocess.run([FFMPEG, "-nostdin", "-y", "-loglevel", "error", "-i", path, "-c:v", "libx264rgb", "-qp", "0",
+                    str(reference)], check=True)
+    expected = read_frames(str(reference), 6)
+    np.testing.assert_array_equal(read_frames_opencv(path, 6), expected)
+    with open(path, "rb") as file:  # LMDB bytes: the same
+        np.testing.assert_array_equal(read_frames_opencv(file.read(), 6), expected)
 
 
 def test_unrotated_video_is_unchanged(upright):
