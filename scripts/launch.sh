@@ -50,7 +50,9 @@ if [ -z "${NPROC_PER_NODE:-}" ]; then
     [ "$NPROC_PER_NODE" -ge 1 ] || NPROC_PER_NODE=1
 fi
 SRUN_TASKS=${SLURM_STEP_NUM_TASKS:-${SLURM_NTASKS:-1}}
-if [ -n "${SLURM_PROCID:-}" ] && (( SRUN_TASKS > 1 )); then  # one task of an srun step: the world is the step
+# one task of an srun step (srun sets SLURM_STEP_ID; an sbatch script or salloc shell has only the job's variables):
+# the world is the step
+if [ -n "${SLURM_PROCID:-}" ] && [ -n "${SLURM_STEP_ID:-${SLURM_STEPID:-}}" ] && (( SRUN_TASKS > 1 )); then
     NNODES=1
     NPROC_PER_NODE=$SRUN_TASKS
     UNDER_SRUN=1
