@@ -130,7 +130,7 @@ class Setup:
 def make_setup(device: torch.device, tiny: bool, scratch: Path) -> Setup:
     if tiny:
         return Setup(device, True, CLIPConfig.tiny(), frames=4, words=8, global_batches=(2, 4), per_gpu_batch=2,
-                     amp_batch=4, amp_steps=20, ddp_batch=2, loader_videos=6, loader_video_size=(8, 48, 64),
+                     amp_batch=4, amp_steps=20, ddp_batch=2, loader_videos=12, loader_video_size=(8, 48, 64),
                      index_size=2000, scratch=scratch)
     return Setup(device, False, CLIPConfig.vit_b_32(), frames=12, words=32, global_batches=(32, 64, 128),
                  per_gpu_batch=32, amp_batch=8, amp_steps=20, ddp_batch=4, loader_videos=32,
