@@ -600,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         device, unavailable = None, f"no CUDA device: {error}"
+        print(f"every check is not applicable: {unavailable}", file=sys.stderr)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
