@@ -86,10 +86,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip_images", type=int, default=10000, help="stills of the tiny-CLIP pre-training")
     parser.add_argument("--clip_cache", default="outputs/tiny_clip_cache",
                         help="folder of pre-trained tiny CLIPs, one per settings and seed (reused by later runs)")
-    parser.add_argument("--probe_pairs", type=int, nargs=3, default=[1000, 300, 2000], metavar=("TRAIN", "VAL",
+    parser.add_argument("--probe_pairs", type=int, nargs=3, default=[1000, 300, 8000], metavar=("TRAIN", "VAL",
                                                                                                   "TEST"),
-                        help="pairs per task of the shortcut probes' train, val and test streams")
+                        help="pairs per task of the shortcut probes' train, val and test streams (8,000 test pairs: "
+                             "of 144 single-frame probes at chance (4 tasks x 6 frames x 2 probes x 3 seeds) the "
+                             "highest upper interval end is expected near 53; at 2,000 pairs, near 55, the limit)")
     parser.add_argument("--no_probes", action="store_true", help="skip the shortcut probes")
+    parser.add_argument("--update_probes", action="store_true",
+                        help="run only the shortcut probes (at --probe_pairs) of the seeds in an existing "
+                             "OUTPUT/temporal_benchmark.json, replace its probes and rewrite the tables; the "
+                             "trained runs are neither needed nor touched")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once, each in its own process with (logical CPUs / jobs) torch threads and "
                              "its console output in seedS/RUN.console.txt")
@@ -125,6 +131,42 @@ def seed_clip(args: argparse.Namespace, seed: int) -> tuple[Path, dict]:
     if not clip.with_suffix(".json").is_file():
         tiny_clip_pretrain.main(["--output", str(clip), *settings])
     return clip, json.loads(clip.with_suffix(".json").read_text())
+
+
+def seed_probes(args: argparse.Namespace, seed: int, tasks: list[str]) -> list[dict]:
+    """The shortcut probes' rows of `seed` at --probe_pairs (OUTPUT/seedS/probes_<train>_<val>_<test>.json,
+    computed on first use)."""
+    train, val, test = args.probe_pairs
+    probe_file = Path(args.output) / f"seed{seed}" / f"probes_{train}_{val}_{test}.json"
+    if not probe_file.is_file():
+        shortcut_probes.main(["--seed", str(seed), "--tasks", *tasks, "--train_pairs", str(train), "--val_pairs",
+                              str(val), "--test_pairs", str(test), "--output", str(probe_file)])
+    return json.loads(probe_file.read_text())
+
+
+def update_probes(args: argparse.Namespace) -> dict:
+    """--update_probes: the probes of OUTPUT/temporal_benchmark.json's seeds and tasks re-run at --probe_pairs and
+    put in its place (protocol["probes"] records when, at what size, on what machine); tables rewritten."""
+    results = Path(args.output) / "temporal_benchmark.json"
+    if not results.is_file():
+        raise SystemExit(f"error: --update_probes needs a finished benchmark: {results} does not exist")
+    result = json.loads(results.read_text())
+    started, load_at_start = time.time(), load_average()
+    run_args = result["protocol"]["args"]
+    result["probes"] = [row for seed in run_args["seeds"] for row in seed_probes(args, seed, run_args["tasks"])]
+    run_args["probe_pairs"] = args.probe_pairs
+    result["protocol"]["probes"] = {"pairs": args.probe_pairs, "updated": time.strftime("%Y-%m-%d"),
+                                    "machine": {**machine(), "load_at_start": load_at_start},
+                                    "seconds": time.time() - started}
+    _write_json(results, result)
+    print(write_report(result, Path(args.output), args.results_md))
+    return result
+
+
+def _write_json(path: Path, value) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1) + "\n")
+    partial.replace(path)
 
 
 def run_name(method: str, lr: float | None) -> str:
@@ -229,6 +271,8 @@ def _steps(folder: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.update_probes:
+        return update_probes(args)
     started, load_at_start = time.time(), load_average()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,12 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
         clip, clips[seed] = seed_clip(args, seed)
         prepared[seed] = data, clip
         if not args.no_probes:
-            probe_file = out / f"seed{seed}" / "probes.json"
-            if not probe_file.is_file():
-                shortcut_probes.main(["--seed", str(seed), "--tasks", *args.tasks, "--train_pairs",
-                                      str(args.probe_pairs[0]), "--val_pairs", str(args.probe_pairs[1]),
-                                      "--test_pairs", str(args.probe_pairs[2]), "--output", str(probe_file)])
-            probes += json.loads(probe_file.read_text())
+            probes += seed_probes(args, seed, args.tasks)
     print(f"== training {len(trained)} methods x {len(args.lrs)} learning rates x {len(args.seeds)} seeds, "
           f"{args.jobs} at once", flush=True)
     train_jobs = [(seed, ("train", m, lr)) for seed in args.seeds for m in trained for lr in args.lrs]
@@ -295,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "args": {k: v for k, v in vars(args).items() if k != "results_md"},
                            "machine": {**machine(), "jobs": args.jobs, "load_at_start": load_at_start},
                            "seconds": time.time() - started}}
-    (out / "temporal_benchmark.json").write_text(json.dumps(result, indent=1) + "\n")
+    _write_json(out / "temporal_benchmark.json", result)
     text = write_report(result, out, args.results_md)
     print(f"\n{text}\nwritten to {out / 'temporal_benchmark.json'}, {out / 'summary.md'}, {out / 'summary.png'}")
     return result
