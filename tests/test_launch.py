@@ -109,32 +109,58 @@ def test_bad_launch_variables_are_named(env, message):
         launch_from_environment(env)
 
 
-def dataset_script(tmp_path, **variables) -> subprocess.CompletedProcess:
-    """scripts/msrvtt.sh with DRY_RUN=1 (it prints the command) on an empty MSR-VTT layout, under `variables`."""
+def dry_run_msrvtt(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """`DRY_RUN=1 bash scripts/msrvtt.sh` with a fake MSR-VTT folder and `env` on top: the planned command on stdout,
+    the batch plan on stderr."""
     root = tmp_path / "msrvtt"
     (root / "videos").mkdir(parents=True)
     for name in ("MSRVTT_train.9k.csv", "MSRVTT_data.json", "MSRVTT_JSFUSION_test.csv"):
         (root / name).touch()
-    env = {**os.environ, "MSRVTT_ROOT": str(root), "PRETRAINED_DIR": str(tmp_path), "DRY_RUN": "1",
-           "OUTPUT_DIR": str(tmp_path / "out"), **variables}
+    full_env = {**os.environ, "MSRVTT_ROOT": str(root), "PRETRAINED_DIR": str(tmp_path), "DRY_RUN": "1",
+                "OUTPUT_DIR": str(tmp_path / "out"), **env}
+    for name in ("ACCUMULATE", "PER_GPU_BATCH", "SLURM_PROCID", "SLURM_STEP_ID", "SLURM_NTASKS",
+                 "SLURM_STEP_NUM_TASKS"):
+        if name not in env:
+            full_env.pop(name, None)
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(["bash", "scripts/msrvtt.sh"], cwd=repo, env=env, capture_output=True, text=True,
+    return subprocess.run(["bash", "scripts/msrvtt.sh"], cwd=repo, env=full_env, capture_output=True, text=True,
                           timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_the_dataset_scripts_run_one_python_process_per_srun_task(tmp_path):
     """scripts/slurm.sbatch runs `srun bash scripts/msrvtt.sh`: under a task's variables the script starts python
     (not torchrun) and splits the global batch 128 over the step's 8 tasks."""
-    proc = dataset_script(tmp_path, SLURM_PROCID="3", SLURM_STEP_ID="0", SLURM_NTASKS="8", NPROC_PER_NODE="4")
+    proc = dry_run_msrvtt(tmp_path, SLURM_PROCID="3", SLURM_STEP_ID="0", SLURM_NTASKS="8", NPROC_PER_NODE="4")
+    assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("python main.py ")
-    assert "--batch_size 16 --gradient_accumulation_steps 1" in proc.stdout
-    assert "global batch 128 = 16 per process x 8 processes x 1 accumulation steps" in proc.stderr
+    assert "--batch_size 16 --gradient_accumulation_steps 1 --micro_batch_size 0 " in proc.stdout
+    assert "global batch 128 = 16 per process x 8 processes: each contrastive loss sees 128 pairs" in proc.stderr
 
 
 def test_the_dataset_scripts_in_an_sbatch_script_without_srun_do_not_split_over_tasks(tmp_path):
     """The batch script itself (SLURM_PROCID 0, SLURM_NTASKS 8, no srun step): one process, the whole batch."""
-    proc = dataset_script(tmp_path, SLURM_PROCID="0", SLURM_NTASKS="8", NPROC_PER_NODE="1")
+    proc = dry_run_msrvtt(tmp_path, SLURM_PROCID="0", SLURM_NTASKS="8", NPROC_PER_NODE="1")
+    assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("python main.py ")
-    assert "x 1 processes x" in proc.stderr
+    assert "--batch_size 128 " in proc.stdout and "x 1 processes" in proc.stderr
+
+
+def test_one_gpu_plans_the_exact_128_pair_loss_by_default(tmp_path):
+    """The released contrastive batch on one GPU: the whole 128 pairs in one loss, in micro-batches of
+    PER_GPU_BATCH (gradient caching, one more forward), not 4 accumulation steps of 32-pair losses."""
+    proc = dry_run_msrvtt(tmp_path, NPROC_PER_NODE="1")
+    assert proc.returncode == 0, proc.stderr
+    assert "--batch_size 128 --gradient_accumulation_steps 1 --micro_batch_size 32 " in proc.stdout
+    assert "each contrastive loss sees 128 pairs, as released; cost: one more forward" in proc.stderr
+    wider = dry_run_msrvtt(tmp_path / "wider", NPROC_PER_NODE="1", PER_GPU_BATCH="64")
+    assert "--batch_size 128 --gradient_accumulation_steps 1 --micro_batch_size 64 " in wider.stdout
+
+
+def test_gradient_accumulation_is_an_explicit_opt_in(tmp_path):
+    proc = dry_run_msrvtt(tmp_path, NPROC_PER_NODE="1", ACCUMULATE="1")
+    assert proc.returncode == 0, proc.stderr
+    assert "--batch_size 32 --gradient_accumulation_steps 4 --micro_batch_size 0 " in proc.stdout
+    assert "each contrastive loss sees 32 pairs, not 128 (fewer negatives than released); no extra forward" \
+        in proc.stderr
+    bad = dry_run_msrvtt(tmp_path / "bad", NPROC_PER_NODE="1", ACCUMULATE="yes")
+    assert bad.returncode == 2 and "ACCUMULATE=yes: set 1" in bad.stderr and not bad.stdout

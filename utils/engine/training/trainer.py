@@ -15,7 +15,8 @@ Gradient accumulation (``--gradient_accumulation_steps k``): every micro-step is
 ``batch_size * world_size`` pairs (the negatives of a sample are the other samples of ITS micro-step), the k
 losses are averaged (each backward is scaled by 1/k) and one optimizer step follows. So accumulation keeps the
 number of samples per update but NOT the contrastive batch: 1 GPU x 32 x 4 steps sees 31 negatives per sample
-where 4 GPUs x 32 see 127. Prefer a larger per-process batch where memory allows (scripts/msrvtt.sh does).
+where 4 GPUs x 32 see 127. Prefer gradient caching (``--micro_batch_size``), which keeps the contrastive batch
+whole (the recipes of scripts/launch.sh do by default).
 
 An epoch has ``floor(len(train) / (batch_size * world_size)) // k`` optimizer steps; leftover pairs are
 dropped. The data order is a function of (seed, epoch) alone (``utils.engine.training.data_order``), which lets
