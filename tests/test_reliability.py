@@ -258,3 +258,24 @@ def test_too_many_bad_videos_in_a_dataloader_worker_end_in_their_one_line_messag
     match = re.fullmatch(pattern, message)
     assert match and match.group(1) in bad, message
     assert "Traceback" not in message and "worker" not in message
+
+
+def test_skipped_training_videos_are_named_in_the_log_and_in_metrics_per_epoch(data, tmp_path):
+    """video1 undecodable (found by a DataLoader worker), video6 missing (found when the split is built): the epoch
+    that first skips them lists them, with what is wrong, in log.txt and its metrics.jsonl record; later epochs
+    count 0 new."""
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "videos" / "video1.mp4").write_bytes(b"\x00" * 4000)
+    (copy / "videos" / "video6.mp4").unlink()
+    out = tmp_path / "run"
+    argv = common_args(copy, out) + ["--num_thread_reader", "1", "--max_bad_video_fraction", "0.3"]
+    with pytest.warns(UserWarning, match="video6"):
+        main(argv + TRAIN + ["--epochs", "2", "--no-eval_every_epoch"])
+    epochs = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert [(r["skipped_videos"], r["skipped_videos_count"], r["skipped_videos_total"]) for r in epochs] == [
+        ({"video1": "unreadable", "video6": "missing"}, 2, 2), ({}, 0, 2)]
+    log = (out / "log.txt").read_text()
+    assert re.search(r"WARNING epoch 1: skipped 2 bad training video\(s\) \(2 of 8 so far\): video1 \(unreadable\), "
+                     r"video6 \(missing\)", log), log
+    assert "epoch 2: skipped" not in log

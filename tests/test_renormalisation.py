@@ -146,3 +146,21 @@ def test_flag_and_file_errors_are_one_line(data, tmp_path):
         renormalise_main([str(no_bank)])
     with pytest.raises(SystemExit, match="similarity file not found"):
         renormalise_main([str(tmp_path / "missing.pt"), "--dual_softmax"])
+
+
+@pytest.mark.parametrize("similarity, caption_to_video, message", [
+    (torch.tensor([0.1, 0.9]), torch.tensor([0, 1]), "similarity must be a 2-D tensor [captions, videos], got a "
+                                                     "tensor [2]"),
+    ([[0.9, 0.1], [0.2, 0.8]], torch.tensor([0, 1]), "similarity must be a 2-D tensor [captions, videos], got a list"),
+    (torch.eye(2), [0, 1], "caption_to_video must be a 1-D tensor [2] (a video per caption), got a list"),
+    (torch.eye(2), torch.tensor([0, 1, 1]), "caption_to_video must be a 1-D tensor [2] (a video per caption), got "
+                                            "a tensor [3]"),
+])
+def test_a_similarity_file_of_the_wrong_shape_is_one_line_naming_the_file(tmp_path, similarity, caption_to_video,
+                                                                            message):
+    path = tmp_path / "similarity_test.pt"
+    torch.save({"similarity": similarity, "caption_to_video": caption_to_video}, path)
+    with pytest.raises(SystemExit) as error:
+        renormalise_main([str(path), "--dual_softmax"])
+    assert error.value.code == f"error: {path}: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["similarity_test.pt"]
