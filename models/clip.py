@@ -27,7 +27,7 @@ from torch import nn
 
 from models import hf_clip
 from models.checkpoints import integer_dtype_message, integer_float_tensors
-from models.file_digest import sha256_of
+from models.file_digest import cached_sha256_of
 
 OPENAI_URL = "https://openaipublic.azureedge.net/clip/models/{sha}/{file}"
 # name -> (file name, SHA-256 of the file as published by OpenAI)
@@ -310,7 +310,7 @@ def check_openai_checksum(path: Path) -> None:
     if entry is None or os.environ.get(SKIP_CHECKSUM_VARIABLE) == "1":
         return
     file, expected = entry
-    found = sha256_of(path)
+    found = cached_sha256_of(path)
     if found != expected:
         raise ValueError(f"SHA-256 {found} is not OpenAI's {expected} for {file}: the file is damaged or another "
                          f"file under its name; download it again ({OPENAI_URL.format(sha=expected, file=file)}), "

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from models import cosine_similarity
+from models.file_digest import sha256_of
 from utils.atomic_file import write_atomic
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,6 @@ FAISS_CLASSES = {"flat": "IndexFlatIP", "ivf": "IndexIVFFlat", "hnsw": "IndexHNS
 
 def ids_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of the file's bytes, read in blocks of 1 MiB."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rebuild_hint(root: Path) -> str:
@@ -219,7 +211,7 @@ def load_ann(root: str | Path, ids: list[str]) -> AnnIndex:
     path = root / ANN_INDEX
     if not path.is_file():
         raise AnnError(f"{path} is missing (its record {root / ANN_RECORD} is there): {rebuild_hint(root)}")
-    if file_sha256(path) != record["faiss_sha256"]:
+    if sha256_of(path) != record["faiss_sha256"]:
         raise AnnError(f"{path} is not the index {root / ANN_RECORD} records (its SHA-256 differs: replaced, cut or "
                        f"damaged since it was built): {rebuild_hint(root)}")
     try:

@@ -18,7 +18,7 @@ import torch
 from models import ModelConfig, ModelInputs, TrainedModel, VideoTextModel, add_model_args, load_trained
 from models.checkpoints import RUN_FOLDER_CHECKPOINTS
 from models.clip import clip_weights_file
-from models.file_digest import sha256_of
+from models.file_digest import cached_sha256_of
 from models.prompted_video import VideoDetails
 from models.tokenizer import tokenize
 from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
@@ -113,8 +113,8 @@ def describe(trained: TrainedModel) -> dict[str, Any]:
     tensors: a transformers CLIP folder's weights file), configuration."""
     checkpoint, clip_path = trained.checkpoint, trained.clip_path
     return {"checkpoint": str(checkpoint.resolve()) if checkpoint else None,
-            "checkpoint_sha256": sha256_of(checkpoint) if checkpoint else None,
-            "clip": str(clip_path.resolve()), "clip_sha256": sha256_of(clip_weights_file(clip_path)),
+            "checkpoint_sha256": cached_sha256_of(checkpoint) if checkpoint else None,
+            "clip": str(clip_path.resolve()), "clip_sha256": cached_sha256_of(clip_weights_file(clip_path)),
             "config": trained.config.to_dict(), "max_words": trained.inputs.max_words,
             "image_resolution": trained.inputs.resolution, "embed_dim": trained.model.clip.visual.output_dim}
 

@@ -12,21 +12,21 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from dataloaders.sources import VIDEO_EXTENSIONS
 from models.clip import clip_weights_file, resolve_clip_path
-from models.file_digest import sha256_of
+from models.file_digest import cached_sha256_of, sha256_of
 from utils.engine.run.folder import ResumeConflictError, resume_folder
 
 ANNOTATION_FLAGS = ("data_path", "train_csv", "val_csv", "test_csv", "class_list")
 FINGERPRINT_KEY = "data_fingerprint"  # its entry in hparams.json
 
 
-def file_identity(path: Path) -> dict[str, Any]:
-    """{"size" (bytes), "mtime" (seconds), "sha256"} of the file at `path`."""
+def file_identity(path: Path, digest: Callable[[Path], str] = sha256_of) -> dict[str, Any]:
+    """{"size" (bytes), "mtime" (seconds), "sha256"} of the file at `path` (`digest`: how its SHA-256 is had)."""
     stat = path.stat()
-    return {"size": stat.st_size, "mtime": stat.st_mtime, "sha256": sha256_of(path)}
+    return {"size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest(path)}
 
 
 def _annotation_files(args: argparse.Namespace) -> list[Path]:
@@ -44,10 +44,11 @@ def _annotation_files(args: argparse.Namespace) -> list[Path]:
 
 def data_fingerprint(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
     """{"annotations": {path: file_identity}, "clip": {path: file_identity}} of the files the flags name (a
-    missing file is left out: reading it fails later with its own message)."""
+    missing file is left out: reading it fails later with its own message; the CLIP's hash is the one its
+    checksum check read, cached_sha256_of)."""
     clip = clip_weights_file(resolve_clip_path(args.pretrained_clip_name, args.pretrained_dir))
     return {"annotations": {str(path): file_identity(path) for path in _annotation_files(args)},
-            "clip": {str(clip): file_identity(clip)} if clip.is_file() else {}}
+            "clip": {str(clip): file_identity(clip, cached_sha256_of)} if clip.is_file() else {}}
 
 
 def _change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
