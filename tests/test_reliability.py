@@ -279,3 +279,21 @@ def test_skipped_training_videos_are_named_in_the_log_and_in_metrics_per_epoch(d
     assert re.search(r"WARNING epoch 1: skipped 2 bad training video\(s\) \(2 of 8 so far\): video1 \(unreadable\), "
                      r"video6 \(missing\)", log), log
     assert "epoch 2: skipped" not in log
+
+
+def test_every_test_the_reliability_table_names_exists():
+    """docs/RELIABILITY.md names the test of each case as `file::function` (or `::function`, of the file named
+    before it in the row): each must be a test function of that file, or the table points at nothing."""
+    root = Path(__file__).resolve().parents[1]
+    missing, cited = [], 0
+    for line in (root / "docs" / "RELIABILITY.md").read_text().splitlines():
+        if not line.startswith("| "):
+            continue
+        current = None
+        for file, function in re.findall(r"`(test_\w+\.py)?::(\w+)`", line):
+            current = file or current
+            cited += 1
+            if current is None or not re.search(rf"^def {function}\(", (root / "tests" / current).read_text()
+                                                if (root / "tests" / current).is_file() else "", re.MULTILINE):
+                missing.append(f"{current}::{function}")
+    assert cited >= 90 and not missing, missing

@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     trained = [m for m in args.methods if m != "meanp"]
-    print(f"== data, tiny CLIPs{'' if args.no_probes else ', shortcut probes'} of seeds "
-          f"{' '.join(map(str, args.seeds))}, {args.jobs} at once", flush=True)
+    print(f"== data, tiny CLIPs{'' if args.no_probes else ', shortcut probes'} of seed(s) "
+          f"{' '.join(map(str, args.seeds))} ({args.jobs} at once)", flush=True)
     prepared, clips, probes = prepare(args)
     print(f"== training {len(trained)} methods x {len(args.lrs)} learning rates x {len(args.seeds)} seeds, "
           f"{args.jobs} at once", flush=True)
