@@ -25,6 +25,6 @@ start=$(date +%s)
 OMP_NUM_THREADS=1 python scripts/demo/temporal_benchmark.py --output "$OUT" --seeds "$SEED" \
     --tasks direction which_moves --methods meanp single_frame dgl stop paper --controls paper_test_reversed \
     --train_pairs "${TRAIN_PAIRS:-150}" --val_pairs 25 --test_pairs "${TEST_PAIRS:-100}" \
-    --epochs "${EPOCHS:-6}" --clip_steps 1000 --clip_images 5000 --probe_pairs 300 100 2000 --jobs "${JOBS:-2}"
+    --epochs "${EPOCHS:-6}" --lrs 1e-2 --clip_steps 1000 --clip_images 5000 --probe_pairs 300 100 2000 --jobs "${JOBS:-2}"
 cp "$OUT/temporal_benchmark.json" "$OUT/results.json"
 echo "demo finished in $(( $(date +%s) - start )) s" | tee "$OUT/runtime.txt"
