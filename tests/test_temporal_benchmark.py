@@ -55,6 +55,12 @@ def test_benchmark_chooses_on_val_scores_test_once_and_resumes(tmp_path):
     again = temporal_benchmark.main(argv)
     assert (seed / f"paper_lr{choice['lr']:g}" / "ckpt_last.pt").stat().st_mtime_ns == trained  # not retrained
     assert again["rows"] == result["rows"]
+    # --update_probes re-runs only the probes, at the new size, and keeps the rows
+    updated = temporal_benchmark.main([*argv, "--update_probes", "--probe_pairs", "8", "4", "12"])
+    assert {p["test_pairs"] for p in updated["probes"]} == {12} and updated["rows"] == result["rows"]
+    assert updated["protocol"]["probes"]["pairs"] == [8, 4, 12]
+    assert json.loads((out / "temporal_benchmark.json").read_text())["probes"] == updated["probes"]
+    assert "scored on 12 test pairs per task" in (out / "summary.md").read_text()
     # the tables go into a markdown file between its markers, figure links relative to that file
     md = tmp_path / "docs" / "RESULTS.md"
     md.parent.mkdir()
