@@ -30,8 +30,8 @@ Writes OUTPUT/recognition_benchmark.json (rows: class_set, method, seed, top1, p
 the gains and their reference; the mean and spread over the seeds; settings, machine) and OUTPUT/summary.md (the
 tables); --results_md FILE replaces the part of FILE between the markers <!-- recognition_benchmark:begin --> and
 <!-- recognition_benchmark:end --> with them. Finished runs (their eval_results.json) are read, not repeated, so
-an interrupted experiment resumes and invocations on different seeds can run at once; --report FILE rewrites the
-tables from a results file alone.
+an interrupted experiment resumes and invocations on different seeds can run at once; --report FILE prints the
+tables of a results file alone (and puts them into --results_md).
 """
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder of pre-trained tiny CLIPs, one per settings and seed (the benchmark's)")
     parser.add_argument("--results_md", default=None, help="a markdown file whose recognition section to replace")
     parser.add_argument("--report", type=Path, default=None,
-                        help="a recognition_benchmark.json: write its tables (summary.md beside it, --results_md) "
-                             "and run nothing")
+                        help="a recognition_benchmark.json: print its tables (and put them into --results_md); "
+                             "run nothing")
     args = parser.parse_args(argv)
     if args.report is None and args.output is None:
         parser.error("--output is required (or --report FILE)")
@@ -228,10 +228,11 @@ def report_text(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: dict, out: Path, results_md: str | None) -> str:
-    """summary.md in `out`, and the tables between BEGIN and END of `results_md`; returns the tables."""
+def write_report(result: dict, out: Path | None, results_md: str | None) -> str:
+    """summary.md in `out` (None: none), and the tables between BEGIN and END of `results_md`; returns them."""
     text = report_text(result)
-    (out / "summary.md").write_text(text)
+    if out is not None:
+        (out / "summary.md").write_text(text)
     if results_md:
         replace_section(results_md, BEGIN, END, text)
     return text
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.report is not None:
         result = json.loads(args.report.read_text())
-        print(write_report(result, args.report.parent, args.results_md))
+        print(write_report(result, None, args.results_md))
         return result
     started, load_at_start = time.time(), load_average()
     out = Path(args.output)
