@@ -104,8 +104,8 @@ def test_a_checkpoint_with_float_weights_stored_as_integers_is_refused_naming_th
     learned = tiny_model(seed=3).learned_state_dict()
     name = next(k for k, v in learned.items() if v.is_floating_point())
     save_atomic({**learned, name: learned[name].round().long()}, tmp_path / "int64.pt")
-    with pytest.raises(CheckpointError, match=rf"int64.pt \(state dict\): 1 floating-point tensors are stored as integers "
-                                              rf"\(e.g. '{re.escape(name)}': torch.int64\)"):
+    with pytest.raises(CheckpointError, match=rf"int64.pt \(state dict\): 1 floating-point tensors are stored as "
+                                              rf"integers \(e.g. '{re.escape(name)}': torch.int64\)"):
         load_trained(tmp_path / "int64.pt", config=ModelConfig(max_frames=FRAMES), clip=CLIP(TINY))
 
 

@@ -114,7 +114,8 @@ def _broken_folder(source: Path, target: Path, weights: bool = True, **tower_cha
     (dict(vision_config={"num_attention_heads": 4}), "only 64-wide heads"),
     (dict(text_config={"layer_norm_eps": 1e-6}), "layer_norm_eps 1e-06 is not supported"),
     (dict(model_type="siglip"), "model_type 'siglip': not a transformers CLIPModel"),
-    (dict(text_config="gelu"), "config.json: text_config must be a JSON object of the tower's settings, got str 'gelu'"),
+    (dict(text_config="gelu"),
+     "config.json: text_config must be a JSON object of the tower's settings, got str 'gelu'"),
     (dict(vision_config_dict=[1, 2]), "config.json: vision_config_dict must be a JSON object .*, got list"),
 ])
 def test_folders_that_are_not_a_supported_clip_are_refused_by_name(hf_models, tmp_path, changes, message):

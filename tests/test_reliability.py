@@ -152,7 +152,8 @@ def test_resume_refuses_annotation_or_clip_files_changed_in_place_and_warns_for_
     clip.write_bytes(original_clip)
     hparams = json.loads((out / "hparams.json").read_text())
     (out / "hparams.json").write_text(json.dumps({k: v for k, v in hparams.items() if k != "data_fingerprint"}))
-    main(resume_args(own, out) + ["--stop_after_steps", "2", "--no-plot_curves"])  # a run of an older version: resumed, with a warning
+    # a run of an older version: resumed, with a warning
+    main(resume_args(own, out) + ["--stop_after_steps", "2", "--no-plot_curves"])
     assert (f"WARNING --resume {out}: {out / 'hparams.json'} records no fingerprint of the annotation files and the "
             f"CLIP") in (out / "log.txt").read_text()
     again = json.loads((out / "hparams.json").read_text())["data_fingerprint"]  # recorded again (new mtimes)

@@ -5,14 +5,14 @@ and whether the full benchmark's run of the same method and seed says the same.
     python scripts/demo/demo_report.py docs/results/demo_seed0 docs/results/demo_seed1 docs/results/demo_seed2 \\
         --benchmark docs/results/temporal_benchmark/temporal_benchmark.json --results_md docs/RESULTS.md
 
-Each demo folder is an OUT of scripts/demo.sh (temporal_benchmark.json, runtime.txt). With --results_md the text
+Each demo folder is an OUT of scripts/demo.sh (its temporal_benchmark.json; seconds: the harness's own, from
+its start to the results file). With --results_md the text
 goes between the markers below in that file.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 from scripts.demo.markdown_section import replace_section
@@ -42,13 +42,13 @@ def demo_text(demos: list[Path], benchmark: dict) -> tuple[str, list[str]]:
         (seed,) = result["protocol"]["args"]["seeds"]
         runs[seed] = demo, result
     full = {(r["task"], r["method"], r["seed"]): r for r in benchmark["rows"]}
-    lines = ["| seed | files | seconds (runtime.txt) | CPU, logical CPUs | load average at the start | highest upper "
+    lines = ["| seed | files | seconds | CPU, logical CPUs | load average at the start | highest upper "
              "end of a one-frame probe (limit 55) |", "|---:|---|---:|---|---|---:|"]
     for seed, (demo, result) in sorted(runs.items()):
-        seconds = re.search(r"(\d+) s", (demo / "runtime.txt").read_text()).group(1)
         machine = result["protocol"]["machine"]
         upper = max(p["test_accuracy_ci95"][1] for p in result["probes"] if p["view"].startswith("frame "))
-        lines.append(f"| {seed} | {demo.as_posix()} | {seconds} | {machine['cpu']}, {machine['logical_cpus']} | "
+        lines.append(f"| {seed} | {demo.as_posix()} | {result['protocol']['seconds']:.0f} | {machine['cpu']}, "
+                     f"{machine['logical_cpus']} | "
                      f"{', '.join(f'{x:.1f}' for x in machine['load_at_start'])} | {upper:.1f} |")
     seeds = sorted(runs)
     disagreements = []
