@@ -112,16 +112,20 @@ class PairVideo:
         task, name, value = self.claim
         return [template.format(object=name) for template in CAPTIONS[task][value]]
 
-    def object_masks(self, image_size: int | Sequence[int] = 64) -> np.ndarray:
-        """bool [num_objects, T, H, W]: each object's pixels in each frame (ignoring occlusion)."""
+    def object_masks(self, image_size: int | Sequence[int] = 64,
+                     indices: Sequence[int] | None = None) -> np.ndarray:
+        """bool [num_objects, T, H, W]: each object's pixels in each frame (ignoring occlusion); `indices`: only
+        those frames (T = len(indices))."""
         height, width = image_shape(image_size)
         side = min(height, width)
-        return np.stack([np.stack([shape_mask(o.shape, (x * width, y * height), o.size * side, (height, width),
-                                              wrap=True) for x, y in o.path]) for o in self.objects])
+        indices = range(self.num_frames) if indices is None else indices
+        return np.stack([np.stack([shape_mask(o.shape, (o.path[t][0] * width, o.path[t][1] * height),
+                                              o.size * side, (height, width), wrap=True) for t in indices])
+                         for o in self.objects])
 
-    def frames(self, image_size: int | Sequence[int] = 64) -> np.ndarray:
-        """uint8 [T, H, W, 3]: the objects in drawing order over the background."""
-        masks = self.object_masks(image_size)
+    def frames(self, image_size: int | Sequence[int] = 64, indices: Sequence[int] | None = None) -> np.ndarray:
+        """uint8 [T, H, W, 3]: the objects in drawing order over the background; `indices`: only those frames."""
+        masks = self.object_masks(image_size, indices)
         frames = np.empty((*masks.shape[1:], 3), dtype=np.uint8)
         frames[:] = self.background
         for obj, mask in zip(self.objects, masks):

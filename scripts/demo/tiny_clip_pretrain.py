@@ -73,7 +73,7 @@ def benchmark_stills(num_images: int, seed: int, frame_size: int) -> tuple[np.nd
     images, targets = [], torch.zeros(num_images, len(OBJECT_CAPTIONS))
     for i in range(num_images):
         video = make_pair(rng.choice(TASKS), rng, "clip", i)[rng.randrange(2)]
-        images.append(video.frames(frame_size)[rng.randrange(video.num_frames)])
+        images.append(video.frames(frame_size, [rng.randrange(video.num_frames)])[0])
         for obj in video.objects:
             targets[i, OBJECT_KINDS.index((obj.colour, obj.shape))] = 1
     return np.stack(images), targets / targets.sum(1, keepdim=True)
