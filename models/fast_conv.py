@@ -263,9 +263,8 @@ def _spectral_products(planes: torch.Tensor, spectrum: torch.Tensor, bias: torch
     rows_out = None
     for dt in range(kd):
         src = rows_in[:, dt * b:(dt + d_out) * b]
-        if c_in == 1:  # an outer product per bin: a broadcast multiply beats a batched matrix product
-            term = src * spectrum[:, dt]
-            rows_out = term if rows_out is None else rows_out.add_(term)
+        if c_in == 1:  # an outer product per bin: a broadcast multiply(-add) beats a batched matrix product
+            rows_out = src * spectrum[:, dt] if rows_out is None else rows_out.addcmul_(src, spectrum[:, dt])
         elif rows_out is None:
             rows_out = torch.bmm(src, spectrum[:, dt])
         else:
