@@ -74,10 +74,10 @@ class SpatialPrompt(nn.Module):
         product and the channels-last copies. Otherwise (training, or gradients wanted) the layers as released."""
         layers = [self.conv1, self.conv2, self.act2, self.conv3, self.act3, self.conv4]
         if not torch.is_grad_enabled() and (not self.training or self.dropout.p == 0):
-            hidden = apply_conv3d_chain(layers[:-1] + [self.folded_conv4()], volume, self.conv_impl, self.fft_chain,
-                                        spectrum)  # [B, mlp hidden, T, H, W]
+            hidden = apply_conv3d_chain(layers[:-1] + [self.folded_conv4(), self.mlp[1]], volume, self.conv_impl,
+                                        self.fft_chain, spectrum)  # [B, mlp hidden, T, H, W], after the PReLU
             last = self.mlp[2]
-            return F.conv3d(self.mlp[1](hidden), last.weight[:, :, None, None, None], last.bias).transpose(1, 2)
+            return F.conv3d(hidden, last.weight[:, :, None, None, None], last.bias).transpose(1, 2)
         x = apply_conv3d_chain(layers, volume, self.conv_impl, self.fft_chain, spectrum)
         x = self.dropout(x).permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]
         x = self.dropout(self.mlp(x)).permute(0, 1, 4, 2, 3)
