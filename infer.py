@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from dataloaders.video_files import stored_video_locator, videos_in_csv, videos_in_folder
+from dataloaders.video_files import printable, stored_video_locator, videos_in_csv, videos_in_folder
 from dataloaders.video_input import read_video_tensor
 from dataloaders.video_reader import VideoReadError
+from utils.atomic_file import write_atomic
 from utils.engine.run.cli import USER_ERRORS, FlagError, OneLineArgumentParser, errors_as_one_line
 from utils.engine.runtime.distributed import cleanup_distributed, init_distributed, raise_if_any_failed
 from utils.inference.ann_index import (
@@ -41,11 +42,12 @@ from utils.inference.ann_index import (
     ranked_hits,
     top_k,
 )
-from utils.inference.embedding_store import EmbeddingStore
+from utils.inference.embedding_store import EmbeddingStore, is_store_file
 from utils.inference.gallery import check_gallery_path, write_gallery
 from utils.inference.indexing import BATCH_SIZE, CHUNK_SIZE, check_output_folder, index_videos
 from utils.inference.inference_model import InferenceModel, add_inference_model_args, load_inference_model
 from utils.inference.prompt_visualization import write_prompt_figure
+from utils.output_file import OutputFileError, check_output_file
 
 log = logging.getLogger("infer")
 
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("texts", nargs="*", metavar="TEXT", help="texts")
     embed.add_argument("--queries", default=None, help="file of texts, one per line")
     embed.add_argument("--output", required=True, help=".npy file: float32 [N, E] raw features, in input order")
+    embed.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     embed.add_argument("--store", default=None, help="use the model that wrote this store (else --checkpoint)")
     add_inference_model_args(embed)
 
@@ -134,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     visualize = commands.add_parser("visualize", help="PNG of STOP's spatial region mask and frame weights")
     visualize.add_argument("--video", required=True, help="video file")
     visualize.add_argument("--output", required=True, help="PNG file (the numbers go to the same name .json)")
+    visualize.add_argument("--overwrite", action="store_true", help="replace existing --output files")
     visualize.add_argument("--frame_px", type=int, default=160, help="side of one frame panel in pixels")
     add_inference_model_args(visualize)
     return parser
@@ -252,7 +256,7 @@ def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
         for result in results:
             print(result["query"])
             for hit in result["results"]:
-                print(f"{hit['rank']:4d}  {hit['score']:.4f}  {hit['id']}")
+                print(f"{hit['rank']:4d}  {hit['score']:.4f}  {printable(hit['id'])}")
     if args.gallery:
         written = write_gallery(args.gallery, results, stored_video_locator(metadata["source"]),
                                 args.gallery_frames, args.thumb_px, f"search results: {args.store}")
@@ -281,14 +285,30 @@ def run_build_ann(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def _inputs(args: argparse.Namespace) -> list[tuple[str | None, str]]:
+    """(path or None, what it is) of the files a command reads: never replaced by its output."""
+    return [(getattr(args, flag, None), f"the --{flag} input") for flag in
+            ("video", "queries", "checkpoint", "pretrained_clip_name")]
+
+
+def _check_output(output: Path, args: argparse.Namespace, flag: str = "--output") -> Path:
+    """`output` if the command may write it (utils.output_file), and not a file of an embedding store."""
+    if is_store_file(output):
+        raise OutputFileError(f"{flag} {output} is a file of the embedding store {output.parent}; it is never "
+                              "replaced: choose another name")
+    return check_output_file(output, flag, _inputs(args), args.overwrite)
+
+
 def run_embed_text(args: argparse.Namespace) -> np.ndarray:
-    """Write float32 [N, E] raw text features to --output; returns them."""
+    """Write float32 [N, E] raw text features to --output (NAME.npy when it does not end in .npy, as np.save
+    names it); returns them."""
+    output = Path(args.output)
+    output = _check_output(output if output.suffix == ".npy" else output.with_name(output.name + ".npy"), args)
     texts = _read_texts(args.texts, args.queries)
     trained = _model_of_store(args, _open_store(args.store)[1]) if args.store else load_inference_model(args)
     features = trained.encode_texts(texts).numpy()
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, features)
+    write_atomic(output, lambda file: np.save(file, features, allow_pickle=False))
     log.info(f"wrote {features.shape[0]} x {features.shape[1]} text embeddings to {output}")
     return features
 
@@ -316,6 +336,12 @@ def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
     video_path = Path(args.video)
     if not video_path.is_file():
         raise SystemExit(f"error: --video: file not found: {video_path}")
+    output = Path(args.output)
+    if output.suffix.lower() == ".json":
+        raise OutputFileError(f"--output {output}: the figure's numbers are written to the same name with .json; "
+                              "name the figure .png")
+    _check_output(output, args)
+    _check_output(output.with_suffix(".json"), args, f"--output {output}: its numbers")
     trained = load_inference_model(args)
     config = trained.model.config
     if not (config.uses_stop or config.uses_paper_stop):
@@ -326,10 +352,10 @@ def run_visualize(args: argparse.Namespace) -> dict[str, Any]:
     except VideoReadError as error:
         raise SystemExit(f"error: --video: {error}") from None
     _, details = trained.encode_videos(video[None], mask[None], return_details=True)
-    output = Path(args.output)
     record = {"video": str(video_path), "figure": str(args.output),
-              **write_prompt_figure(trained.model, video, mask, details, output, args.frame_px, video_path.name)}
-    output.with_suffix(".json").write_text(json.dumps(record))
+              **write_prompt_figure(trained.model, video, mask, details, output, args.frame_px,
+                                    printable(video_path.name))}
+    write_atomic(output.with_suffix(".json"), lambda file: file.write(json.dumps(record).encode()))
     width, height = record["size_px"]
     log.info(f"wrote {output} ({width} x {height} px) and {output.with_suffix('.json')}")
     return record

@@ -34,6 +34,7 @@ from models.config_fields import check_ranges
 from models.config_fields import resume_free as free
 from utils.engine.run.cli import FlagError, OneLineArgumentParser, errors_as_one_line
 from utils.engine.run.curves import plot_training_curves
+from utils.engine.run.data_fingerprint import FINGERPRINT_KEY, checked_fingerprint
 from utils.engine.run.folder import RUN_FILES, claim_output_dir, read_resume, resume_folder
 from utils.engine.run.folder_lock import FolderLock
 from utils.engine.run.tensorboard_log import TensorBoardLog
@@ -279,6 +280,7 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
     """One run in --output_dir, which the main process locks for its whole duration (FolderLock)."""
     output_dir, task = Path(args.output_dir), TASKS[args.task]
     resume = read_resume(args, ctx, build_parser()) if args.resume else None
+    fingerprint = checked_fingerprint(args) if args.do_train else None  # the files it trains on, and their CLIP
     with FolderLock(output_dir, "--output_dir") if ctx.is_main else contextlib.nullcontext():
         moved = claim_output_dir(output_dir, bool(args.resume), args.overwrite) if ctx.is_main else None
         barrier()
@@ -290,7 +292,7 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
         metrics_log = JsonLines(output_dir / "metrics.jsonl", enabled=ctx.is_main,
                                 listeners=[tensorboard.write] if tensorboard else [])
         try:
-            results = _run_locked(args, ctx, task, argv, output_dir, resume, moved, log, metrics_log)
+            results = _run_locked(args, ctx, task, argv, output_dir, resume, fingerprint, moved, log, metrics_log)
         finally:
             if tensorboard is not None:
                 tensorboard.close()
@@ -299,13 +301,15 @@ def run(args: argparse.Namespace, ctx: DistContext, argv: list[str]) -> dict[str
         return results
 
 
-def _run_locked(args, ctx: DistContext, task: Task, argv: list[str], output_dir: Path, resume, moved: str | None,
-                log, metrics_log: JsonLines) -> dict[str, Any]:
+def _run_locked(args, ctx: DistContext, task: Task, argv: list[str], output_dir: Path, resume, fingerprint,
+                moved: str | None, log, metrics_log: JsonLines) -> dict[str, Any]:
     log.info("arguments: " + " ".join(argv))
     log.info(f"{ctx.world_size} process(es), device {ctx.device}")
     log.info(retain_freed_memory(args.retain_freed_memory))
     if moved:
         log.info(moved)
+    if fingerprint is not None and fingerprint.warning:
+        log.warning(fingerprint.warning)
     if ctx.is_main:
         removed = remove_stale_temporaries(output_dir)
         if removed:
@@ -335,7 +339,8 @@ def _run_locked(args, ctx: DistContext, task: Task, argv: list[str], output_dir:
         write_json(output_dir / "hparams.json",
                    {**vars(args), "model_config": model.config.to_dict(), "image_resolution": resolution,
                     "world_size": ctx.world_size, "device": str(ctx.device), "parameters": counts,
-                    "torch": torch.__version__, "resumed_at_step": resume["global_step"] if resume else None})
+                    "torch": torch.__version__, "resumed_at_step": resume["global_step"] if resume else None,
+                    FINGERPRINT_KEY: fingerprint.record if fingerprint else None})
 
     results: dict[str, Any] = {}
     if trainer is not None and _train(args, task, trainer, evaluation, results, log):

@@ -14,7 +14,8 @@ def load_annotations(args, split: str) -> Annotations:
     `{video_id: {"duration", "timestamps", "sentences"}}`."""
     path = data_file(os.path.join(args.data_path or "", SPLIT_FILES[split]), "--data_path (ActivityNet folder)")
     data = read_json(path)
-    expect(isinstance(data, dict), path, "top level", "expected an object {video_id: {..., 'sentences'}}")
+    expect(isinstance(data, dict) and bool(data), path, "top level",
+           "expected a non-empty object {video_id: {..., 'sentences'}}")
     pairs = []
     for video_id, entry in data.items():
         sentences = entry.get("sentences") if isinstance(entry, dict) else None

@@ -26,12 +26,27 @@ def data_file(path: str | None, flag: str) -> str:
     return path
 
 
-def read_csv(path: str, columns: list[str], sep: str = ",") -> pd.DataFrame:
-    """The named string columns of a CSV with a header; rows with an empty required cell are errors."""
+def read_text(path: str) -> str:
+    """The content of a UTF-8 text file (a leading byte-order mark dropped); a file that is not UTF-8 is a
+    DataFileError naming the file, the line and the byte, and how to convert it (the one decoding rule of every
+    annotation reader)."""
+    with open(path, "rb") as file:
+        data = file.read()
     try:
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise DataFileError(f"{path}: not a readable CSV ({error})") from None
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataFileError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at byte "
+                            f"{error.start}); save the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def read_csv(path: str, columns: list[str], sep: str = ",") -> pd.DataFrame:
+    """The named string columns of a CSV with a header and at least one row; rows with an empty required cell
+    are errors."""
+    try:
+        table = pd.read_csv(io.StringIO(read_text(path)), sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataFileError(f"{path}: not a readable CSV ({' '.join(str(error).split())})") from None
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise DataFileError(f"{path}: missing column(s) {missing}; the header has {list(table.columns)}")
@@ -39,13 +54,17 @@ def read_csv(path: str, columns: list[str], sep: str = ",") -> pd.DataFrame:
         empty = table.index[table[column].str.strip() == ""]
         if len(empty):
             raise DataFileError(f"{path}: line {empty[0] + 2} (data row {empty[0] + 1}) has an empty '{column}'")
+    if table.empty:
+        raise DataFileError(f"{path}: no rows under the header: the split would have no videos (list them, or "
+                            f"give the right file)")
     return table[columns]
 
 
 def read_json(path: str):
+    """The parsed content of a UTF-8 JSON file; invalid JSON or text is a DataFileError naming file and line."""
+    text = read_text(path)
     try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise DataFileError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") \
             from None
@@ -88,16 +107,19 @@ def check_caption(text, path: str, where: str) -> str:
 
 
 def read_lines(path: str) -> list[str]:
-    """Non-empty stripped lines of a text file (a list of video ids)."""
-    with open(path, encoding="utf-8") as file:
-        return [line.strip() for line in file if line.strip()]
+    """Non-empty stripped lines of a text file (a list of video ids); see numbered_lines."""
+    return [text for _, text in numbered_lines(path)]
 
 
 def numbered_lines(path: str) -> list[tuple[int, str]]:
-    """(1-based line number, stripped text) of the non-empty lines of a text file; CRLF and LF line ends alike
-    (the published UCF101 and HMDB51 split files end their lines with CRLF)."""
-    with open(path, encoding="utf-8", newline="") as file:
-        return [(number, line.strip()) for number, line in enumerate(file.read().splitlines(), 1) if line.strip()]
+    """(1-based line number, stripped text) of the non-empty lines of a UTF-8 text file (a split or class list);
+    CRLF and LF line ends alike (the published UCF101 and HMDB51 split files end their lines with CRLF). A file
+    without a non-empty line is a DataFileError naming it."""
+    lines = [(number, line.strip()) for number, line in enumerate(read_text(path).splitlines(), 1) if line.strip()]
+    if not lines:
+        raise DataFileError(f"{path}: the file is empty (no line lists anything): give the right file, or "
+                            f"list the split's entries one a line")
+    return lines
 
 
 HOLDOUT_SEED = 0

@@ -12,7 +12,8 @@ def load_annotations(args, split: str) -> Annotations:
     of texts, ...}`; a video's moments are joined in file order."""
     path = data_file(os.path.join(args.data_path or "", f"{split}_data.json"), "--data_path (DiDeMo folder)")
     data = read_json(path)
-    expect(isinstance(data, list), path, "top level", "expected a list of {'video', 'description'} entries")
+    expect(isinstance(data, list) and bool(data), path, "top level",
+           "expected a non-empty list of {'video', 'description'} entries")
     paragraphs: dict[str, list[str]] = {}
     for row, entry in enumerate(data):
         description = entry.get("description") if isinstance(entry, dict) else None

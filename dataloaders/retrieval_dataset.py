@@ -16,6 +16,7 @@ from .video_input import read_video_tensor
 from .video_reader import VideoReadError
 
 MAX_RESAMPLE_ATTEMPTS = 100
+BAD_KINDS = ("missing", "empty", "unreadable", "truncated")  # VideoReadError.kind; code 1 + index in the flags
 
 
 class BadVideoWarning(UserWarning):
@@ -84,10 +85,11 @@ class RetrievalDataset(Dataset):
         for caption_index, video_index in enumerate(annotations.caption_to_video):
             self.captions_of_video[video_index].append(caption_index)
         self.video_keys = [source.locate(video_id) for video_id in self.video_ids]
-        self._bad = torch.zeros(len(self.video_ids), dtype=torch.bool).share_memory_()
+        # 0: not found bad; else 1 + the index of what is wrong with it in BAD_KINDS (shared with the workers)
+        self._bad = torch.zeros(len(self.video_ids), dtype=torch.uint8).share_memory_()
         missing = [i for i, key in enumerate(self.video_keys) if key is None]
         if missing:
-            self._bad[missing] = True
+            self._bad[missing] = 1 + BAD_KINDS.index("missing")
             examples = ", ".join(self.video_ids[i] for i in missing[:5])
             warnings.warn(f"{name}: {len(missing)} of {len(self.video_ids)} videos not found in {source.location} "
                           f"(e.g. {examples})", BadVideoWarning, stacklevel=2)
@@ -97,12 +99,19 @@ class RetrievalDataset(Dataset):
         return len(self.video_ids) if self.per_video else len(self.captions)
 
     @property
+    def bad_videos(self) -> dict[str, str]:
+        """{video id: what is wrong with it (one of BAD_KINDS)} of the videos found missing or unreadable so far
+        (by this process or any of its DataLoader workers), in split order."""
+        return {self.video_ids[i]: BAD_KINDS[int(self._bad[i]) - 1]
+                for i in torch.nonzero(self._bad).flatten().tolist()}
+
+    @property
     def bad_video_ids(self) -> list[str]:
         """Ids of the videos found missing or unreadable so far (by any DataLoader worker)."""
-        return [self.video_ids[i] for i in torch.nonzero(self._bad).flatten().tolist()]
+        return list(self.bad_videos)
 
     def _check_bad_fraction(self) -> None:
-        num_bad = int(self._bad.sum())
+        num_bad = int(torch.count_nonzero(self._bad))
         if num_bad > self.max_bad_fraction * len(self.video_ids):
             raise BadVideoError(
                 f"{self.name}: {num_bad} of {len(self.video_ids)} videos are missing or unreadable, more than "
@@ -121,9 +130,9 @@ class RetrievalDataset(Dataset):
             return read_video_tensor(self.source.read(key), num_frames or self.max_frames, self.resolution, train,
                                      sampling=self.frame_sampling, backend=self.video_backend)
         except VideoReadError as error:
-            self._bad[video_index] = True
+            self._bad[video_index] = 1 + BAD_KINDS.index(error.kind)
             warnings.warn(f"{self.name}: skipping video {self.source.describe(key)}: {error.reason} "
-                          f"({int(self._bad.sum())} of {len(self.video_ids)} videos bad so far)",
+                          f"({int(torch.count_nonzero(self._bad))} of {len(self.video_ids)} videos bad so far)",
                           BadVideoWarning, stacklevel=2)
             self._check_bad_fraction()
             return None

@@ -5,7 +5,10 @@ the start up to the last sampled frame only, and returns uint8 RGB [K, H, W, 3] 
 How their frames differ from PyAV's (docs/DATA.md, measured by benchmarks/bench_data.py): the same frames (indices),
 but the YUV -> RGB conversion is each library's own. OpenCV converts with swscale to BGR (then BGR -> RGB here)
 using its own scaler flags and colour-matrix choice, which moves pixel values by a few levels; PyAV converts to
-rgb24 with swscale's defaults. Display rotation: OpenCV applies it (CAP_PROP_ORIENTATION_AUTO), like PyAV here.
+rgb24 with swscale's defaults. Display rotation: OpenCV's own (CAP_PROP_ORIENTATION_AUTO) reads only an angle
+from the display matrix, so a mirrored video (a flip in the matrix) came out turned 180 degrees; here OpenCV gives
+the coded frames and the orientation PyAV reads from the display matrix (video_reader.display_orientation) is
+applied to them, the same as PyAV's frames.
 Failures map onto the same VideoReadError kinds, with less detail: OpenCV reports no decoding error, so a file
 that stops early counts as "truncated" by the frame count alone (`truncation_reason`).
 """
@@ -20,7 +23,14 @@ import numpy as np
 import torch
 
 from .sampling import DEFAULT_FRAME_SAMPLING, check_sampling, segment_indices
-from .video_reader import VideoInput, VideoReadError, describe, truncation_reason
+from .video_reader import (
+    VideoInput,
+    VideoReadError,
+    apply_orientation,
+    describe,
+    display_orientation,
+    truncation_reason,
+)
 
 VIDEO_BACKENDS = ("pyav", "opencv", "torchcodec")
 MODULES = {"pyav": "av", "opencv": "cv2", "torchcodec": "torchcodec.decoders"}
@@ -82,8 +92,9 @@ def read_frames_opencv(video: VideoInput, num_segments: int, train: bool = False
                        generator: torch.Generator | None = None,
                        sampling: str = DEFAULT_FRAME_SAMPLING) -> np.ndarray:
     """video_reader.read_frames through OpenCV's FFmpeg backend: every frame up to the last sampled one is
-    grabbed (decoded), only the sampled ones are retrieved (converted to BGR) and turned into RGB. The bytes of a
-    whole file (LMDB) are decoded from a temporary file."""
+    grabbed (decoded), only the sampled ones are retrieved (converted to BGR), turned into RGB and upright (the
+    display matrix as PyAV reads it, flips included). The bytes of a whole file (LMDB) are decoded from a
+    temporary file."""
     _check_file(video)
     if isinstance(video, bytes):
         with tempfile.NamedTemporaryFile(suffix=".mp4") as file:
@@ -100,6 +111,7 @@ def _read_opencv(path: str, name: str, num_segments: int, train: bool, generator
         capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
         if not capture.isOpened():
             raise VideoReadError(name, "cannot be opened by OpenCV")
+        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)  # the coded frames: `orientation` turns them upright
         return capture
 
     def decode(indices: list[int]) -> tuple[list[np.ndarray], int]:
@@ -110,7 +122,8 @@ def _read_opencv(path: str, name: str, num_segments: int, train: bool, generator
                     ok, bgr = capture.retrieve()
                     if not ok:
                         return frames, decoded
-                    frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    frames.append(np.ascontiguousarray(apply_orientation(rgb, orientation)))
                 decoded += 1
         finally:
             capture.release()
@@ -119,6 +132,7 @@ def _read_opencv(path: str, name: str, num_segments: int, train: bool, generator
     capture = opened()
     frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
+    orientation = display_orientation(path)
     return sample_decoded(name, frame_count, decode, num_segments, train, generator, sampling)
 
 

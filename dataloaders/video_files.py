@@ -18,6 +18,12 @@ from dataloaders.video_reader import VideoReadError
 CSV_COLUMNS = ("video_path", "path", "video", "video_id")  # looked up in this order when --csv_column is not given
 
 
+def printable(name: str) -> str:
+    """`name` as text any UTF-8 output takes: the bytes of a file name that are not UTF-8 (which os.fsdecode
+    keeps as surrogate escapes, so the name still opens its file) written as \\xNN, e.g. vid\\xff.mp4."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class UserVideo(NamedTuple):
     """A video to embed: `id` (as stored) and its file `path`, None when it could not be found."""
 

@@ -3,7 +3,6 @@ dataloaders/video_backends.py), and turning them into a CLIP-ready clip."""
 
 from __future__ import annotations
 
-import gc
 import io
 import os
 import re
@@ -12,6 +11,7 @@ from typing import NamedTuple, Union
 import av
 import numpy as np
 import torch
+from av.sidedata.sidedata import SideDataContainer
 
 from .sampling import DEFAULT_FRAME_SAMPLING, check_sampling, segment_indices
 
@@ -89,14 +89,13 @@ def frame_orientation(frame: av.VideoFrame, stream) -> Orientation:
     """From the frame's DISPLAYMATRIX side data (FFmpeg >= 7 attaches the stream's matrix to every decoded
     frame, flips included), else the stream's legacy `rotate` tag (degrees clockwise), else upright.
 
-    `frame.rotation` (computed in C) is 0 for frames without a display matrix, so those, nearly all videos, never
-    touch `frame.side_data`: PyAV caches that container on the frame, a reference cycle that only the garbage
-    collector frees, and a decoded frame freed by it inside a forked DataLoader worker deadlocks FFmpeg. A video
-    with a display matrix reads it once (the caller collects the cycle, see _decode)."""
-    if not frame.rotation and not stream.metadata.get("rotate"):
-        return UPRIGHT
+    The side data is read through a SideDataContainer of its own, not `frame.side_data`: PyAV caches that
+    container on the frame, a reference cycle that only the garbage collector frees, and a decoded frame freed by
+    it inside a forked DataLoader worker deadlocks FFmpeg. A container of its own refers to the frame without the
+    frame referring back, so it is freed with its last reference. (`frame.rotation`, FFmpeg's angle of the
+    matrix, is 0 for a vertical mirror, diag(1, -1): it cannot tell which frames have a matrix.)"""
     try:
-        for side_data in frame.side_data:
+        for side_data in SideDataContainer(frame):
             if getattr(side_data.type, "name", "") == "DISPLAYMATRIX":
                 matrix = np.frombuffer(bytes(side_data), dtype=np.int32)
                 if matrix.size >= 5:
@@ -108,6 +107,19 @@ def frame_orientation(frame: av.VideoFrame, stream) -> Orientation:
         try:
             return orientation_from_rotation(-float(rotate))
         except ValueError:
+            pass
+    return UPRIGHT
+
+
+def display_orientation(video: VideoInput) -> Orientation:
+    """The orientation read_frames gives `video`'s frames (its display matrix, flips included, or `rotate` tag),
+    read from its first decoded frame: for decoders that cannot apply a flipped display matrix (OpenCV reads
+    only an angle from it). UPRIGHT when no frame decodes (the decoder then reports the failure)."""
+    with _open(video) as container:
+        try:
+            for frame in container.decode(video=0):
+                return frame_orientation(frame, container.streams.video[0])
+        except av.FFmpegError:
             pass
     return UPRIGHT
 
@@ -180,22 +192,18 @@ def _decode(container: av.container.InputContainer, indices: list[int], convert:
     stream or at the first decoding error; only wanted frames are converted."""
     stream = container.streams.video[0]
     frames: list[np.ndarray] = []
-    decoded, orientation, error, read_side_data = 0, None, None, False
+    decoded, orientation, error = 0, None, None
     try:
         for frame in container.decode(video=0):
             while len(frames) < len(indices) and indices[len(frames)] == decoded:
                 if orientation is None:  # the display matrix is the stream's: read it once
                     orientation = frame_orientation(frame, stream)
-                    read_side_data = bool(frame.rotation or stream.metadata.get("rotate"))
                 frames.append(upright_rgb(frame, orientation) if convert else None)
             decoded += 1
             if decoded > indices[-1]:
                 break
     except av.FFmpegError as failure:
         error = str(failure)
-    if read_side_data:
-        del frame
-        gc.collect()  # the side-data cycle of a rotated video's frame (frame_orientation), freed here, not in a worker
     return Decoded(frames, decoded, error)
 
 

@@ -62,6 +62,19 @@ class CheckpointError(ValueError):
     """A weights file that cannot be read or does not fit the model; the message names the file and the fix."""
 
 
+def integer_float_tensors(state: dict[str, Any], expected: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors of `state` stored in an integer (or bool) dtype where `expected` (the model's own
+    state dict) holds floating-point values: weights written wrong, rounded, whose scores collapse to ties."""
+    return sorted(k for k, v in state.items() if k in expected and expected[k].is_floating_point()
+                  and isinstance(v, torch.Tensor) and not (v.is_floating_point() or v.is_complex()))
+
+
+def integer_dtype_message(source: str, names: list[str], state: dict[str, torch.Tensor]) -> str:
+    """The one line for integer_float_tensors' `names` of `state` read from `source`."""
+    return (f"{source}: {len(names)} floating-point tensors are stored as integers (e.g. {names[0]!r}: "
+            f"{state[names[0]].dtype}), so their values are rounded; re-export the weights in float32 / float16")
+
+
 class ModelState(NamedTuple):
     """What a weights file holds, in this project's names."""
 

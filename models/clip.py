@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import hf_clip
+from models.checkpoints import integer_dtype_message, integer_float_tensors
+from models.file_digest import cached_sha256_of
 
 OPENAI_URL = "https://openaipublic.azureedge.net/clip/models/{sha}/{file}"
 # name -> (file name, SHA-256 of the file as published by OpenAI)
@@ -36,6 +38,9 @@ PRETRAINED = {
     "ViT-L/14@336px": ("ViT-L-14-336px.pt", "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"),
 }
 DEFAULT_PRETRAINED_DIR = "~/models/pretrained"
+# A file named like one of PRETRAINED must have OpenAI's SHA-256 (as OpenAI's clip.load checks), unless this
+# environment variable is 1 (a deliberately modified file kept under OpenAI's name).
+SKIP_CHECKSUM_VARIABLE = "STOP_SKIP_CLIP_CHECKSUM"
 # Non-tensor entries that OpenAI's TorchScript archives carry in their state dict.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 DEFAULT_ACTIVATION = "quick_gelu"  # for weights that declare none: OpenAI's (and the released STOP's) CLIPs
@@ -255,7 +260,8 @@ class CLIP(nn.Module):
 
 def build_clip(state_dict: dict[str, torch.Tensor], activation: str = DEFAULT_ACTIVATION) -> CLIP:
     """Build a float32 CLIP in eval mode from an OpenAI-named state dict, every size taken from its shapes, the
-    MLPs computing `activation`."""
+    MLPs computing `activation`. ValueError for missing, foreign or mis-shaped tensors, or float weights stored
+    in an integer dtype."""
     state_dict = {k: v for k, v in state_dict.items() if k not in _OPENAI_EXTRA_KEYS}
     model = CLIP(CLIPConfig.from_state_dict(state_dict, activation))
     expected = model.state_dict()
@@ -267,6 +273,9 @@ def build_clip(state_dict: dict[str, torch.Tensor], activation: str = DEFAULT_AC
                     f"unexpected keys: {unexpected}" if unexpected else "",
                     f"keys with inconsistent shapes: {wrong}" if wrong else ""]
         raise ValueError("The weights do not form a ViT CLIP: " + "; ".join(p for p in problems if p))
+    integer = integer_float_tensors(state_dict, expected)
+    if integer:
+        raise ValueError(integer_dtype_message("the CLIP weights", integer, state_dict))
     model.load_state_dict({k: v.float() for k, v in state_dict.items()})
     return model.eval()
 
@@ -291,6 +300,21 @@ def _missing_weights_message(name_or_path: str, path: Path) -> str:
                      "Hugging Face transformers CLIP folder (config.json + model.safetensors); a hub name such as "
                      "openai/clip-vit-base-patch32 is not downloaded: download the folder and pass its path.")
     return "\n".join(lines)
+
+
+def check_openai_checksum(path: Path) -> None:
+    """ValueError when the file at `path` has the name of one of OpenAI's CLIPs (PRETRAINED) but not its
+    published SHA-256 (a damaged download, a bit flip, another file under that name); other names, and every
+    file while $STOP_SKIP_CLIP_CHECKSUM is 1, are not checked."""
+    entry = next(((file, sha) for file, sha in PRETRAINED.values() if file == path.name), None)
+    if entry is None or os.environ.get(SKIP_CHECKSUM_VARIABLE) == "1":
+        return
+    file, expected = entry
+    found = cached_sha256_of(path)
+    if found != expected:
+        raise ValueError(f"SHA-256 {found} is not OpenAI's {expected} for {file}: the file is damaged or another "
+                         f"file under its name; download it again ({OPENAI_URL.format(sha=expected, file=file)}), "
+                         f"or set {SKIP_CHECKSUM_VARIABLE}=1 to load a deliberately modified file")
 
 
 def _is_torchscript_archive(path: Path) -> bool:
@@ -335,7 +359,11 @@ def read_clip_weights(path: Path) -> ClipWeights:
     .safetensors file (which declare none). ValueError for anything else."""
     if path.is_dir():
         activation = hf_clip.read_config(path)
-        state_dict = hf_clip.convert_state_dict(read_clip_state_dict(hf_clip.weights_file(path)))
+        file = hf_clip.weights_file(path)
+        try:
+            state_dict = hf_clip.convert_state_dict(read_clip_state_dict(file))
+        except ValueError as error:
+            raise ValueError(f"{file.name}: {error}") from None
         return ClipWeights(state_dict, activation, f"{hf_clip.CONFIG_FILE} (hidden_act)")
     if _is_torchscript_archive(path):
         return ClipWeights(read_clip_state_dict(path), "quick_gelu", "an OpenAI TorchScript archive")
@@ -371,11 +399,13 @@ def load_clip(name_or_path: str, pretrained_dir: str | None = None, activation: 
     default ~/models/pretrained or $STOP_PRETRAINED_DIR), a file path or a transformers CLIP folder.
     activation ("quick_gelu" or "gelu", --clip_activation): for weights that declare none; None takes the
     declared one, else DEFAULT_ACTIVATION (choose_activation). FileNotFoundError when there are no such weights,
-    ValueError naming the path for weights that are not a ViT CLIP or declare another activation."""
+    ValueError naming the path for weights that are not a ViT CLIP or declare another activation, and for a file
+    named like an OpenAI CLIP without its SHA-256 (check_openai_checksum)."""
     path = resolve_clip_path(name_or_path, pretrained_dir)
     if not path.exists():
         raise FileNotFoundError(_missing_weights_message(name_or_path, path))
     try:
+        check_openai_checksum(path)
         weights = read_clip_weights(path)
         return build_clip(weights.state_dict, choose_activation(activation, weights, path))
     except ValueError as error:

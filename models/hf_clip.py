@@ -47,8 +47,9 @@ IGNORED = ("text_model.embeddings.position_ids", "vision_model.embeddings.positi
 
 def read_config(folder: Path) -> str:
     """The activation that `folder`'s config.json gives both towers ("quick_gelu" or "gelu"). ValueError naming
-    config.json for a missing or unreadable file, another model type, an unsupported hidden_act, towers that
-    differ, a layer_norm_eps other than 1e-5 or attention heads that are not 64 wide."""
+    config.json for a missing or unreadable file, another model type, a tower's settings that are not an object,
+    an unsupported hidden_act, towers that differ, a layer_norm_eps other than 1e-5 or attention heads that are
+    not 64 wide."""
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise ValueError(f"no {CONFIG_FILE} in this folder: a folder of CLIP weights must be a Hugging Face "
@@ -63,7 +64,12 @@ def read_config(folder: Path) -> str:
     activations = set()
     for tower, defaults in TOWERS.items():
         # Old configs keep (some) values in <tower>_dict, which transformers lets override <tower>.
-        values = {**defaults, **(config.get(tower) or {}), **(config.get(tower + "_dict") or {})}
+        given = {key: config.get(key) or {} for key in (tower, tower + "_dict")}
+        wrong = next((key for key, value in given.items() if not isinstance(value, dict)), None)
+        if wrong:
+            raise ValueError(f"{CONFIG_FILE}: {wrong} must be a JSON object of the tower's settings, got "
+                             f"{type(given[wrong]).__name__} {given[wrong]!r:.60}")
+        values = {**defaults, **given[tower], **given[tower + "_dict"]}
         act, eps = values["hidden_act"], values["layer_norm_eps"]
         if act not in HIDDEN_ACTS:
             raise ValueError(f"{CONFIG_FILE}: {tower}.hidden_act {act!r} is not supported (one of "
@@ -103,7 +109,8 @@ def _renamed(name: str, prefixes: tuple[tuple[str, str], ...]) -> str | None:
 
 def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A transformers CLIPModel state dict -> the same tensors under OpenAI's names (q, k, v concatenated into
-    `attn.in_proj_*`, the projections transposed). ValueError for tensors a CLIPModel does not have."""
+    `attn.in_proj_*`, the projections transposed). ValueError for tensors a CLIPModel does not have, and for
+    q / k / v projections that are missing or not of a projection's shape (naming the tensor)."""
     converted, projections, unknown = {}, {}, []
     for name, value in state_dict.items():
         block = BLOCK.match(name)
@@ -116,7 +123,7 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
         elif renamed := _renamed(name, PREFIXES):
             converted[renamed] = value
         elif block and (qkv := QKV.match(block[3])):
-            projections.setdefault(f"{_block_prefix(block)}attn.in_proj_{qkv[2]}", {})[qkv[1]] = value
+            projections.setdefault(f"{_block_prefix(block)}attn.in_proj_{qkv[2]}", {})[qkv[1]] = (name, value)
         elif block and (renamed := _renamed(block[3], BLOCK_PREFIXES)):
             converted[_block_prefix(block) + renamed] = value
         else:
@@ -126,5 +133,18 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
     for name, parts in projections.items():
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"{name}: the q, k and v projections are not all there (found {sorted(parts)})")
-        converted[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        for part in "qkv":
+            _check_projection_shape(*parts[part], parts["q"][1])
+        converted[name] = torch.cat([parts[part][1] for part in "qkv"])
     return converted
+
+
+def _check_projection_shape(name: str, value: torch.Tensor, q: torch.Tensor) -> None:
+    """ValueError naming `name` unless it has the shape of a layer's q / k / v projection: weight [W, W], bias
+    [W], W the width that the layer's q projection reads (weight) or gives (bias)."""
+    width = q.shape[-1] if q.dim() else 0
+    expected = (width, width) if name.endswith("weight") else (width,)
+    if tuple(value.shape) != expected:
+        raise ValueError(f"{name} has shape {list(value.shape)}, expected {list(expected)}: a layer's q, k and v "
+                         f"projections are {'[width, width] matrices' if len(expected) == 2 else '[width] biases'} "
+                         f"(the weights file is damaged or not a CLIPModel's)")

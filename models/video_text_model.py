@@ -13,7 +13,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from models.checkpoints import CheckpointError
+from models.checkpoints import CheckpointError, integer_dtype_message, integer_float_tensors
 from models.clip import CLIP
 from models.model_config import ModelConfig
 from models.prompt_generator import LayerPrompts, LinearPromptGenerator, TransformerPromptGenerator
@@ -137,7 +137,8 @@ class VideoTextModel(nn.Module):
 
     def load_learned_state_dict(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Load `state` (our names; CLIP tensors in it overwrite the CLIP's). Every entry of learned_state_dict
-        must be present with this model's shape; `source` names the file in the CheckpointError otherwise."""
+        must be present with this model's shape, a floating-point one in a floating-point dtype; `source` names the
+        file in the CheckpointError otherwise."""
         own = self.state_dict()
         missing = sorted(set(self.learned_state_dict()) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -152,6 +153,9 @@ class VideoTextModel(nn.Module):
             raise CheckpointError(f"{source}: shape mismatch for {wrong[:3]} (checkpoint {list(state[wrong[0]].shape)}"
                                   f", model {list(own[wrong[0]].shape)}); use the same model flags and CLIP as "
                                   "that run.")
+        integer = integer_float_tensors(state, own)
+        if integer:
+            raise CheckpointError(integer_dtype_message(source, integer, state))
         self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
     def param_groups(self, lr: float, coef_lr: float, weight_decay: float, wd_exclude: str = "bias") -> list[dict]:

@@ -11,13 +11,15 @@ unreadable, truncated, too_short), frames (that decode), stated_frames (the coun
 its header or duration x frame rate; 0 if it states none), detail. A video is truncated when decoding stops with
 an error before the stated count, or ends far short of it (dataloaders.video_reader.truncation_reason): the
 training reader skips the same videos (as bad videos) when it meets the error. The exit status is 1 when there
-is a problem.
+is a problem, 2 when the check cannot run (bad data flags, an --output that exists without --overwrite or is a
+checked video or annotation file).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
 from collections import Counter
@@ -30,6 +32,8 @@ from dataloaders import DataFileError, add_data_args, load_annotations, video_so
 from dataloaders.sources import FolderSource, list_video_files
 from dataloaders.video_reader import VideoReadError, inspect_video
 from models import ModelConfig
+from utils.atomic_file import write_atomic
+from utils.output_file import OutputFileError, check_output_file
 
 COLUMNS = ("video", "path", "status", "frames", "stated_frames", "detail")
 _source = None  # the video source of a worker process
@@ -80,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="check the videos of this split of --datatype instead")
     parser.add_argument("--min_frames", type=int, default=None,
                         help="videos with fewer decodable frames are too_short (default: --max_frames)")
-    parser.add_argument("--output", default="video_report.csv", help="CSV report to write")
+    parser.add_argument("--output", default="video_report.csv", help="CSV report to write (never a checked video)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--all", action="store_true", help="report every video, not only the problems")
     parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max_frames", type=int, default=ModelConfig().max_frames,
@@ -99,14 +104,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = video_source(args)
             ids = load_annotations(args, args.split).video_ids
             jobs = [(video_id, source.locate(video_id), min_frames) for video_id in ids]
-    except DataFileError as error:
+        inputs = [(key, "a video it checks") for _, key, _ in jobs if isinstance(source, FolderSource)] + [
+            (getattr(args, flag), f"the --{flag} input")
+            for flag in ("train_csv", "val_csv", "test_csv", "data_path", "lmdb_dataset")]
+        check_output_file(args.output, "--output", inputs, args.overwrite)
+    except (DataFileError, OutputFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     rows = check(jobs, source, args.num_workers)
-    with open(args.output, "w", newline="") as file:
-        writer = csv.DictWriter(file, COLUMNS)
-        writer.writeheader()
-        writer.writerows(row for row in rows if args.all or row["status"] != "ok")
+    report = io.StringIO()
+    writer = csv.DictWriter(report, COLUMNS)
+    writer.writeheader()
+    writer.writerows(row for row in rows if args.all or row["status"] != "ok")
+    write_atomic(args.output, lambda file: file.write(report.getvalue().encode()))
     counts = Counter(row["status"] for row in rows)
     print(f"{len(rows)} videos: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
           + f"; report in {args.output}")

@@ -6,8 +6,11 @@
 # Launch environment (all optional):
 #   NPROC_PER_NODE   processes per node (default: the number of GPUs nvidia-smi lists, 1 without GPUs)
 #   NNODES           nodes (default 1); with NNODES > 1 also NODE_RANK, MASTER_ADDR, MASTER_PORT (default 29500)
-#   PER_GPU_BATCH    the largest micro-batch one process may take (default: the recipe's); the global batch is
-#                    split as batch_size x processes x accumulation steps
+#   PER_GPU_BATCH    the most pairs one process encodes at once (default: the recipe's); the global batch is
+#                    split as batch_size x processes, batch_size in micro-batches of at most PER_GPU_BATCH
+#                    (--micro_batch_size: the exact loss of the global batch, one more forward per step)
+#   ACCUMULATE=1     gradient accumulation instead (batch_size <= PER_GPU_BATCH x accumulation steps): no extra
+#                    forward, but each contrastive loss sees only batch_size x processes pairs
 #   OUTPUT_DIR       output folder (default outputs/<dataset>_<date-time>)
 #   PRECISION        amp (default), bf16 or fp32;  NUM_WORKERS  DataLoader workers per process (default 8)
 #   DRY_RUN=1        print the command instead of running it
@@ -50,26 +53,56 @@ if [ -z "${NPROC_PER_NODE:-}" ]; then
     [ "$NPROC_PER_NODE" -ge 1 ] || NPROC_PER_NODE=1
 fi
 SRUN_TASKS=${SLURM_STEP_NUM_TASKS:-${SLURM_NTASKS:-1}}
-if [ -n "${SLURM_PROCID:-}" ] && (( SRUN_TASKS > 1 )); then  # one task of an srun step: the world is the step
+# one task of an srun step (srun sets SLURM_STEP_ID; an sbatch script or salloc shell has only the job's variables):
+# the world is the step
+if [ -n "${SLURM_PROCID:-}" ] && [ -n "${SLURM_STEP_ID:-${SLURM_STEPID:-}}" ] && (( SRUN_TASKS > 1 )); then
     NNODES=1
     NPROC_PER_NODE=$SRUN_TASKS
     UNDER_SRUN=1
 fi
 
-# split_global_batch GLOBAL MAX_PER_PROCESS -> sets BATCH_SIZE and ACCUM so that
-# BATCH_SIZE x (NPROC_PER_NODE x NNODES) x ACCUM = GLOBAL with BATCH_SIZE <= MAX_PER_PROCESS.
-# Accumulation keeps the samples per update, not the contrastive negatives (docs/TRAINING.md): raise
-# PER_GPU_BATCH where memory allows.
+# split_count N MAX -> prints the smallest k >= N / MAX that divides N (N in k parts of at most MAX).
+split_count() {
+    local n=$1 max=$2 k
+    k=$(( (n + max - 1) / max ))
+    while (( n % k != 0 )); do k=$((k + 1)); done
+    echo "$k"
+}
+
+# split_global_batch GLOBAL MAX_PER_PROCESS -> sets BATCH_SIZE, ACCUM and MICRO_BATCH (docs/TRAINING.md, "The
+# recipes' batch plan"). Default, exact: BATCH_SIZE = GLOBAL / processes and ACCUM = 1, so every contrastive loss
+# sees the GLOBAL pairs, as released; when BATCH_SIZE > MAX_PER_PROCESS, gradient caching computes that loss's exact
+# gradient in micro-batches of MICRO_BATCH <= MAX_PER_PROCESS pairs (--micro_batch_size), for one more forward of
+# both encoders per step. ACCUMULATE=1 (opt-in, for speed): BATCH_SIZE <= MAX_PER_PROCESS and ACCUM micro-steps,
+# no extra forward, but each loss sees only BATCH_SIZE x processes pairs.
 split_global_batch() {
-    local global=$1 max=$2 world=$((NPROC_PER_NODE * NNODES))
+    local global=$1 max=$2 world=$((NPROC_PER_NODE * NNODES)) parts
     (( global % world == 0 )) || die "the global batch $global does not split over $world processes"
     local per=$((global / world))
-    ACCUM=$(( (per + max - 1) / max ))
-    while (( per % ACCUM != 0 )); do ACCUM=$((ACCUM + 1)); done
-    BATCH_SIZE=$((per / ACCUM))
-    echo "global batch $global = $BATCH_SIZE per process x $world processes x $ACCUM accumulation steps" >&2
-    if (( ACCUM > 1 )); then
-        echo "note: with accumulation each contrastive loss sees $((BATCH_SIZE * world)) pairs, not $global" >&2
+    parts=$(split_count "$per" "$max")
+    case ${ACCUMULATE:-0} in 0|1) ;; *) die "ACCUMULATE=$ACCUMULATE: set 1 (gradient accumulation) or 0 (exact)";; esac
+    if [ "${ACCUMULATE:-0}" = 1 ]; then
+        ACCUM=$parts
+        BATCH_SIZE=$((per / ACCUM))
+        MICRO_BATCH=0
+        local seen="$global pairs, as released"
+        (( ACCUM == 1 )) || seen="$((BATCH_SIZE * world)) pairs, not $global (fewer negatives than released)"
+        echo "global batch $global = $BATCH_SIZE per process x $world processes x $ACCUM accumulation steps" \
+             "(ACCUMULATE=1): each contrastive loss sees $seen; no extra forward" >&2
+    elif (( parts > 1 )); then
+        ACCUM=1
+        BATCH_SIZE=$per
+        MICRO_BATCH=$((per / parts))
+        echo "global batch $global = $BATCH_SIZE per process x $world processes, in $parts micro-batches of" \
+             "$MICRO_BATCH (--micro_batch_size $MICRO_BATCH, PER_GPU_BATCH=$max): each contrastive loss sees" \
+             "$global pairs, as released; cost: one more forward of both encoders per step (gradient caching;" \
+             "ACCUMULATE=1 skips it for $((MICRO_BATCH * world))-pair losses)" >&2
+    else
+        ACCUM=1
+        BATCH_SIZE=$per
+        MICRO_BATCH=0
+        echo "global batch $global = $BATCH_SIZE per process x $world processes: each contrastive loss sees" \
+             "$global pairs, as released; no extra cost" >&2
     fi
 }
 
@@ -106,7 +139,8 @@ train_recipe() {
         --pretrained_dir "$PRETRAINED_DIR" --pretrained_clip_name ViT-B/32 \
         --output_dir "${OUTPUT_DIR:-outputs/${datatype}_$(date +%Y%m%d-%H%M%S)}" \
         --wd 0.2 --warmup_proportion 0.1 --clip_grad_norm 1.0 --seed 42 --temporal_prompt stop \
-        --batch_size "$BATCH_SIZE" --gradient_accumulation_steps "$ACCUM" --batch_size_val 16 \
+        --batch_size "$BATCH_SIZE" --gradient_accumulation_steps "$ACCUM" --micro_batch_size "$MICRO_BATCH" \
+        --batch_size_val 16 \
         --precision "${PRECISION:-amp}" --num_thread_reader "${NUM_WORKERS:-8}" --n_display 50 \
         "$@"
 }

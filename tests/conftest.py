@@ -234,3 +234,12 @@ def meanp_store(tmp_path_factory) -> tuple[Path, Path, Path]:
     store = clip.parent / "store"
     infer.main(meanp_index_argv(clip, videos, store, chunk_size=4))
     return clip, videos, store
+
+
+def one_line_error(entry_point, argv: list[str]) -> str:
+    """The `error: ...` line `entry_point(argv)` (main.main, infer.main, a script's main) exits with: one line."""
+    with pytest.raises(SystemExit) as raised:
+        entry_point(argv)
+    message = str(raised.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message

@@ -1,9 +1,12 @@
 """FAISS indexes of a store (utils/inference/ann_index.py, infer.py build-ann / search --search): an exact index
 returns brute force's top-k, the recall written for approximate ones is the recall of what they return, a
-stale index is refused, and without FAISS a store still searches exactly."""
+stale index is refused, an index file or record that does not match what was built is refused naming the file,
+and without FAISS a store still searches exactly."""
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import sys
 
 import numpy as np
@@ -13,7 +16,7 @@ import torch.nn.functional as F
 
 import infer
 from utils.inference import ann_index
-from utils.inference.ann_index import ANN_RECORD, AnnError, build_ann, load_ann, recall_at_k, top_k
+from utils.inference.ann_index import ANN_INDEX, ANN_RECORD, AnnError, build_ann, load_ann, recall_at_k, top_k
 from utils.inference.embedding_store import EmbeddingStore
 
 N, DIM = 3000, 32
@@ -120,3 +123,65 @@ def test_build_ann_command_and_ann_search_of_a_real_store(meanp_store, tmp_path,
     assert infer.main(["build-ann", "--store", str(tmp_path / "s"), "--kind", "ivf", "--rebuild"])["kind"] == "ivf"
     with pytest.raises(SystemExit, match="build-ann --nprobe must be >= 1, got 0"):
         infer.main(["build-ann", "--store", str(tmp_path / "s"), "--nprobe", "0"])
+
+
+def test_an_index_file_replaced_cut_or_damaged_or_a_bad_record_is_refused_naming_the_file(synthetic, tmp_path,
+                                                                                           monkeypatch, caplog):
+    ids, embeddings, queries = synthetic[0][:300], synthetic[1][:300], synthetic[2]
+    store, other = tmp_path / "store", tmp_path / "other"
+    store.mkdir()
+    other.mkdir()
+    build_ann(store, ids, embeddings, "flat")
+    build_ann(other, ids, embeddings[::-1].copy(), "flat")  # the same kind, count and dimension; other vectors
+    index, record = (store / ANN_INDEX).read_bytes(), (store / ANN_RECORD).read_text()
+    assert json.loads(record)["faiss_sha256"] == hashlib.sha256(index).hexdigest()
+    damaged = bytearray(index)
+    damaged[len(index) // 2] ^= 0xFF
+    legacy = {k: v for k, v in json.loads(record).items() if k != "faiss_sha256"}  # written before the checksum
+    rebuild = f"rebuild it with `python infer.py build-ann --store {store} --rebuild`"
+    for name, content, message in [
+        (ANN_INDEX, (other / ANN_INDEX).read_bytes(), "is not the index .* records \\(its SHA-256 differs"),
+        (ANN_INDEX, index[: len(index) // 2], "is not the index .* records \\(its SHA-256 differs"),
+        (ANN_INDEX, bytes(damaged), "is not the index .* records \\(its SHA-256 differs"),
+        (ANN_RECORD, b"{}", "is not an ANN record of this version of build-ann \\(no valid kind, params, count"),
+        (ANN_RECORD, b"not json", "is not JSON \\(Expecting value"),
+        (ANN_RECORD, b"\xff\xfe", "is not JSON"),
+        (ANN_RECORD, json.dumps(legacy).encode(), "is not an ANN record .*\\(no valid faiss_sha256\\)"),
+        (ANN_RECORD, json.dumps({**json.loads(record), "dim": 16}).encode(),
+         "is a IndexFlatIP of 300 vectors of 32, not the flat index of 300 x 16 that"),
+    ]:
+        (store / name).write_bytes(content)
+        named = store / (ANN_INDEX if message.startswith("is a Index") else name)
+        with pytest.raises(AnnError, match=f"^{re.escape(str(named))} {message}.*: {re.escape(rebuild)}$"):
+            load_ann(store, ids)
+        monkeypatch.setattr(ann_index, "EXACT_BELOW", 1)  # auto search falls back to exact search, saying why
+        assert top_k(store, ids, embeddings, queries, 5, "auto") == top_k(store, ids, embeddings, queries, 5, "exact")
+        assert rebuild in caplog.text
+        (store / ANN_INDEX).write_bytes(index)
+        (store / ANN_RECORD).write_text(record)
+    assert load_ann(store, ids).index.ntotal == 300  # the files as built load
+
+    def unreadable(path):  # what a FAISS version that cannot read the file raises
+        raise RuntimeError("Error in faiss::read_index: unknown index header")
+
+    monkeypatch.setattr(ann_index.import_faiss(), "read_index", unreadable)
+    with pytest.raises(AnnError, match=f"^{re.escape(str(store / ANN_INDEX))}: FAISS .* cannot read it: "
+                                       f"{re.escape(rebuild)}$"):
+        load_ann(store, ids)
+
+
+def test_a_bad_ann_record_and_an_nlist_above_the_store_size_are_one_line(meanp_store, tmp_path):
+    _, _, store = meanp_store
+    (tmp_path / "s").mkdir()
+    for name in ("embeddings.npy", "ids.json", "metadata.json"):
+        (tmp_path / "s" / name).write_bytes((store / name).read_bytes())
+    with pytest.raises(SystemExit) as error:
+        infer.main(["build-ann", "--store", str(tmp_path / "s"), "--kind", "ivf", "--nlist", "19"])
+    assert error.value.code == "error: --nlist 19 is more than the 18 videos of the store (each k-means cell needs " \
+                               "one, FAISS suggests 39): choose --nlist 18 or fewer"
+    assert not (tmp_path / "s" / ANN_INDEX).exists() and not (tmp_path / "s" / ANN_RECORD).exists()
+    infer.main(["build-ann", "--store", str(tmp_path / "s"), "--kind", "flat"])
+    (tmp_path / "s" / ANN_RECORD).write_text("{}")
+    with pytest.raises(SystemExit) as error:
+        infer.main(["search", "--store", str(tmp_path / "s"), "--search", "ann", "a red circle"])
+    assert str(error.value.code).startswith(f"error: {tmp_path / 's' / ANN_RECORD} is not an ANN record")

@@ -2,13 +2,16 @@
 
 import argparse
 import dataclasses
+import hashlib
 import logging
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from models import ModelConfig, add_model_args, create_model
+from models import clip as clip_module
 from models.clip import CLIP, CLIPConfig, build_clip, load_clip, save_clip_torchscript
 
 B32_SHA = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
@@ -129,7 +132,8 @@ def test_openai_archives_are_quick_gelu(tmp_path):
 
 
 @pytest.mark.slow
-def test_vit_b32_shaped_torchscript_matches_reference(reference_clip_model, tmp_path):
+def test_vit_b32_shaped_torchscript_matches_reference(reference_clip_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("STOP_SKIP_CLIP_CHECKSUM", "1")  # random weights under OpenAI's file name
     config = CLIPConfig.vit_b_32()
     reference = save_like_openai(reference_clip_model, reference_clip(reference_clip_model, config),
                                  tmp_path / "ViT-B-32.pt")
@@ -208,3 +212,38 @@ def test_pickled_code_is_not_executed(tmp_path):
     with pytest.raises(Exception) as error:
         load_clip(str(tmp_path / "evil.pt"))
     assert "Weights only load failed" in str(error.value) or "weights_only" in str(error.value)
+
+
+def test_float_weights_stored_as_integers_are_refused_naming_the_file_and_the_tensor(tmp_path):
+    state_dict = CLIP(CLIPConfig.tiny()).state_dict()
+    state_dict["visual.proj"] = (state_dict["visual.proj"] * 100).long()  # written wrong: rounded to integers
+    torch.save(state_dict, tmp_path / "int64.pt")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'int64.pt'}: the CLIP weights: 1 floating-point tensors "
+                                         r"are stored as integers \(e.g. 'visual.proj': torch.int64\)"):
+        load_clip(str(tmp_path / "int64.pt"))
+
+
+def test_a_file_named_like_an_openai_clip_must_have_its_sha256(tmp_path, monkeypatch):
+    path = tmp_path / "ViT-B-32.pt"
+    save_clip_torchscript(CLIP(CLIPConfig.tiny()), path)  # not OpenAI's file, under its name
+    found = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(ValueError) as error:
+        load_clip("ViT-B/32", pretrained_dir=str(tmp_path))
+    assert str(error.value) == (
+        f"{path}: SHA-256 {found} is not OpenAI's {B32_SHA} for ViT-B-32.pt: the file is damaged or another file "
+        f"under its name; download it again (https://openaipublic.azureedge.net/clip/models/{B32_SHA}/ViT-B-32.pt), "
+        "or set STOP_SKIP_CLIP_CHECKSUM=1 to load a deliberately modified file")
+    monkeypatch.setenv("STOP_SKIP_CLIP_CHECKSUM", "1")
+    assert load_clip(str(path)).config == CLIPConfig.tiny()  # the documented way past the check
+    monkeypatch.delenv("STOP_SKIP_CLIP_CHECKSUM")
+    shutil.copy(path, tmp_path / "mine.pt")
+    assert load_clip(str(tmp_path / "mine.pt")).config == CLIPConfig.tiny()  # other names are not checked
+    monkeypatch.setitem(clip_module.PRETRAINED, "ViT-B/32", ("ViT-B-32.pt", found))  # as if it were OpenAI's
+    assert load_clip("ViT-B/32", pretrained_dir=str(tmp_path)).config == CLIPConfig.tiny()
+    flipped = bytearray(path.read_bytes())
+    flipped[len(flipped) // 2] ^= 1
+    (tmp_path / "flipped").mkdir()
+    (tmp_path / "flipped" / "ViT-B-32.pt").write_bytes(bytes(flipped))  # one bit of it flipped
+    with pytest.raises(ValueError, match=rf"ViT-B-32.pt: SHA-256 [0-9a-f]{{64}} is not OpenAI's {found} for "
+                                         r"ViT-B-32.pt: the file is damaged"):
+        load_clip("ViT-B/32", pretrained_dir=str(tmp_path / "flipped"))

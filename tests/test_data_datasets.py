@@ -190,6 +190,22 @@ def test_custom_csv_relative_paths_and_shared_videos(tmp_path, clip_file):
         build_dataset(args, "train", RESOLUTION)
 
 
+def test_ids_that_differ_only_in_folder_find_their_own_files_and_an_ambiguous_name_is_refused(tmp_path, clip_file):
+    cameras = [f"cam{k}/clip.mp4" for k in range(1, 5)]
+    videos = place(clip_file, tmp_path / "videos", *cameras)
+    rows = "".join(f"videos/{name},camera {name[3]}\n" for name in cameras)  # ids relative to tmp_path
+    (tmp_path / "cameras.csv").write_text("video_path,caption\n" + rows)
+    args = data_args("--datatype", "csv", "--val_csv", str(tmp_path / "cameras.csv"), "--features_path",
+                     str(videos))
+    assert build_dataset(args, "test", RESOLUTION).video_keys == [str(videos / name) for name in cameras]
+    (tmp_path / "by_name.csv").write_text("video_path,caption\nclip,a camera\n")
+    with pytest.raises(DataFileError, match=r"video id 'clip' matches 4 files by name under .*videos \("
+                                            r"cam1/clip.mp4, cam2/clip.mp4, cam3/clip.mp4, cam4/clip.mp4\).*"
+                                            r"write the id as its path relative to"):
+        build_dataset(data_args("--datatype", "csv", "--val_csv", str(tmp_path / "by_name.csv"),
+                                "--features_path", str(videos)), "test", RESOLUTION)
+
+
 MALFORMED = [  # (flag, split, file content, what the error says after the file name)
     ("val_csv", "test", "key,vid_key,video_id,sentence\nret0,msr0,video0,a caption\nret1,msr1,,another\n",
      r"line 3 \(data row 2\) has an empty 'video_id'"),

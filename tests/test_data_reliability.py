@@ -4,9 +4,11 @@ truncated videos (check_videos and the training reader agree)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import pickle
+import re
 import subprocess
 
 import imageio_ffmpeg
@@ -15,7 +17,9 @@ import pytest
 import torch
 
 from dataloaders import BadVideoWarning, DataFileError, build_dataset, load_annotations
+from dataloaders.recognition import load_labelled_videos
 from dataloaders.sampling import segment_indices
+from dataloaders.video_backends import read_frames_opencv
 from dataloaders.video_input import read_video_tensor
 from dataloaders.video_reader import VideoReadError, inspect_video, read_frames
 from preprocess import check_videos
@@ -171,7 +175,9 @@ def test_rotated_video_decodes_upright(upright, degrees, turns):
 
 @pytest.mark.parametrize("flags", [["-display_rotation", "0", "-display_hflip"],
                                    ["-display_rotation", "90", "-display_hflip"],
-                                   ["-display_rotation", "-90", "-display_vflip"]])
+                                   ["-display_rotation", "-90", "-display_vflip"],
+                                   ["-display_rotation", "0", "-display_vflip"],  # FFmpeg's angle of it is 0
+                                   ["-display_rotation", "180", "-display_hflip"]])  # the same matrix
 def test_flipped_display_matrix_matches_ffmpeg_autorotate(upright, tmp_path, flags):
     folder, frames, source = upright
     path = with_display_matrix(source, tmp_path / "flipped.mp4", *flags)
@@ -181,6 +187,27 @@ def test_flipped_display_matrix_matches_ffmpeg_autorotate(upright, tmp_path, fla
     expected = read_frames(str(reference), 6)
     assert expected.shape[1:3] in ((16, 24), (24, 16)) and not np.array_equal(expected[0], frames[0])
     np.testing.assert_array_equal(read_frames(path, 6), expected)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cv2") is None, reason="OpenCV is not installed")
+@pytest.mark.parametrize("flags", [["-display_rotation", "0", "-display_hflip"],
+                                   ["-display_rotation", "0", "-display_vflip"],
+                                   ["-display_rotation", "90", "-display_hflip"],
+                                   ["-display_rotation", "-90", "-display_vflip"],
+                                   ["-display_rotation", "90"], ["-display_rotation", "180"]])
+def test_opencv_turns_rotated_and_mirrored_videos_upright_like_pyav_and_ffmpeg(upright, tmp_path, flags):
+    """--video_backend opencv: OpenCV's own orientation reads only an angle from the display matrix, so a mirrored
+    video came out turned 180 degrees; it must give ffmpeg's autorotated frames, as PyAV does (the frames are
+    lossless RGB, so the pixels agree exactly)."""
+    _, frames, source = upright
+    path = with_display_matrix(source, tmp_path / "flipped.mp4", *flags)
+    reference = tmp_path / "reference.mkv"
+    subprocess.run([FFMPEG, "-nostdin", "-y", "-loglevel", "error", "-i", path, "-c:v", "libx264rgb", "-qp", "0",
+                    str(reference)], check=True)
+    expected = read_frames(str(reference), 6)
+    np.testing.assert_array_equal(read_frames_opencv(path, 6), expected)
+    with open(path, "rb") as file:  # LMDB bytes: the same
+        np.testing.assert_array_equal(read_frames_opencv(file.read(), 6), expected)
 
 
 def test_unrotated_video_is_unchanged(upright):
@@ -361,3 +388,74 @@ def test_an_all_empty_paragraph_is_named(tmp_path, datatype):
         (tmp_path / "train_data.json").write_text(json.dumps([{"video": "v1", "description": ["  "]}]))
     with pytest.raises(DataFileError, match="empty caption"):
         load_annotations(data_args("--datatype", datatype, "--data_path", str(tmp_path)), "train")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Annotation files that are not UTF-8, or empty: the error names the file (and the line).
+K400_HEADER = "label,youtube_id,time_start,time_end,split"
+# (reader, datatype, flags: {flag: file name}, {file name: content}, the file made non-UTF-8 / emptied, its empty
+# content); "é" is on line 2 of that file and is written as latin-1.
+ANNOTATION_FILES = [
+    ("retrieval", "msrvtt", {"--data_path": "data.json", "--train_csv": "train.csv"},
+     {"train.csv": "video_id\nvidéo0\n", "data.json": '{"sentences": []}'}, "train.csv", "video_id\n"),
+    ("retrieval", "msrvtt", {"--data_path": "data.json", "--train_csv": "train.csv"},
+     {"train.csv": "video_id\nvideo0\n", "data.json": '{"sentences": [\n{"video_id": "video0", "caption": "café"}]}'},
+     "data.json", None),
+    ("retrieval", "activitynet", {"--data_path": "."}, {"train.json": '{"v_a":\n{"sentences": ["café"]}}'},
+     "train.json", "{}"),
+    ("retrieval", "didemo", {"--data_path": "."}, {"train_data.json": '[\n{"video": "a", "description": "café"}]'},
+     "train_data.json", "[]"),
+    ("retrieval", "vatex", {"--data_path": "."}, {"train_list.txt": "x1\nxé\n", "ref_captions.json": '{"x1": ["a"]}'},
+     "train_list.txt", "\n"),
+    ("retrieval", "msvd", {"--data_path": "."}, {"train_list.txt": "x1\n", "raw-captions.json": '{"x1":\n["café"]}'},
+     "raw-captions.json", None),
+    ("retrieval", "lsmdc", {"--data_path": "."},
+     {"LSMDC16_annos_training.csv": "c1\t0\t1\t0\t1\tok\nc2\t0\t1\t0\t1\tcafé\n"}, "LSMDC16_annos_training.csv", ""),
+    ("retrieval", "csv", {"--train_csv": "pairs.csv"}, {"pairs.csv": "video_path,caption\na.mp4,café\n"},
+     "pairs.csv", "video_path,caption\n"),
+    ("recognition", "ucf101", {"--data_path": "."},
+     {"classInd.txt": "1 YoYo\n", "trainlist01.txt": "YoYo/v_YoYo_g01_c01.avi 1\nYoYo/v_YoYo_café.avi 1\n"},
+     "trainlist01.txt", "\r\n"),
+    ("recognition", "hmdb51", {"--data_path": "."}, {"yoyo_test_split1.txt": "a.avi 1\ncafé.avi 2\n"},
+     "yoyo_test_split1.txt", ""),
+    ("recognition", "kinetics400", {"--data_path": "."}, {"train.csv": f"{K400_HEADER}\ncafé,x,1,2,train\n"},
+     "train.csv", f"{K400_HEADER}\n"),
+    ("recognition", "ssv2", {"--data_path": "."},
+     {"labels.json": '{"Pushing something":\n"0"}',
+      "something-something-v2-train.json": '[{"id": "1",\n"template": "Pushing [something] café"}]'},
+     "something-something-v2-train.json", "[]"),
+    ("recognition", "csv", {"--train_csv": "train.csv", "--class_list": "classes.txt"},
+     {"train.csv": "path,label\nv.mp4,a\n", "classes.txt": "a\ncafé\n"}, "classes.txt", ""),
+]
+CASE_NAMES = [f"{case[1]}-{case[4]}" for case in ANNOTATION_FILES]
+
+
+def load_annotation_case(folder, case, broken: str | None):
+    """Write `case`'s files into `folder`, its target file as latin-1 (broken=None) or with `broken` (text),
+    and read the training split with the dataset's reader."""
+    from tests.test_recognition_data import recognition_args
+    reader, datatype, flags, files, target, _ = case
+    for name, content in files.items():
+        encoded = content.encode("latin-1" if name == target else "utf-8")
+        (folder / name).write_bytes(encoded if broken is None or name != target else broken.encode())
+    args = recognition_args(datatype, None, *[part for flag, name in flags.items()
+                                              for part in (flag, str(folder / name))])
+    if reader == "retrieval":
+        return load_annotations(args, "train")
+    return load_labelled_videos(args, "train")
+
+
+@pytest.mark.parametrize("case", ANNOTATION_FILES, ids=CASE_NAMES)
+def test_a_non_utf8_annotation_file_is_named_with_its_line(tmp_path, case):
+    target = tmp_path / case[4]
+    with pytest.raises(DataFileError, match=re.escape(f"{target}: line 2: not UTF-8 text (byte 0xe9 at byte")
+                       + r".*save the file as UTF-8"):
+        load_annotation_case(tmp_path, case, None)
+
+
+@pytest.mark.parametrize("case", [case for case in ANNOTATION_FILES if case[5] is not None],
+                         ids=[name for name, case in zip(CASE_NAMES, ANNOTATION_FILES) if case[5] is not None])
+def test_an_empty_split_file_is_named(tmp_path, case):
+    target = tmp_path / case[4]
+    with pytest.raises(DataFileError, match=re.escape(f"{target}: ") + r".*(empty|no rows under the header)"):
+        load_annotation_case(tmp_path, case, case[5])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,15 @@ def test_bad_files_and_missing_weights_are_clear(tmp_path):
         load_trained(None, clip=CLIP(TINY))
     meanp = load_trained(None, config=ModelConfig(prompt="none"), clip=CLIP(TINY))
     assert meanp.kind is None and meanp.model.named_trainable_parameters() == []
+
+
+def test_a_checkpoint_with_float_weights_stored_as_integers_is_refused_naming_the_tensor(tmp_path):
+    learned = tiny_model(seed=3).learned_state_dict()
+    name = next(k for k, v in learned.items() if v.is_floating_point())
+    save_atomic({**learned, name: learned[name].round().long()}, tmp_path / "int64.pt")
+    with pytest.raises(CheckpointError, match=rf"int64.pt \(state dict\): 1 floating-point tensors are stored as integers "
+                                              rf"\(e.g. '{re.escape(name)}': torch.int64\)"):
+        load_trained(tmp_path / "int64.pt", config=ModelConfig(max_frames=FRAMES), clip=CLIP(TINY))
 
 
 def test_create_model_takes_a_clip_or_its_weights_file(tmp_path):

@@ -1,11 +1,14 @@
 """infer.py search --gallery: the HTML holds every query with its top-k results (rank, score, id as search
 returns them) and each thumbnail strip decodes to the frames read from its video; the PNG draws the same rows;
-a video that cannot be found gets a strip saying so; bad gallery names are refused before any work."""
+a video that cannot be found gets a strip saying so; bad gallery names are refused before any work; a file name
+that is not UTF-8 is indexed, searched and shown escaped."""
 from __future__ import annotations
 
 import base64
 import io
 import json
+import os
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from PIL import Image
 
 import infer
 from dataloaders.video_reader import read_frames
+from tests.conftest import meanp_index_argv
+from utils.inference.embedding_store import EmbeddingStore
 
 QUERIES = ["a red circle moves left", "a green square"]
 
@@ -98,3 +103,29 @@ def test_bad_gallery_names_are_refused_before_the_search(meanp_store, tmp_path, 
         search(meanp_store[2], tmp_path / name)
     assert str(error.value.code) == "error: " + message.format(tmp_path / name)
     assert (tmp_path / "exists.html").read_text() == "keep me"
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_searched_and_shown_escaped(meanp_store, tmp_path, capsys):
+    clip, videos, _ = meanp_store
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    name, broken = os.fsdecode(b"vid\xff.mp4"), os.fsdecode(b"bad\xfe.mp4")  # bytes that are not UTF-8
+    shutil.copy(videos / "video0.mp4", folder / name)
+    shutil.copy(videos / "video1.mp4", folder / "plain.mp4")
+    (folder / broken).write_bytes(b"not a video")
+    store = tmp_path / "store"
+    infer.main(meanp_index_argv(clip, folder, store))
+    assert sorted(EmbeddingStore(store).load()[0]) == sorted([name, "plain.mp4"])  # the name as the file system has it
+    assert list(EmbeddingStore(store).failures()) == [broken]
+    capsys.readouterr()
+    results = search(store, tmp_path / "out.html")  # stdout is UTF-8 here, as on a terminal
+    assert {hit["id"] for hit in results[0]["results"]} == {name, "plain.mp4"}
+    printed = capsys.readouterr().out
+    assert "vid\\xff.mp4" in printed and "plain.mp4" in printed
+    parser = GalleryParser()
+    parser.feed((tmp_path / "out.html").read_text(encoding="utf-8"))
+    shown = {hit["id"]: hit for hit in parser.sections[0]["results"]}
+    assert set(shown) == {"vid\\xff.mp4", "plain.mp4"}  # escaped as Python writes the byte
+    assert shown["vid\\xff.mp4"]["caption"].endswith(" vid\\xff.mp4")  # found and read: no "(video file not found)"
+    search(store, tmp_path / "out.png")
+    assert Image.open(tmp_path / "out.png").size[1] > 0

@@ -114,6 +114,8 @@ def _broken_folder(source: Path, target: Path, weights: bool = True, **tower_cha
     (dict(vision_config={"num_attention_heads": 4}), "only 64-wide heads"),
     (dict(text_config={"layer_norm_eps": 1e-6}), "layer_norm_eps 1e-06 is not supported"),
     (dict(model_type="siglip"), "model_type 'siglip': not a transformers CLIPModel"),
+    (dict(text_config="gelu"), "config.json: text_config must be a JSON object of the tower's settings, got str 'gelu'"),
+    (dict(vision_config_dict=[1, 2]), "config.json: vision_config_dict must be a JSON object .*, got list"),
 ])
 def test_folders_that_are_not_a_supported_clip_are_refused_by_name(hf_models, tmp_path, changes, message):
     folder = _broken_folder(hf_models["gelu"][1], tmp_path / "broken", **changes)
@@ -133,3 +135,16 @@ def test_a_folder_without_a_config_or_with_foreign_tensors_is_refused(hf_models,
         load_clip(str(folder))
     with pytest.raises(FileNotFoundError, match="is not downloaded: download the folder and pass its path"):
         load_clip("openai/clip-vit-base-patch32")
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (32, 64)])  # the first used to end in torch.cat's traceback
+def test_a_q_k_or_v_projection_of_the_wrong_shape_is_refused_naming_the_tensor(hf_models, tmp_path, shape):
+    folder = _broken_folder(hf_models["gelu"][1], tmp_path / "broken")
+    tensors = load_file(str(folder / "model.safetensors"))
+    name = "text_model.encoder.layers.1.self_attn.k_proj.weight"
+    save_file({**tensors, name: torch.zeros(shape)}, folder / "model.safetensors")
+    with pytest.raises(ValueError) as error:
+        load_clip(str(folder))
+    assert str(error.value) == (f"{folder}: model.safetensors: {name} has shape {list(shape)}, expected [64, 64]: a "
+                                "layer's q, k and v projections are [width, width] matrices (the weights file is "
+                                "damaged or not a CLIPModel's)")

@@ -13,6 +13,7 @@ brute-force cosine of encode_text / encode_video computed here.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -363,6 +364,16 @@ def test_visualize_writes_a_png_of_the_expected_size_with_the_model_details(setu
     assert json.loads(png.with_suffix(".json").read_text()) == record
     assert record["region_mask"] == details.region_mask[0].int().tolist()
     np.testing.assert_allclose(record["frame_weights"], details.frame_weights[0].numpy(), atol=1e-6)
+
+
+
+def test_visualize_a_video_whose_file_name_is_not_utf8(setup, tmp_path):
+    video, png = tmp_path / os.fsdecode(b"vid\xff.mp4"), tmp_path / os.fsdecode(b"fig\xfe.png")
+    shutil.copy(setup.videos / "video0.mp4", video)
+    record = infer.main(["visualize", "--checkpoint", str(setup.checkpoint), "--video", str(video), "--output",
+                         str(png), "--frame_px", "20"])
+    assert json.loads(png.with_suffix(".json").read_text()) == record and record["video"] == str(video)
+    assert matplotlib.image.imread(png).shape == (50, 100, 4)  # 4 frames of 20 px: the figure is drawn
 
 
 ERRORS = [

@@ -1,15 +1,24 @@
-"""Retrieval metrics against hand-computed ranks (ties included), blockwise == full, multi-caption protocol."""
+"""Retrieval metrics against hand-computed ranks (ties included), blockwise == full, multi-caption protocol; the
+queries tied with their correct item, counted and warned about."""
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import PairDataset, tiny_dgl_model
+from utils.engine.retrieval.evaluation import evaluate
 from utils.engine.retrieval.metrics import (
     cosine_similarity,
+    format_metrics,
     metrics_from_ranks,
     metrics_from_similarity,
     retrieval_ranks,
     similarity_matrix,
+    tie_warning,
 )
+from utils.engine.retrieval.renormalisation import post_processed_metrics
+from utils.engine.runtime.distributed import DistContext
+from utils.engine.runtime.log import setup_logging
+from utils.engine.runtime.precision import resolve_precision
 
 
 def test_single_caption_ranks_with_ties_are_optimistic():
@@ -120,3 +129,46 @@ def test_non_finite_scores_rank_last_and_a_nan_row_is_never_a_hit():
     assert ranks["t2v"].tolist() == [2, 2, 2, 2, 1]
     assert ranks["v2t"].tolist() == [5, 2]
     assert ranks["v2t_group"].tolist() == [2, 2]
+
+
+def test_queries_tied_with_their_correct_item_are_counted_beside_the_optimistic_ranks():
+    sim = torch.tensor([[0.9, 0.5, 0.9],     # text 0 ties with video 2; text 1 does not; text 2 ties three ways
+                        [0.1, 0.2, 0.3],
+                        [0.3, 0.3, 0.3]])
+    ranks = retrieval_ranks(torch.arange(3), torch.arange(3), torch.arange(3), similarity_fn=lambda t, v: sim[t][:, v])
+    assert ranks["t2v_tied"].tolist() == [True, False, True]
+    # video 2's column (0.9, 0.3, 0.3): its caption's 0.3 ties caption 1's
+    assert ranks["v2t_tied"].tolist() == [False, False, True] == ranks["v2t_group_tied"].tolist()
+    m = metrics_from_similarity(sim, torch.arange(3))
+    assert (m["t2v"]["tied"], m["v2t"]["tied"], m["v2t_group"]["tied"]) == (2, 1, 1)
+    assert "(n=3, 2 tied)" in format_metrics(m)
+    assert tie_warning(m, "test retrieval").startswith(
+        "test retrieval: 2 of 3 t2v, 1 of 3 v2t, 1 of 3 v2t_group queries tie with their correct item")
+    # two own captions scoring alike are no tie (v2t ranks the best own caption); a NaN query never ties
+    multi = torch.tensor([[0.4, 0.1], [0.4, 0.2], [float("nan"), float("nan")]])
+    ranks = retrieval_ranks(torch.arange(3), torch.arange(2), torch.tensor([0, 0, 1]),
+                            similarity_fn=lambda t, v: multi[t][:, v])
+    assert ranks["v2t_tied"].tolist() == [False, False] and ranks["t2v_tied"].tolist() == [False, False, False]
+    distinct = metrics_from_similarity(torch.eye(3), torch.arange(3))
+    assert distinct["t2v"]["tied"] == 0 and tie_warning(distinct, "test") is None
+
+
+def test_identical_test_videos_report_their_ties_and_warn_in_the_log(tmp_path):
+    dataset = PairDataset(4)
+    dataset.videos[:] = dataset.videos[0]  # four copies of one video: every caption ties with all of them
+    setup_logging(tmp_path, is_main=True)
+    results = evaluate(tiny_dgl_model(), dataset, DistContext(), batch_size=4, num_workers=0,
+                       precision=resolve_precision("fp32", torch.device("cpu")), split="test")
+    assert results["t2v"]["R1"] == 100.0 and results["t2v"]["tied"] == 4  # the released rule, and its caveat
+    assert results["v2t"]["tied"] == 0
+    log = (tmp_path / "log.txt").read_text()
+    assert "(n=4, 4 tied)" in log
+    assert "WARNING test retrieval: 4 of 4 t2v queries tie with their correct item" in log
+
+
+def test_scores_collapsed_to_ties_by_qb_norm_are_counted_after_it():
+    sim = torch.tensor([[0.50, 0.49, 0.48], [0.47, 0.50, 0.49], [0.48, 0.49, 0.50]])
+    raw = metrics_from_similarity(sim, torch.arange(3))
+    result = post_processed_metrics(sim, torch.arange(3), {"qb_norm": {"k": 1, "beta": 1e-6, "theta": 1}}, sim)
+    assert raw["t2v"]["tied"] == 0 and result["qb_norm"]["t2v"]["tied"] == 3  # equal after the float32 cast
+    assert result["qb_norm"]["t2v"]["R1"] == 100.0

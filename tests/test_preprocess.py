@@ -115,7 +115,7 @@ def test_check_videos_folder_report(tmp_path):
     assert statuses == {"short.mp4": ("too_short", "4"), "empty.mp4": ("empty", "0"),
                         "corrupt.mkv": ("unreadable", "0")}
     assert check_videos.main(["--folder", str(folder), "--output", str(report), "--all", "--min_frames", "4",
-                              "--num_workers", "2"]) == 1
+                              "--num_workers", "2", "--overwrite"]) == 1
     statuses = {row["video"]: row["status"] for row in read_csv_rows(report)}
     assert statuses["good.mp4"] == "ok" and statuses["short.mp4"] == "ok" and len(statuses) == 4
 

@@ -78,6 +78,18 @@ def test_ucf101_class_list_is_checked(tmp_path):
         load_labelled_videos(recognition_args("ucf101", tmp_path), "train")
 
 
+def test_ucf101_a_repeated_video_or_one_in_both_lists_of_a_split_is_refused(tmp_path):
+    root = ucf_splits(tmp_path, train_extra=["YoYo/v_YoYo_g08_c02.avi 3"])
+    with pytest.raises(DataFileError, match=r"trainlist01\.txt: line 4: YoYo/v_YoYo_g08_c02\.avi is listed again "
+                                            r"\(first on line 2\)"):
+        load_labelled_videos(recognition_args("ucf101", root), "train")
+    root = ucf_splits(tmp_path, test_extra=["YoYo/v_YoYo_g08_c02.avi"])
+    for split in ("train", "test"):
+        with pytest.raises(DataFileError, match=r"list01\.txt: line \d: YoYo/v_YoYo_g08_c02\.avi is also in "
+                                                r"\S+(test|train)list01\.txt \(line \d\): 1 video\(s\) are in both"):
+            load_labelled_videos(recognition_args("ucf101", root), split)
+
+
 # ------------------------------------------------------------------------------------------------- HMDB51
 def hmdb_splits(root: Path, split: int = 1) -> Path:
     files = {"brush_hair": ["April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 ", "Brushing_hair_h_cm_np1_le_goo_1.avi 2 ",
@@ -101,6 +113,17 @@ def test_hmdb51_split_files(tmp_path):
     assert load_labelled_videos(args, "val").video_ids == test.video_ids  # no val split: the test split
     with pytest.raises(DataFileError, match=r"no \*_test_split1\.txt file"):
         load_labelled_videos(recognition_args("hmdb51", root), "train")
+
+
+@pytest.mark.parametrize("second_id, lists", [("2", r"1 = training, this line 2 = test"),
+                                              ("1", r"1 = training, this line 1 = training")])
+def test_hmdb51_a_video_listed_twice_is_refused_naming_both_lists(tmp_path, second_id, lists):
+    root = hmdb_splits(tmp_path)
+    write_crlf(root / "cartwheel_test_split1.txt", ["a.avi 1", "b.avi 2", f"a.avi {second_id}"])
+    for split in ("train", "test"):
+        with pytest.raises(DataFileError, match=r"cartwheel_test_split1\.txt: line 3: a\.avi is listed again "
+                                                rf"\(line 1 gives it {lists}\)"):
+            load_labelled_videos(recognition_args("hmdb51", root), split)
 
 
 def test_hmdb51_bad_split_id_names_file_and_line(tmp_path):
@@ -130,6 +153,17 @@ def test_kinetics400_csv_files(tmp_path):
     with pytest.raises(DataFileError, match=r"validate\.csv: line 3: unknown class 'yodelling'"):
         load_labelled_videos(args, "val")
 
+
+
+@pytest.mark.parametrize("start, end, column", [("inf", "10", "time_start"), ("1", "nan", "time_end"),
+                                                ("-5", "10", "time_start"), ("1", "1e400", "time_end"),
+                                                ("ten", "20", "time_start"),
+                                                ("12", "12", "columns time_start, time_end"),
+                                                ("20", "10", "columns time_start, time_end")])
+def test_kinetics400_a_time_that_is_not_a_clip_names_the_file_line_and_column(tmp_path, start, end, column):
+    (tmp_path / "train.csv").write_text(f"{K400_HEADER}\nabseiling,a,1,11,train\nabseiling,b,{start},{end},train\n")
+    with pytest.raises(DataFileError, match=rf"train\.csv: line 3, (column )?{column}: "):
+        load_labelled_videos(recognition_args("kinetics400", tmp_path), "train")
 
 def test_kinetics400_files_are_found_flat_or_in_class_folders(tmp_path):
     (tmp_path / "train.csv").write_text(f"{K400_HEADER}\nabseiling,flat,1,11,train\nabseiling,nested,2,12,train\n"

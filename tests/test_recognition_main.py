@@ -81,6 +81,10 @@ def test_zero_shot_on_ucf101_split_files_matches_the_models_own_scores(data, tmp
         scores = torch.nn.functional.normalize(videos, dim=-1) @ classes.t()
     hits = (scores.argmax(1) == dataset.labels).float()
     assert test["top1"] == pytest.approx(100 * hits.mean().item())
+    predictions = json.loads((out / "predictions_test.json").read_text())  # per video, in dataset order
+    assert [p["video"] for p in predictions] == dataset.video_ids
+    assert [p["label"] for p in predictions] == [dataset.class_names[c] for c in dataset.labels]
+    assert [p["predicted"] for p in predictions] == [dataset.class_names[c] for c in scores.argmax(1)]
     assert test["top5"] == 100.0  # 4 classes
     per_class_hits = [hits[dataset.labels == c].mean().item() for c in dataset.labels.unique()]
     assert test["mean_class_accuracy"] == pytest.approx(100 * sum(per_class_hits) / len(per_class_hits))

@@ -32,6 +32,13 @@ def test_metrics_match_a_hand_computation():
     assert torch.equal(metrics["confusion"], expected)
 
 
+def test_videos_tied_with_their_class_are_counted():
+    assert recognition_metrics(SCORES, LABELS)["tied"] == 1  # the all-zero row
+    identical = recognition_metrics(torch.zeros(4, 3), torch.tensor([0, 0, 0, 0]))  # every class scores alike
+    assert identical["top1"] == 100.0 and identical["tied"] == 4  # the index order decides: flagged
+    assert recognition_metrics(torch.eye(3), torch.arange(3))["tied"] == 0
+
+
 def test_mean_class_accuracy_weighs_classes_not_videos():
     scores = torch.eye(3)[[0, 0, 0, 1, 2]]  # three videos of class 0 right, one of class 1 wrong
     metrics = recognition_metrics(scores, torch.tensor([0, 0, 0, 2, 1]))

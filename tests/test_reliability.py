@@ -14,6 +14,7 @@ import torch
 
 import utils.engine.training.trainer
 from main import main, parse_args
+from models.clip import CLIP, CLIPConfig, save_clip_torchscript
 from tests.conftest import write_run_data
 from tests.test_main import common_args, read_jsonl
 from utils.engine.run.folder import run_files
@@ -124,6 +125,41 @@ def test_resume_refuses_flags_that_would_change_the_run(data, stopped_run, tmp_p
     assert snapshot(out) == before  # nothing written
 
 
+def test_resume_refuses_annotation_or_clip_files_changed_in_place_and_warns_for_a_run_without_their_record(
+        data, tmp_path):
+    own = tmp_path / "data"
+    shutil.copytree(data, own)  # the files are changed in place: a copy of the module's data
+    out = tmp_path / "run"
+    main(common_args(own, out) + TRAIN + ["--epochs", "2", "--stop_after_steps", "1", "--no-plot_curves"])
+    recorded = json.loads((out / "hparams.json").read_text())["data_fingerprint"]
+    assert set(recorded["annotations"]) == {str(own / name) for name in
+                                            ("MSRVTT_train.9k.csv", "MSRVTT_data.json", "MSRVTT_JSFUSION_test.csv")}
+    assert set(recorded["clip"]) == {str(own / "tiny_clip.pt")}
+    before = snapshot(out)
+    train_csv, clip = own / "MSRVTT_train.9k.csv", own / "tiny_clip.pt"
+    full_csv, original_clip = train_csv.read_text(), clip.read_bytes()
+    train_csv.write_text("".join(full_csv.splitlines(keepends=True)[:5]))  # 8 -> 4 training videos
+    assert run_error(resume_args(own, out)) == (
+        f"error: --resume {out}: an annotation file {train_csv} changed since the run started "
+        f"({len(full_csv)} -> {len(train_csv.read_text())} bytes), so the run would continue on other data (another "
+        f"step plan); restore the file, or start a new run in another --output_dir")
+    train_csv.write_text(full_csv)
+    torch.manual_seed(5)
+    save_clip_torchscript(CLIP(CLIPConfig.tiny()), clip)  # another CLIP at the same path
+    message = run_error(resume_args(own, out))
+    assert message.startswith(f"error: --resume {out}: the CLIP weights {clip} changed since the run started (")
+    assert snapshot(out) == before  # nothing written
+    clip.write_bytes(original_clip)
+    hparams = json.loads((out / "hparams.json").read_text())
+    (out / "hparams.json").write_text(json.dumps({k: v for k, v in hparams.items() if k != "data_fingerprint"}))
+    main(resume_args(own, out) + ["--stop_after_steps", "2", "--no-plot_curves"])  # a run of an older version: resumed, with a warning
+    assert (f"WARNING --resume {out}: {out / 'hparams.json'} records no fingerprint of the annotation files and the "
+            f"CLIP") in (out / "log.txt").read_text()
+    again = json.loads((out / "hparams.json").read_text())["data_fingerprint"]  # recorded again (new mtimes)
+    assert {kind: {path: identity["sha256"] for path, identity in files.items()} for kind, files in again.items()} \
+        == {kind: {path: identity["sha256"] for path, identity in files.items()} for kind, files in recorded.items()}
+
+
 def test_resume_continues_in_its_folder_without_repeating_steps_or_keeping_temporaries(data, stopped_run, tmp_path):
     out = copy_of(stopped_run, tmp_path)
     with pytest.raises(SystemExit, match=f"--resume {out} continues the run in its folder {out}; --output_dir "
@@ -222,3 +258,42 @@ def test_too_many_bad_videos_in_a_dataloader_worker_end_in_their_one_line_messag
     match = re.fullmatch(pattern, message)
     assert match and match.group(1) in bad, message
     assert "Traceback" not in message and "worker" not in message
+
+
+def test_skipped_training_videos_are_named_in_the_log_and_in_metrics_per_epoch(data, tmp_path):
+    """video1 undecodable (found by a DataLoader worker), video6 missing (found when the split is built): the epoch
+    that first skips them lists them, with what is wrong, in log.txt and its metrics.jsonl record; later epochs
+    count 0 new."""
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "videos" / "video1.mp4").write_bytes(b"\x00" * 4000)
+    (copy / "videos" / "video6.mp4").unlink()
+    out = tmp_path / "run"
+    argv = common_args(copy, out) + ["--num_thread_reader", "1", "--max_bad_video_fraction", "0.3"]
+    with pytest.warns(UserWarning, match="video6"):
+        main(argv + TRAIN + ["--epochs", "2", "--no-eval_every_epoch"])
+    epochs = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert [(r["skipped_videos"], r["skipped_videos_count"], r["skipped_videos_total"]) for r in epochs] == [
+        ({"video1": "unreadable", "video6": "missing"}, 2, 2), ({}, 0, 2)]
+    log = (out / "log.txt").read_text()
+    assert re.search(r"WARNING epoch 1: skipped 2 bad training video\(s\) \(2 of 8 so far\): video1 \(unreadable\), "
+                     r"video6 \(missing\)", log), log
+    assert "epoch 2: skipped" not in log
+
+
+def test_every_test_the_reliability_table_names_exists():
+    """docs/RELIABILITY.md names the test of each case as `file::function` (or `::function`, of the file named
+    before it in the row): each must be a test function of that file, or the table points at nothing."""
+    root = Path(__file__).resolve().parents[1]
+    missing, cited = [], 0
+    for line in (root / "docs" / "RELIABILITY.md").read_text().splitlines():
+        if not line.startswith("| "):
+            continue
+        current = None
+        for file, function in re.findall(r"`(test_\w+\.py)?::(\w+)`", line):
+            current = file or current
+            cited += 1
+            if current is None or not re.search(rf"^def {function}\(", (root / "tests" / current).read_text()
+                                                if (root / "tests" / current).is_file() else "", re.MULTILINE):
+                missing.append(f"{current}::{function}")
+    assert cited >= 90 and not missing, missing

@@ -15,6 +15,7 @@ from tests.conftest import write_run_data
 from tests.test_main import common_args
 from utils.engine.retrieval.metrics import metrics_from_similarity
 from utils.engine.retrieval.renormalisation import dual_softmax, post_processed_metrics, qb_norm
+from utils.engine.runtime.sharded_encoding import EvaluationError
 
 E = math.exp
 
@@ -77,8 +78,8 @@ def test_qb_norm_matches_the_released_search(k):
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: dual_softmax(TEST, 0.0), r"dual_softmax's temperature must be a finite number > 0, got 0.0 "
-                                      r"\(--dual_softmax_temperature\)"),
+    (lambda: dual_softmax(TEST, 0.0), r"dual_softmax's temperature must be a finite number >= 2.2250738585072014e-308 "
+                                      r"\(the smallest normal float64; .*\), got 0.0 \(--dual_softmax_temperature\)"),
     (lambda: dual_softmax(TEST[0], 1.0), r"must be a matrix \[queries, gallery\], got shape \(3,\)"),
     (lambda: qb_norm(BANK, TEST, k=4), r"qb_norm's k must be at most the gallery size 3, got 4 \(--qb_norm_k\)"),
     (lambda: qb_norm(BANK, TEST, theta=0), r"qb_norm's theta must be >= 1, got 0 \(--qb_norm_theta\)"),
@@ -90,6 +91,14 @@ def test_qb_norm_matches_the_released_search(k):
 def test_bad_parameters_are_named_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_non_finite_scores_of_a_renormalisation_stop_the_evaluation_naming_its_flags():
+    sim, bank = torch.tensor([[0.9, 0.1], [0.1, 0.9]]), torch.tensor([[0.2, 0.1], [0.1, 0.2]])
+    params = {"k": 1, "beta": 1e4, "theta": 1}  # exp(beta * 0.9 - logsumexp(beta * bank)) overflows
+    with pytest.raises(EvaluationError, match=r"qb_norm gave 2 of 4 similarity scores that are NaN or infinite with "
+                                              r"--qb_norm_k 1, --qb_norm_beta 10000.0, --qb_norm_theta 1; no metrics"):
+        post_processed_metrics(sim, torch.arange(2), {"qb_norm": params}, bank)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +133,11 @@ def test_flag_and_file_errors_are_one_line(data, tmp_path):
         main(common_args(data, tmp_path / "run") + ["--do_train", "--dual_softmax"])
     with pytest.raises(SystemExit, match=r"--qb_norm_beta\)"):
         main(common_args(data, tmp_path / "run") + ["--do_eval", "--qb_norm", "--qb_norm_beta", "-1"])
+    with pytest.raises(SystemExit, match=r"temperature must be a finite number >= 2.2250738585072014e-308 .*"
+                                         r"got 1e-320 \(--dual_softmax_temperature\)"):  # NaN scores, R@1 0
+        main(common_args(data, tmp_path / "run") + ["--do_eval", "--dual_softmax", "--dual_softmax_temperature",
+                                                    "1e-320"])
+    assert not (tmp_path / "run").exists()
     no_bank = tmp_path / "similarity_test.pt"
     torch.save({"similarity": TEST, "caption_to_video": torch.tensor([0, 1])}, no_bank)
     with pytest.raises(SystemExit, match="holds no query_bank_similarity: evaluate with --qb_norm --save_similarity"):
@@ -132,3 +146,21 @@ def test_flag_and_file_errors_are_one_line(data, tmp_path):
         renormalise_main([str(no_bank)])
     with pytest.raises(SystemExit, match="similarity file not found"):
         renormalise_main([str(tmp_path / "missing.pt"), "--dual_softmax"])
+
+
+@pytest.mark.parametrize("similarity, caption_to_video, message", [
+    (torch.tensor([0.1, 0.9]), torch.tensor([0, 1]), "similarity must be a 2-D tensor [captions, videos], got a "
+                                                     "tensor [2]"),
+    ([[0.9, 0.1], [0.2, 0.8]], torch.tensor([0, 1]), "similarity must be a 2-D tensor [captions, videos], got a list"),
+    (torch.eye(2), [0, 1], "caption_to_video must be a 1-D tensor [2] (a video per caption), got a list"),
+    (torch.eye(2), torch.tensor([0, 1, 1]), "caption_to_video must be a 1-D tensor [2] (a video per caption), got "
+                                            "a tensor [3]"),
+])
+def test_a_similarity_file_of_the_wrong_shape_is_one_line_naming_the_file(tmp_path, similarity, caption_to_video,
+                                                                            message):
+    path = tmp_path / "similarity_test.pt"
+    torch.save({"similarity": similarity, "caption_to_video": caption_to_video}, path)
+    with pytest.raises(SystemExit) as error:
+        renormalise_main([str(path), "--dual_softmax"])
+    assert error.value.code == f"error: {path}: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["similarity_test.pt"]

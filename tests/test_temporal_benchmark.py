@@ -7,7 +7,7 @@ import json
 import matplotlib.image
 import torch
 
-from scripts.demo import benchmark_report, temporal_benchmark
+from scripts.demo import benchmark_report, demo_report, temporal_benchmark
 from utils.engine.retrieval.pair_metrics import pair_scores
 
 TOY = ["--seeds", "0", "--tasks", "direction", "which_moves", "--train_pairs", "4", "--val_pairs", "2",
@@ -55,6 +55,12 @@ def test_benchmark_chooses_on_val_scores_test_once_and_resumes(tmp_path):
     again = temporal_benchmark.main(argv)
     assert (seed / f"paper_lr{choice['lr']:g}" / "ckpt_last.pt").stat().st_mtime_ns == trained  # not retrained
     assert again["rows"] == result["rows"]
+    # --update_probes re-runs only the probes, at the new size, and keeps the rows
+    updated = temporal_benchmark.main([*argv, "--update_probes", "--probe_pairs", "8", "4", "12"])
+    assert {p["test_pairs"] for p in updated["probes"]} == {12} and updated["rows"] == result["rows"]
+    assert updated["protocol"]["probes"]["pairs"] == [8, 4, 12]
+    assert json.loads((out / "temporal_benchmark.json").read_text())["probes"] == updated["probes"]
+    assert "scored on 12 test pairs per task" in (out / "summary.md").read_text()
     # the tables go into a markdown file between its markers, figure links relative to that file
     md = tmp_path / "docs" / "RESULTS.md"
     md.parent.mkdir()
@@ -69,3 +75,26 @@ def test_every_row_and_test_folder_has_its_own_name():
     """A control named like a method would read that method's evaluation as its own."""
     assert not set(temporal_benchmark.METHODS) & set(temporal_benchmark.CONTROLS)
     assert all("_test_" not in method for method in temporal_benchmark.METHODS)
+
+
+def test_the_demo_report_names_where_the_demo_and_the_full_benchmark_disagree(tmp_path):
+    """A method separates the pairs when its group score's interval lies above chance; the report counts the cells
+    where the demo and the full benchmark's run of the same seed say otherwise, and names them."""
+    def row(method, task, lo, seed=3):
+        return {"task": task, "method": method, "label": method.upper(), "seed": seed, "group_score": lo + 5,
+                "group_score_ci95": [lo, lo + 10]}
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "runtime.txt").write_text("demo finished in 280 s\n")
+    probes = [{"view": "frame 0", "test_accuracy_ci95": [48.0, 52.5]}]
+    (demo / "temporal_benchmark.json").write_text(json.dumps({
+        "rows": [row("paper", "which_moves", 20.0), row("meanp", "which_moves", 0.0), row("dgl", "direction", 0.0)],
+        "probes": probes, "protocol": {"args": {"seeds": [3]},
+                                       "machine": {"cpu": "CPU", "logical_cpus": 2, "load_at_start": [0.5, 1, 2]}}}))
+    full = {"rows": [row("paper", "which_moves", 10.0), row("meanp", "which_moves", 0.0),
+                     row("dgl", "direction", 17.0), row("paper", "which_moves", 30.0, seed=4)]}
+    text, disagreements = demo_report.demo_text([demo], full)
+    assert disagreements == ["which_moves / PAPER / seed 3", "direction / DGL / seed 3"]
+    assert "agree on whether a method separates the pairs in 1 of 3" in text
+    assert "| 3 | " in text and "| 280 |" in text and "| 52.5 |" in text
+    assert "| PAPER | 25.0 [20, 30] **yes** | 15.0 [10, 20] |" in text

@@ -11,7 +11,8 @@ from ..annotations import DataFileError, expect, numbered_lines
 from .labelled_videos import LabelledVideos
 
 SPLIT_ID = {"train": "1", "val": "2", "test": "2"}  # HMDB51 has no val split
-SPLIT_IDS = ("0", "1", "2")
+SPLIT_NAMES = {"0": "not used", "1": "training", "2": "test"}  # the id of each list in a split file
+SPLIT_IDS = tuple(SPLIT_NAMES)
 
 
 def split_files(folder: str | None, split_number: int) -> dict[str, str]:
@@ -28,10 +29,15 @@ def load_videos(args, split: str) -> LabelledVideos:
     files = split_files(args.data_path, args.split)
     video_ids, labels = [], []
     for label, (name, path) in enumerate(files.items()):
+        first_line: dict[str, tuple[int, str]] = {}
         for line, text in numbered_lines(path):
             parts = text.split()
             expect(len(parts) == 2 and parts[1] in SPLIT_IDS, path, f"line {line}",
                    f"expected '<video>.avi <0|1|2>' (0 unused, 1 training, 2 test), got {text!r}")
+            earlier, earlier_id = first_line.setdefault(parts[0], (line, parts[1]))
+            expect(earlier == line, path, f"line {line}",
+                   f"{parts[0]} is listed again (line {earlier} gives it {earlier_id} = {SPLIT_NAMES[earlier_id]}, "
+                   f"this line {parts[1]} = {SPLIT_NAMES[parts[1]]}): a video belongs to one list; remove a line")
             if parts[1] == SPLIT_ID[split]:
                 video_ids.append(f"{name}/{parts[0]}")
                 labels.append(label)

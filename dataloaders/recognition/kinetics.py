@@ -6,9 +6,10 @@ usual 0-399 order); without a training CSV, the evaluated CSV's."""
 
 from __future__ import annotations
 
+import math
 import os
 
-from ..annotations import DataFileError, data_file, expect, read_csv
+from ..annotations import data_file, expect, read_csv
 from .labelled_videos import LabelledVideos, class_index
 
 COLUMNS = ["label", "youtube_id", "time_start", "time_end"]
@@ -26,11 +27,21 @@ def csv_path(args, split: str) -> str | None:
     return next((path for path in candidates if os.path.isfile(path)), None)
 
 
-def _time(value: str, path: str, line: int, column: str) -> int:
-    try:
-        return int(float(value))
-    except ValueError:
-        raise DataFileError(f"{path}: line {line}: {column} {value!r} is not a number of seconds") from None
+def _times(start: str, end: str, path: str, line: int) -> tuple[int, int]:
+    """(time_start, time_end) of a CSV row in whole seconds, as the video file names spell them; a value that
+    is not a finite number of seconds >= 0, or a start not before its end, is a DataFileError naming the file,
+    the line and the column."""
+    seconds = {}
+    for column, value in (("time_start", start), ("time_end", end)):
+        try:
+            seconds[column] = float(value)
+        except ValueError:
+            seconds[column] = math.nan
+        expect(math.isfinite(seconds[column]) and seconds[column] >= 0, path, f"line {line}, column {column}",
+               f"{value!r} is not a finite number of seconds >= 0")
+    expect(seconds["time_start"] < seconds["time_end"], path, f"line {line}, columns time_start, time_end",
+           f"the clip starts at {start!r}, not before its end {end!r}")
+    return int(seconds["time_start"]), int(seconds["time_end"])
 
 
 def load_videos(args, split: str) -> LabelledVideos:
@@ -46,7 +57,7 @@ def load_videos(args, split: str) -> LabelledVideos:
         line = row + 2  # the header is line 1
         expect(label in index, path, f"line {line}", f"unknown class {label!r}: not among the {len(names)} "
                f"classes of {names_from}")
-        video_ids.append(f"{youtube_id}_{_time(start, path, line, 'time_start'):06d}_"
-                         f"{_time(end, path, line, 'time_end'):06d}")
+        first, last = _times(start, end, path, line)
+        video_ids.append(f"{youtube_id}_{first:06d}_{last:06d}")
         labels.append(index[label])
     return LabelledVideos(video_ids, labels, names)

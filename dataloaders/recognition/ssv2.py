@@ -36,8 +36,8 @@ def load_videos(args, split: str) -> LabelledVideos:
     index = {name: position for position, name in enumerate(names)}
     list_file = data_file(os.path.join(args.data_path, LIST_FILES[split]), FOLDER_FLAG)
     entries = read_json(list_file)
-    if not isinstance(entries, list):
-        raise DataFileError(f"{list_file}: top level: expected a list of {{\"id\", \"template\", ...}}")
+    if not isinstance(entries, list) or not entries:
+        raise DataFileError(f"{list_file}: top level: expected a non-empty list of {{\"id\", \"template\", ...}}")
     video_ids, labels = [], []
     for position, entry in enumerate(entries):
         where = f"entry {position}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ..annotations import data_file, expect, numbered_lines
+from ..annotations import DataFileError, data_file, expect, numbered_lines
 from .labelled_videos import LabelledVideos, class_index
 
 LIST_PREFIX = {"train": "trainlist", "val": "testlist", "test": "testlist"}  # UCF101 has no val split
@@ -26,6 +26,31 @@ def read_class_list(path: str) -> list[str]:
     return names
 
 
+def listed_videos(list_file: str) -> dict[str, int]:
+    """{video path: its line} of a trainlist or testlist (the first word of each line); a video listed twice
+    is a DataFileError naming both lines (it would count twice in training or in the accuracy)."""
+    lines: dict[str, int] = {}
+    for line, text in numbered_lines(list_file):
+        video = text.split()[0]
+        expect(video not in lines, list_file, f"line {line}",
+               f"{video} is listed again (first on line {lines.get(video)}): remove one of the lines")
+        lines[video] = line
+    return lines
+
+
+def check_disjoint(list_file: str, other_file: str) -> None:
+    """Each video of `list_file` listed once, and none also in `other_file` (the other list of the split,
+    checked when present): a DataFileError names the video, the file(s) and the lines (a test video trained on
+    makes the accuracy a training accuracy)."""
+    ours = listed_videos(list_file)
+    theirs = listed_videos(other_file) if os.path.isfile(other_file) else {}
+    shared = [video for video in ours if video in theirs]
+    if shared:
+        raise DataFileError(f"{list_file}: line {ours[shared[0]]}: {shared[0]} is also in {other_file} (line "
+                            f"{theirs[shared[0]]}): {len(shared)} video(s) are in both the training and the test "
+                            f"list of this split; remove them from one")
+
+
 def load_videos(args, split: str) -> LabelledVideos:
     class_file = data_file(os.path.join(args.data_path or "", "classInd.txt"), FOLDER_FLAG)
     names = read_class_list(class_file)
@@ -33,6 +58,8 @@ def load_videos(args, split: str) -> LabelledVideos:
     # The release spells some folders differently in case only (HandstandPushups / v_HandStandPushups_...).
     by_lower = {name.lower(): position for name, position in index.items()}
     list_file = data_file(os.path.join(args.data_path, f"{LIST_PREFIX[split]}{args.split:02d}.txt"), FOLDER_FLAG)
+    other = "testlist" if LIST_PREFIX[split] == "trainlist" else "trainlist"
+    check_disjoint(list_file, os.path.join(args.data_path, f"{other}{args.split:02d}.txt"))
     video_ids, labels = [], []
     for line, text in numbered_lines(list_file):
         parts = text.split()

@@ -14,7 +14,10 @@ import os
 import statistics
 from pathlib import Path
 
+import matplotlib.image
 from matplotlib.figure import Figure
+
+from scripts.demo.markdown_section import replace_section
 
 BEGIN, END = "<!-- temporal_benchmark:begin -->", "<!-- temporal_benchmark:end -->"
 SCORES = ("text_score", "video_score", "group_score")
@@ -98,12 +101,18 @@ def mechanism_table(mechanism: list[dict]) -> list[str]:
     return lines
 
 
-def plot_scores(rows: list[dict], methods: list[str], path: Path) -> None:
-    """Group score per task and method: a dot per seed with its 95% interval, the mean as a bar."""
-    tasks = _ordered(rows, "task")
-    figure = Figure(figsize=(3.0 * len(tasks) + 1.5, 4.6), dpi=100)
+def plot_summary(result: dict, out: Path) -> None:
+    """OUT/summary.png: per task, the group score of every method (a dot per seed with its 95% interval, the
+    mean as a bar) under the best single-frame pixel probe's accuracy; below, if OUT/prompts_paper.png exists
+    (prompt_mechanism's picture of one test video), that picture."""
+    rows, probes = result["rows"], result["probes"]
+    tasks, methods = _ordered(rows, "task"), _ordered(rows, "method")
+    picture = out / "prompts_paper.png"
+    figure = Figure(figsize=(3.6 * len(tasks) + 1.2, 4.6 + (3.2 if picture.is_file() else 0)), dpi=100)
+    grid = figure.add_gridspec(2 if picture.is_file() else 1, len(tasks),
+                               height_ratios=[4.6, 3.2] if picture.is_file() else None)
     for k, task in enumerate(tasks):
-        axes = figure.add_subplot(1, len(tasks), k + 1)
+        axes = figure.add_subplot(grid[0, k])
         for i, method in enumerate(methods):
             mine = [r for r in rows if r["method"] == method and r["task"] == task]
             axes.bar(i, statistics.fmean(r["group_score"] for r in mine), color="tab:blue", alpha=0.35)
@@ -114,13 +123,23 @@ def plot_scores(rows: list[dict], methods: list[str], path: Path) -> None:
                 axes.scatter([x], [r["group_score"]], color="tab:blue", s=8, zorder=3)
         axes.axhline(100 / 6, color="grey", linestyle="--", linewidth=1)
         axes.set_ylim(0, 100)
-        axes.set_title(task, fontsize=9)
+        single = [p for p in probes if p["task"] == task and p["view"].startswith("frame ")]
+        probe = max(single, key=lambda p: p["test_accuracy"]) if single else None
+        axes.set_title(task + ("" if probe is None else
+                               f"\nbest one-frame pixel probe {probe['test_accuracy']:.1f}% "
+                               f"[{probe['test_accuracy_ci95'][0]:.1f}, {probe['test_accuracy_ci95'][1]:.1f}] "
+                               "(chance 50)"), fontsize=8)
         axes.set_xticks(range(len(methods)), [next(r["label"] for r in rows if r["method"] == m) for m in methods],
                         rotation=70, ha="right", fontsize=6)
         if k == 0:
-            axes.set_ylabel("group score (%), dots: seeds with 95% CI")
-    figure.subplots_adjust(bottom=0.42, left=0.06, right=0.99, wspace=0.25)
-    figure.savefig(path, format="png")
+            axes.set_ylabel("group score (%)\ndots: seeds, 95% CI; dashes: chance", fontsize=7)
+    if picture.is_file():
+        axes = figure.add_subplot(grid[1, :])
+        axes.imshow(matplotlib.image.imread(picture))
+        axes.set_axis_off()
+    figure.subplots_adjust(bottom=0.02 if picture.is_file() else 0.42, left=0.1, right=0.98, top=0.93,
+                           wspace=0.25, hspace=0.75)
+    figure.savefig(out / "summary.png", format="png")
 
 
 def plot_mechanism(mechanism: list[dict], path: Path) -> None:
@@ -154,17 +173,12 @@ def write_report(result: dict, out: Path, results_md: str | None = None) -> str:
     figure links relative to that file)."""
     text = report_text(result, out)
     (out / "summary.md").write_text(text)
-    plot_scores(result["rows"], _ordered(result["rows"], "method"), out / "summary.png")
+    plot_summary(result, out)
     if result["mechanism"]:
         plot_mechanism(result["mechanism"], out / "mechanism.png")
     if results_md:
-        target = Path(results_md)
-        old = target.read_text()
-        if BEGIN not in old or END not in old:
-            raise ValueError(f"{target} has no {BEGIN} ... {END} section to replace")
-        head, rest = old.split(BEGIN, 1)
-        section = report_text(result, out, Path(os.path.relpath(out, target.parent)))
-        target.write_text(head + BEGIN + "\n" + section + END + rest.split(END, 1)[1])
+        links = Path(os.path.relpath(out, Path(results_md).parent))
+        replace_section(results_md, BEGIN, END, report_text(result, out, links))
     return text
 
 
@@ -182,7 +196,10 @@ def report_text(result: dict, out: Path, links: Path = Path(".")) -> str:
              f"{protocol['selection']}. Mean ± std over the seeds; chance (random scores): text 25, video 25, "
              "group 16.7; a model that embeds the two videos of a pair alike gets text 0, video 25, group 0.", ""]
     if result["probes"]:
+        train, val, test = args["probe_pairs"]
         lines += ["### Shortcut probes (pixels of one frame, or the mean of the frames; chance 50%)", "",
+                  f"Linear and MLP probes per view, trained on {train:,} pairs per task, weight decay chosen on "
+                  f"{val:,}, scored on {test:,} test pairs per task and seed (intervals over those pairs).", "",
                   *probe_table(result["probes"]), ""]
     lines += ["### Group score (text and video score both)", "", *score_table(rows, "group_score", methods), "",
               "### Text score (each video picks its own caption)", "", *score_table(rows, "text_score", methods), "",

@@ -143,8 +143,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     rows = [row for task in args.tasks
             for row in probe_task(task, args.seed, args.train_pairs, args.val_pairs, args.test_pairs)]
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(rows, indent=1) + "\n")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")  # an interrupted run leaves no file that looks finished
+    partial.write_text(json.dumps(rows, indent=1) + "\n")
+    partial.replace(output)
     for row in rows:
         lo, hi = row["test_accuracy_ci95"]
         print(f"{row['task']:12s} {row['view']:15s} {row['probe']:6s} {row['test_accuracy']:5.1f} [{lo:.1f}, {hi:.1f}]")

@@ -32,7 +32,7 @@ import os
 import shutil
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -64,6 +64,10 @@ METHODS = {
 CONTROLS = {f"{m}_test_{order}": (f"{METHODS[m][0]}, test frames {order}", m, order)
             for m in ("dgl", "stop", "paper") for order in ("reversed", "shuffled")}
 MECHANISM_METHODS = ("stop", "paper")
+# a training step's time relative to the single-frame DGL's (the demo's epochs, one thread each, 2 cores): the
+# longest runs start first, so that with --jobs 2 the short ones fill the other core
+STEP_COST = {"single_frame": 1.0, "dgl": 1.6, "dgl_shuffled": 1.6, "paper": 2.2, "paper_spatial": 2.2,
+             "paper_temporal": 2.2, "stop": 3.7, "stop_spatial": 3.7, "stop_temporal": 3.7}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,10 +90,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip_images", type=int, default=10000, help="stills of the tiny-CLIP pre-training")
     parser.add_argument("--clip_cache", default="outputs/tiny_clip_cache",
                         help="folder of pre-trained tiny CLIPs, one per settings and seed (reused by later runs)")
-    parser.add_argument("--probe_pairs", type=int, nargs=3, default=[1000, 300, 2000], metavar=("TRAIN", "VAL",
+    parser.add_argument("--probe_pairs", type=int, nargs=3, default=[1000, 300, 8000], metavar=("TRAIN", "VAL",
                                                                                                   "TEST"),
-                        help="pairs per task of the shortcut probes' train, val and test streams")
+                        help="pairs per task of the shortcut probes' train, val and test streams (8,000 test pairs: "
+                             "of 144 single-frame probes at chance (4 tasks x 6 frames x 2 probes x 3 seeds) the "
+                             "highest upper interval end is expected near 53; at 2,000 pairs, near 55, the limit)")
     parser.add_argument("--no_probes", action="store_true", help="skip the shortcut probes")
+    parser.add_argument("--update_probes", action="store_true",
+                        help="run only the shortcut probes (at --probe_pairs) of the seeds in an existing "
+                             "OUTPUT/temporal_benchmark.json, replace its probes and rewrite the tables; the "
+                             "trained runs are neither needed nor touched")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once, each in its own process with (logical CPUs / jobs) torch threads and "
                              "its console output in seedS/RUN.console.txt")
@@ -125,6 +135,73 @@ def seed_clip(args: argparse.Namespace, seed: int) -> tuple[Path, dict]:
     if not clip.with_suffix(".json").is_file():
         tiny_clip_pretrain.main(["--output", str(clip), *settings])
     return clip, json.loads(clip.with_suffix(".json").read_text())
+
+
+def seed_probes(args: argparse.Namespace, seed: int) -> list[dict]:
+    """The shortcut probes' rows of `seed` for --tasks at --probe_pairs
+    (OUTPUT/seedS/probes_<train>_<val>_<test>.json, computed on first use)."""
+    train, val, test = args.probe_pairs
+    probe_file = Path(args.output) / f"seed{seed}" / f"probes_{train}_{val}_{test}.json"
+    if not probe_file.is_file():
+        shortcut_probes.main(["--seed", str(seed), "--tasks", *args.tasks, "--train_pairs", str(train),
+                              "--val_pairs", str(val), "--test_pairs", str(test), "--output", str(probe_file)])
+    return json.loads(probe_file.read_text())
+
+
+PREPARATIONS = {"seed_clip": "tiny CLIP", "seed_data": "videos", "seed_probes": "shortcut probes"}
+
+
+def prepare(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
+    """({seed: (data folder, tiny CLIP path)}, {seed: the tiny CLIP's report}, the probe rows of every seed).
+    With --jobs > 1 the preparations run side by side in worker processes, the CLIP pre-trainings (the longest)
+    first."""
+    calls = [(seed_clip, seed) for seed in args.seeds] + [(seed_data, seed) for seed in args.seeds]
+    calls += [] if args.no_probes else [(seed_probes, seed) for seed in args.seeds]
+    started, results = time.time(), {}
+
+    def finished(call: tuple, value) -> None:
+        results[call] = value
+        _progress(len(results), len(calls), started, f"{PREPARATIONS[call[0].__name__]} of seed {call[1]}")
+    if args.jobs == 1:
+        for call in calls:
+            finished(call, call[0](args, call[1]))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_threads,
+                                 initargs=(max(1, (os.cpu_count() or 1) // args.jobs),)) as pool:
+            futures = {pool.submit(call[0], args, call[1]): call for call in calls}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    prepared = {seed: (results[seed_data, seed], results[seed_clip, seed][0]) for seed in args.seeds}
+    clips = {seed: results[seed_clip, seed][1] for seed in args.seeds}
+    probes = [] if args.no_probes else [row for seed in args.seeds for row in results[seed_probes, seed]]
+    return prepared, clips, probes
+
+
+def update_probes(args: argparse.Namespace) -> dict:
+    """--update_probes: the probes of OUTPUT/temporal_benchmark.json's seeds and tasks re-run at --probe_pairs and
+    put in its place (protocol["probes"] records when, at what size, on what machine); tables rewritten."""
+    results = Path(args.output) / "temporal_benchmark.json"
+    if not results.is_file():
+        raise SystemExit(f"error: --update_probes needs a finished benchmark: {results} does not exist")
+    result = json.loads(results.read_text())
+    started, load_at_start = time.time(), load_average()
+    run_args = result["protocol"]["args"]
+    args.tasks = run_args["tasks"]
+    result["probes"] = [row for seed in run_args["seeds"] for row in seed_probes(args, seed)]
+    run_args["probe_pairs"] = args.probe_pairs
+    result["protocol"]["probes"] = {"pairs": args.probe_pairs, "updated": time.strftime("%Y-%m-%d"),
+                                    "machine": {**machine(), "load_at_start": load_at_start},
+                                    "seconds": time.time() - started}
+    _write_json(results, result)
+    print(write_report(result, Path(args.output), args.results_md))
+    return result
+
+
+def _write_json(path: Path, value) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1) + "\n")
+    partial.replace(path)
 
 
 def run_name(method: str, lr: float | None) -> str:
@@ -198,8 +275,9 @@ def run_jobs(args: argparse.Namespace, jobs: list[tuple[int, tuple]], prepared: 
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
     with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_threads,
                              initargs=(threads,)) as pool:
-        futures = {(seed, job): pool.submit(run_in_worker, args, job, *prepared[seed]) for seed, job in jobs}
-        for (seed, job), future in futures.items():
+        futures = {pool.submit(run_in_worker, args, job, *prepared[seed]): (seed, job) for seed, job in jobs}
+        for future in as_completed(futures):
+            seed, job = futures[future]
             folders[seed, job] = future.result()
             _progress(len(folders), len(jobs), started, f"seed {seed} {' '.join(map(str, job))}")
     return folders
@@ -229,26 +307,19 @@ def _steps(folder: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.update_probes:
+        return update_probes(args)
     started, load_at_start = time.time(), load_average()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     trained = [m for m in args.methods if m != "meanp"]
-    prepared, clips, probes = {}, {}, []
-    for seed in args.seeds:
-        print(f"== seed {seed}: data, tiny CLIP" + ("" if args.no_probes else ", shortcut probes"), flush=True)
-        data = seed_data(args, seed)
-        clip, clips[seed] = seed_clip(args, seed)
-        prepared[seed] = data, clip
-        if not args.no_probes:
-            probe_file = out / f"seed{seed}" / "probes.json"
-            if not probe_file.is_file():
-                shortcut_probes.main(["--seed", str(seed), "--tasks", *args.tasks, "--train_pairs",
-                                      str(args.probe_pairs[0]), "--val_pairs", str(args.probe_pairs[1]),
-                                      "--test_pairs", str(args.probe_pairs[2]), "--output", str(probe_file)])
-            probes += json.loads(probe_file.read_text())
+    print(f"== data, tiny CLIPs{'' if args.no_probes else ', shortcut probes'} of seed(s) "
+          f"{' '.join(map(str, args.seeds))} ({args.jobs} at once)", flush=True)
+    prepared, clips, probes = prepare(args)
     print(f"== training {len(trained)} methods x {len(args.lrs)} learning rates x {len(args.seeds)} seeds, "
           f"{args.jobs} at once", flush=True)
     train_jobs = [(seed, ("train", m, lr)) for seed in args.seeds for m in trained for lr in args.lrs]
+    train_jobs.sort(key=lambda job: -STEP_COST[job[1][1]])
     folders = run_jobs(args, train_jobs, prepared)
     pairs = {seed: json.loads((prepared[seed][0] / "pairs.json").read_text()) for seed in args.seeds}
     val_pairs = {seed: [p for p in pairs[seed] if p["split"] == "val"] for seed in args.seeds}
@@ -295,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "args": {k: v for k, v in vars(args).items() if k != "results_md"},
                            "machine": {**machine(), "jobs": args.jobs, "load_at_start": load_at_start},
                            "seconds": time.time() - started}}
-    (out / "temporal_benchmark.json").write_text(json.dumps(result, indent=1) + "\n")
+    _write_json(out / "temporal_benchmark.json", result)
     text = write_report(result, out, args.results_md)
     print(f"\n{text}\nwritten to {out / 'temporal_benchmark.json'}, {out / 'summary.md'}, {out / 'summary.png'}")
     return result

@@ -3,8 +3,13 @@
 
 Files beside the store (written atomically, the .json last: it commits the index):
   ann.faiss   the serialised FAISS index of the unit-normalised stored embeddings (inner product = cosine)
-  ann.json    kind, parameters, count and ids_sha256 of the store it indexes, recall@10 against exact search,
-              build seconds
+  ann.json    kind, parameters, count, dim and ids_sha256 of the store it indexes, faiss_sha256 (of ann.faiss),
+              recall@10 against exact search, build seconds
+
+Loading checks ann.json (each field there, of its type) and ann.faiss against it (its SHA-256, then the kind,
+count and dimension of the index read): an index file replaced, truncated or corrupt, or a record that is not
+build-ann's, is refused with the command that rebuilds them. A record without faiss_sha256 (written before it
+was recorded) cannot be checked and is refused the same way.
 
 FAISS is optional (`pip install faiss-cpu`, requirements-ann.txt): without it a store still searches exactly.
 An index built for other ids than the store now holds (videos added since) is not used by `auto` search.
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 
 from models import cosine_similarity
+from models.file_digest import sha256_of
 from utils.atomic_file import write_atomic
 
 log = logging.getLogger(__name__)
@@ -51,8 +57,17 @@ def import_faiss():
     return faiss
 
 
+# ann.json's fields that loading reads, and their types
+RECORD_FIELDS = {"kind": str, "params": dict, "count": int, "dim": int, "ids_sha256": str, "faiss_sha256": str}
+FAISS_CLASSES = {"flat": "IndexFlatIP", "ivf": "IndexIVFFlat", "hnsw": "IndexHNSWFlat"}  # what read_index returns
+
+
 def ids_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def rebuild_hint(root: Path) -> str:
+    return f"rebuild it with `python infer.py build-ann --store {root} --rebuild`"
 
 
 def unit_rows(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -125,6 +140,9 @@ def build_ann(root: str | Path, ids: list[str], embeddings: np.ndarray, kind: st
     start = time.time()
     vectors = unit_rows(embeddings)
     params = {**default_params(kind, len(ids)), **(params or {})}
+    if kind == "ivf" and params["nlist"] > len(ids):
+        raise AnnError(f"--nlist {params['nlist']} is more than the {len(ids)} videos of the store (each k-means cell "
+                       f"needs one, FAISS suggests 39): choose --nlist {len(ids)} or fewer")
     index = _new_index(faiss, kind, vectors.shape[1], params)
     if kind == "ivf":
         index.train(vectors)
@@ -142,28 +160,68 @@ def build_ann(root: str | Path, ids: list[str], embeddings: np.ndarray, kind: st
     queries = torch.from_numpy(np.asarray(recall_queries, dtype=np.float32))
     exact = exact_top_k(queries, embeddings, RECALL_K)[1].numpy()
     found = AnnIndex(index, {}).search(queries, RECALL_K)[1]
+    root = Path(root)
+    digest = hashlib.sha256()
+
+    def write_index(file) -> None:
+        def write(chunk: bytes) -> int:
+            digest.update(chunk)
+            return file.write(chunk)
+        faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+
+    write_atomic(root / ANN_INDEX, write_index)
     record = {"kind": kind, "params": params, "count": len(ids), "dim": int(vectors.shape[1]),
-              "ids_sha256": ids_digest(ids), f"recall_at_{RECALL_K}": round(recall_at_k(found, exact), 6),
+              "ids_sha256": ids_digest(ids), "faiss_sha256": digest.hexdigest(),
+              f"recall_at_{RECALL_K}": round(recall_at_k(found, exact), 6),
               "recall_queries": f"{len(queries)} {query_source}", "build_seconds": round(build_seconds, 3),
               "faiss_version": faiss.__version__, "built": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    root = Path(root)
-    write_atomic(root / ANN_INDEX, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
     write_atomic(root / ANN_RECORD, lambda f: f.write(json.dumps(record, indent=1).encode()))
     return record
 
 
+def read_record(root: Path) -> dict[str, Any]:
+    """ann.json of the store at `root`, each of RECORD_FIELDS there with its type; AnnError naming the file."""
+    path = root / ANN_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as error:  # not JSON, not UTF-8
+        raise AnnError(f"{path} is not JSON ({error}): {rebuild_hint(root)}") from None
+    wrong = [name for name, kind in RECORD_FIELDS.items()
+             if not isinstance(record, dict) or not isinstance(record.get(name), kind)]
+    if wrong:
+        raise AnnError(f"{path} is not an ANN record of this version of build-ann (no valid {', '.join(wrong)}): "
+                       + rebuild_hint(root))
+    if record["kind"] not in KINDS:
+        raise AnnError(f"{path}: unknown kind {record['kind']!r}: {rebuild_hint(root)}")
+    return record
+
+
 def load_ann(root: str | Path, ids: list[str]) -> AnnIndex:
-    """The index beside the store at `root`, checked to index exactly `ids`; AnnError when FAISS is missing,
-    there is none, or it indexes other videos."""
+    """The index beside the store at `root`, checked to be the one its ann.json describes (module docstring)
+    and to index exactly `ids`; AnnError when FAISS is missing, there is none, it indexes other videos, or
+    either file fails a check."""
     root = Path(root)
     if not (root / ANN_RECORD).is_file():
         raise AnnError(f"{root} has no ANN index: build one with `python infer.py build-ann --store {root}`")
-    record = json.loads((root / ANN_RECORD).read_text())
+    faiss = import_faiss()
+    record = read_record(root)
     if record["count"] != len(ids) or record["ids_sha256"] != ids_digest(ids):
         raise AnnError(f"the ANN index of {root} indexes {record['count']} videos, not the {len(ids)} the store "
-                       f"holds now: rebuild it with `python infer.py build-ann --store {root} --rebuild`")
-    faiss = import_faiss()
-    index = faiss.read_index(str(root / ANN_INDEX))  # straight from the file: no second copy in memory
+                       f"holds now: {rebuild_hint(root)}")
+    path = root / ANN_INDEX
+    if not path.is_file():
+        raise AnnError(f"{path} is missing (its record {root / ANN_RECORD} is there): {rebuild_hint(root)}")
+    if sha256_of(path) != record["faiss_sha256"]:
+        raise AnnError(f"{path} is not the index {root / ANN_RECORD} records (its SHA-256 differs: replaced, cut or "
+                       f"damaged since it was built): {rebuild_hint(root)}")
+    try:
+        index = faiss.read_index(str(path))  # straight from the file: no second copy in memory
+    except RuntimeError:  # a file this FAISS version cannot read
+        raise AnnError(f"{path}: FAISS {faiss.__version__} cannot read it: {rebuild_hint(root)}") from None
+    found = (type(index).__name__, index.ntotal, index.d)
+    if found != (FAISS_CLASSES[record["kind"]], record["count"], record["dim"]):
+        raise AnnError(f"{path} is a {found[0]} of {found[1]} vectors of {found[2]}, not the {record['kind']} index "
+                       f"of {record['count']} x {record['dim']} that {root / ANN_RECORD} records: {rebuild_hint(root)}")
     _set_search_params(index, record["kind"], record["params"])
     return AnnIndex(index, record)
 

@@ -4,7 +4,8 @@ Layout of a store folder:
   embeddings.npy   float16 [N, E] raw video features (`model.encode_video`; normalise before dot products)
   ids.json         the N video ids (paths relative to the indexed folder, or CSV entries), in row order
   metadata.json    format, count, dim, and what wrote them (model, frames, source); see infer.py
-  failed.csv       id, kind, reason of every video whose last attempt failed and that is not indexed
+  failed.csv       id, kind, reason of every video whose last attempt failed and that is not indexed (UTF-8; the
+                   bytes of a file name that are not UTF-8 as the file system has them)
   parts/           present only while (or after an interrupted) indexing: part-00000.npy + part-00000.json;
                    under torchrun each rank writes its own parts/rank-00001/part-00000.* (no two writers on one file)
 
@@ -40,9 +41,11 @@ from filelock import FileLock, Timeout
 from dataloaders.video_files import Failure
 from utils.atomic_file import write_atomic
 from utils.engine.run.folder_lock import LOCK_NAME, FolderLock
+from utils.inference.ann_index import ANN_INDEX, ANN_RECORD
 
 FORMAT = "stop-video-embeddings/1"
 EMBEDDINGS, IDS, METADATA, FAILED, PARTS = "embeddings.npy", "ids.json", "metadata.json", "failed.csv", "parts"
+STORE_NAMES = (EMBEDDINGS, IDS, METADATA, FAILED, PARTS, ANN_INDEX, ANN_RECORD)  # and their *.new, the .lock*
 RANK_PREFIX = "rank-"  # parts/rank-00001/: the parts of rank 1 of a sharded (torchrun) index
 FAILED_COLUMNS = ("id", "kind", "reason")
 READ_ATTEMPTS = 3
@@ -61,7 +64,16 @@ def _write_failures(path: Path, failures: Iterable[Failure]) -> None:
     writer = csv.writer(text)
     writer.writerow(FAILED_COLUMNS)
     writer.writerows(failures)
-    write_atomic(path, lambda f: f.write(text.getvalue().encode()))
+    write_atomic(path, lambda f: f.write(text.getvalue().encode("utf-8", "surrogateescape")))
+
+
+def is_store_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is (or would be) a file that the embedding store in its folder reads or writes (a name of
+    STORE_NAMES, one of their *.new, a hidden file such as the lock); False in a folder that holds no store."""
+    path = Path(path)
+    if not any((path.parent / name).is_file() for name in (METADATA, IDS)):
+        return False
+    return path.name.startswith(".") or path.name.removesuffix(".new") in STORE_NAMES
 
 
 class EmbeddingStore:
@@ -106,7 +118,7 @@ class EmbeddingStore:
         arrays = [np.load(self._merged(EMBEDDINGS, committed), allow_pickle=False)] if ids else []
         failures: dict[str, Failure] = {}
         if failed_path.is_file():
-            with open(failed_path, newline="") as file:
+            with open(failed_path, newline="", encoding="utf-8", errors="surrogateescape") as file:
                 failures.update((row["id"], Failure(row["id"], row["kind"], row["reason"]))
                                 for row in csv.DictReader(file))
         for stem in [] if committed else self._part_stems():

@@ -3,7 +3,8 @@ thumbnail strip of a few frames with its rank, score and id. FILE.html is self-c
 embedded as base64 JPEG); FILE.png draws the same in one image.
 
 Frames are read with dataloaders.video_reader.read_frames (the evaluation sampler's segment centres, upright);
-a video that cannot be found or read gets a grey strip saying why.
+a video that cannot be found or read gets a grey strip saying why. An id from a file name that is not UTF-8 is
+shown with those bytes as \\xNN (dataloaders.video_files.printable).
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dataloaders.video_files import printable
 from dataloaders.video_reader import VideoReadError, read_frames
 from utils.atomic_file import write_atomic
+from utils.output_file import check_output_file
 
 GALLERY_SUFFIXES = (".html", ".htm", ".png")
 CAPTION_PX = 14  # text line height in the PNG
@@ -26,7 +29,7 @@ STYLE = ("body{font-family:sans-serif;margin:1em}section{margin-bottom:1.5em}fig
 
 
 class GalleryError(ValueError):
-    """A gallery file that cannot be written: an unknown suffix, or a file that exists already."""
+    """A gallery file name with an unknown suffix (one that exists already: utils.output_file.OutputFileError)."""
 
 
 def check_gallery_path(path: str | Path) -> Path:
@@ -34,9 +37,7 @@ def check_gallery_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in GALLERY_SUFFIXES:
         raise GalleryError(f"--gallery {path}: the name must end in {', '.join(GALLERY_SUFFIXES)}")
-    if path.exists():
-        raise GalleryError(f"--gallery {path} exists; choose another name or delete it")
-    return path
+    return check_output_file(path, "--gallery")
 
 
 def thumbnail_strip(path: str | None, num_frames: int, height: int) -> tuple[np.ndarray, str | None]:
@@ -70,7 +71,7 @@ def _jpeg_base64(strip: np.ndarray) -> str:
 
 
 def _caption(hit: dict[str, Any], problem: str | None) -> str:
-    return f"{hit['rank']}. {hit['score']:.4f} {hit['id']}" + (f" ({problem})" if problem else "")
+    return printable(f"{hit['rank']}. {hit['score']:.4f} {hit['id']}" + (f" ({problem})" if problem else ""))
 
 
 def _html(results: list[dict[str, Any]], strips: dict[str, tuple[np.ndarray, str | None]], title: str) -> str:
@@ -80,8 +81,9 @@ def _html(results: list[dict[str, Any]], strips: dict[str, tuple[np.ndarray, str
         parts.append(f"<section class=\"query\"><h2>{html.escape(result['query'])}</h2>")
         for hit in result["results"]:
             strip, problem = strips[hit["id"]]
-            parts.append(f"<figure class=\"result\" data-rank=\"{hit['rank']}\" data-id=\"{html.escape(hit['id'])}\" "
-                         f"data-score=\"{hit['score']}\"><img alt=\"{html.escape(hit['id'])}\" "
+            shown = html.escape(printable(hit["id"]))
+            parts.append(f"<figure class=\"result\" data-rank=\"{hit['rank']}\" data-id=\"{shown}\" "
+                         f"data-score=\"{hit['score']}\"><img alt=\"{shown}\" "
                          f"src=\"data:image/jpeg;base64,{_jpeg_base64(strip)}\"><figcaption>"
                          f"{html.escape(_caption(hit, problem))}</figcaption></figure>")
         parts.append("</section>")
@@ -114,7 +116,7 @@ def write_gallery(path: str | Path, results: list[dict[str, Any]], locate: Calla
                   num_frames: int = 4, height: int = 96, title: str = "search results") -> Path:
     """Write the gallery of `results` (search's [{"query", "results": [{"rank", "id", "score"}]}]) to `path`
     (.html or .png, atomically); `locate` maps a video id to its file (or None). Returns the path."""
-    path = check_gallery_path(path)
+    path, title = check_gallery_path(path), printable(title)
     ids = dict.fromkeys(hit["id"] for result in results for hit in result["results"])
     strips = {video_id: thumbnail_strip(locate(video_id), num_frames, height) for video_id in ids}
     render = _png(results, strips, title) if path.suffix.lower() == ".png" else \

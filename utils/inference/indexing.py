@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dataloaders.video_files import Failure, UserVideo, VideoFileDataset, collate_videos
+from dataloaders.video_files import Failure, UserVideo, VideoFileDataset, collate_videos, printable
 from utils.engine.run.folder_lock import LOCK_FILES
 from utils.engine.runtime.distributed import all_gather_object, barrier, raise_if_any_failed, shard_bounds
 from utils.inference.embedding_store import FORMAT, EmbeddingStore
@@ -101,7 +101,7 @@ def encode_pending(store: EmbeddingStore, trained: InferenceModel, videos: list[
                     batch_failures += [Failure(i, "non-finite", "the embedding has NaN or inf entries (float16)")
                                        for i, ok in zip(batch["ids"], finite) if not ok]
                 for failure in batch_failures:
-                    log.warning(f"skipped {failure.id}: {failure.reason}")
+                    log.warning(printable(f"skipped {failure.id}: {failure.reason}"))
                 failures.extend(batch_failures)
                 num_failed += len(batch_failures)
                 bar.update(len(batch["ids"]) + len(batch["failures"]))

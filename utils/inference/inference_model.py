@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from models import ModelConfig, ModelInputs, TrainedModel, VideoTextModel, add_model_args, load_trained
 from models.checkpoints import RUN_FOLDER_CHECKPOINTS
 from models.clip import clip_weights_file
+from models.file_digest import cached_sha256_of
 from models.prompted_video import VideoDetails
 from models.tokenizer import tokenize
 from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
@@ -51,14 +51,6 @@ def add_inference_model_args(parser: argparse.ArgumentParser) -> argparse.Argume
     add_retain_freed_memory_flag(group)
     add_model_args(parser, defaults_from_config=False)
     return parser
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def normalised_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -121,8 +113,8 @@ def describe(trained: TrainedModel) -> dict[str, Any]:
     tensors: a transformers CLIP folder's weights file), configuration."""
     checkpoint, clip_path = trained.checkpoint, trained.clip_path
     return {"checkpoint": str(checkpoint.resolve()) if checkpoint else None,
-            "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
-            "clip": str(clip_path.resolve()), "clip_sha256": file_sha256(clip_weights_file(clip_path)),
+            "checkpoint_sha256": cached_sha256_of(checkpoint) if checkpoint else None,
+            "clip": str(clip_path.resolve()), "clip_sha256": cached_sha256_of(clip_weights_file(clip_path)),
             "config": trained.config.to_dict(), "max_words": trained.inputs.max_words,
             "image_resolution": trained.inputs.resolution, "embed_dim": trained.model.clip.visual.output_dim}
 

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from dataloaders.transforms import CLIP_MEAN, CLIP_STD
 from models.prompted_video import VideoDetails
 from models.video_text_model import VideoTextModel
+from utils.atomic_file import write_atomic
 
 DPI = 100
 # Layout in frame_px units. Horizontal: left margin, K frames, right margin. Vertical, bottom to top:
@@ -69,8 +70,8 @@ def cells_to_pixels(cells: np.ndarray, resolution: int) -> np.ndarray:
 def save_prompt_figure(frames: np.ndarray, region_pixels: np.ndarray, bars: Bars | None,
                        path: str | os.PathLike, frame_px: int = 160, grid_size: int | None = None,
                        title: str = "") -> tuple[int, int]:
-    """Write the PNG: frames [K, R, R, 3] (floats in [0, 1]) with the selected pixels bool [K, R, R] tinted,
-    cell borders of a grid_size x grid_size grid when given, and `bars` below (an empty chart when None).
+    """Write the PNG (atomically): frames [K, R, R, 3] (floats in [0, 1]) with the selected pixels bool [K, R, R]
+    tinted, cell borders of a grid_size x grid_size grid when given, and `bars` below (an empty chart when None).
     Returns its (width, height) in pixels."""
     num_frames = len(frames)
     if region_pixels.shape != frames.shape[:3]:
@@ -101,7 +102,7 @@ def save_prompt_figure(frames: np.ndarray, region_pixels: np.ndarray, bars: Bars
     chart.set_xticks(np.arange(num_frames), [str(i + 1) for i in range(num_frames)], fontsize=fontsize)
     chart.tick_params(axis="y", labelsize=fontsize)
     figure.text(0.5, 1 - TITLE * unit_h / 2, title, ha="center", va="center", fontsize=fontsize)
-    figure.savefig(path, dpi=DPI, format="png")
+    write_atomic(path, lambda file: figure.savefig(file, dpi=DPI, format="png"))
     return width, height
 
 

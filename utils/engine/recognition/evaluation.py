@@ -15,7 +15,7 @@ from typing import Any, Dict
 import torch
 
 from models.loss import cosine_similarity
-from utils.engine.recognition.metrics import recognition_metrics
+from utils.engine.recognition.metrics import ranked_classes, recognition_metrics
 from utils.engine.recognition.report import write_recognition_report
 from utils.engine.runtime.distributed import DistContext
 from utils.engine.runtime.log import get_logger
@@ -27,8 +27,9 @@ from utils.engine.runtime.sharded_encoding import check_finite, check_order, enc
 def evaluate_recognition(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int, num_workers: int,
                          precision: Precision, split: str, report_dir: str | None = None) -> Dict[str, Any]:
     """Recognition metrics of ``model`` on ``dataset`` (a dataloaders.recognition.RecognitionDataset): top1,
-    top5, mean_class_accuracy, count (the videos scored), the same dict on every rank. ``report_dir``: write the
-    confusion matrix PNG and the per-class JSON there (utils.engine.recognition.report, main rank)."""
+    top5, mean_class_accuracy, count (the videos scored), tied (those tied with another class; warned about), the
+    same dict on every rank. ``report_dir``: write the confusion matrix PNG, the per-class JSON and the per-video
+    predictions there (utils.engine.recognition.report, main rank)."""
     log = get_logger()
     was_training = model.training
     model.eval()
@@ -55,19 +56,26 @@ def evaluate_recognition(model: torch.nn.Module, dataset, ctx: DistContext, batc
                     f"are left out: {invalid_ids[:10]}")
     if not bool(valid.any()):
         raise ValueError(f"no {split} video could be decoded; check --features_path")
-    scores, labels = encoded["feats"][valid], encoded["label"][valid]
-    check_finite(scores, [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok], "video", split)
-    metrics = recognition_metrics(scores.cpu(), labels.cpu())
+    scores, labels = encoded["feats"][valid].cpu(), encoded["label"][valid].cpu()
+    scored_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
+    check_finite(scores, scored_ids, "video", split)
+    metrics = recognition_metrics(scores, labels)
     confusion = metrics.pop("confusion")
-    results = {"split": split, **{k: metrics[k] for k in ("top1", "top5", "mean_class_accuracy", "count")},
+    results = {"split": split, **{k: metrics[k] for k in ("top1", "top5", "mean_class_accuracy", "count", "tied")},
                "num_classes": len(dataset.class_names), "classes_with_videos": int((confusion.sum(1) > 0).sum()),
                "views": dataset.views, "invalid_videos": len(invalid_ids), "invalid_video_ids": invalid_ids,
                "total_seconds": time.time() - start}
     log.info(f"{split} recognition ({results['count']} videos, {results['num_classes']} classes, "
              f"{dataset.views} view(s)): top-1 {results['top1']:.2f}  top-5 {results['top5']:.2f}  mean class "
              f"accuracy {results['mean_class_accuracy']:.2f}")
+    if results["tied"]:
+        log.warning(f"{split} recognition: {results['tied']} of {results['count']} videos tie with their class "
+                    f"(another class scores exactly the same): the lower class index wins the tie, so top-1 is not "
+                    f"what the scores separate. Check for identical class texts or videos, or weights stored in an "
+                    f"integer dtype")
     if report_dir and ctx.is_main:
-        written = write_recognition_report(report_dir, split, confusion, dataset.class_names, dataset.class_texts)
+        written = write_recognition_report(report_dir, split, confusion, dataset.class_names, dataset.class_texts,
+                                           scored_ids, labels, ranked_classes(scores)[:, 0])
         log.info(f"{split} recognition report: {', '.join(str(p) for p in written)}")
     model.train(was_training)
     return results

@@ -2,8 +2,9 @@
 
 main.py writes both beside eval_results.json for the test evaluation of --task recognition:
 ``confusion_matrix_<split>.png`` (rows: the true class, normalised to 1; columns: the predicted class; class
-names on the axes up to LABELLED_CLASSES classes) and ``per_class_<split>.json`` (per class: its name, text,
-video count, top-1 accuracy, and the class it is most often mistaken for).
+names on the axes up to LABELLED_CLASSES classes), ``per_class_<split>.json`` (per class: its name, text,
+video count, top-1 accuracy, and the class it is most often mistaken for) and ``predictions_<split>.json`` (per
+scored video, in dataset order: {"video": its id, "label": its class, "predicted": the top-1 class}).
 """
 from __future__ import annotations
 
@@ -57,10 +58,15 @@ def per_class_report(confusion: torch.Tensor, class_names: List[str], class_text
 
 
 def write_recognition_report(output_dir: str | Path, split: str, confusion: torch.Tensor, class_names: List[str],
-                             class_texts: List[str]) -> List[Path]:
-    """confusion_matrix_<split>.png and per_class_<split>.json in ``output_dir``; returns their paths."""
+                             class_texts: List[str], video_ids: List[str], labels: torch.Tensor,
+                             predicted: torch.Tensor) -> List[Path]:
+    """confusion_matrix_<split>.png, per_class_<split>.json and predictions_<split>.json (video_ids [N], labels
+    and predicted class indices int64 [N]) in ``output_dir``; returns their paths."""
     output_dir = Path(output_dir)
     png, report = output_dir / f"confusion_matrix_{split}.png", output_dir / f"per_class_{split}.json"
+    predictions = output_dir / f"predictions_{split}.json"
     write_confusion_matrix(png, confusion, class_names, f"{split}: confusion matrix ({int(confusion.sum())} videos)")
     write_json(report, per_class_report(confusion, class_names, class_texts))
-    return [png, report]
+    write_json(predictions, [{"video": video, "label": class_names[true], "predicted": class_names[guess]}
+                             for video, true, guess in zip(video_ids, labels.tolist(), predicted.tolist())])
+    return [png, report, predictions]

@@ -8,7 +8,8 @@ are computed blockwise (t2v, v2t, and v2t_group; see that module for the multi-c
 
 Every evaluated feature is checked: a NaN or infinite text or video feature (a diverged model, or an overflow
 under float16) stops the evaluation with ``EvaluationError`` instead of producing metrics (a NaN row would
-otherwise rank however the comparison rule happens to treat it).
+otherwise rank however the comparison rule happens to treat it). Queries that tie with their correct item are
+counted in the metrics ("tied") and warned about (the optimistic rule counts them as hits).
 
 With ``post_process`` (utils.engine.retrieval.renormalisation: dual softmax, QB-Norm) the results also hold the metrics
 after each re-normalisation under "post_processed", beside the raw ones; QB-Norm's query bank (``query_bank``,
@@ -22,7 +23,7 @@ from typing import Any, Dict, Sequence
 
 import torch
 
-from utils.engine.retrieval.metrics import format_metrics, retrieval_metrics, similarity_matrix
+from utils.engine.retrieval.metrics import format_metrics, retrieval_metrics, similarity_matrix, tie_warning
 from utils.engine.retrieval.pair_metrics import pair_scores
 from utils.engine.retrieval.renormalisation import describe, post_processed_metrics
 from utils.engine.retrieval.report import write_retrieval_report
@@ -31,6 +32,13 @@ from utils.engine.runtime.log import get_logger
 from utils.engine.runtime.precision import Precision
 from utils.engine.runtime.sharded_encoding import check_finite, check_order, encode_shard
 from utils.engine.training.checkpoint import save_atomic
+
+
+def warn_of_ties(metrics: Dict[str, Dict[str, Any]], what: str) -> None:
+    """Log metrics.tie_warning's line when queries of ``metrics`` tie with their correct item."""
+    warning = tie_warning(metrics, what)
+    if warning:
+        get_logger().warning(warning)
 
 
 @torch.no_grad()
@@ -91,6 +99,7 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
                "encode_seconds": encode_seconds, "total_seconds": time.time() - start}
     log.info(f"{split} retrieval ({results['num_captions']} captions, {results['num_videos']} videos, "
              f"{encode_seconds:.1f}s to encode):\n{format_metrics(metrics)}")
+    warn_of_ties(metrics, f"{split} retrieval")
     bank_sim = None
     if post_process and "qb_norm" in post_process:
         bank_feats = encode_texts(query_bank, f"eval {split} query bank")["feats"]
@@ -101,6 +110,9 @@ def evaluate(model: torch.nn.Module, dataset, ctx: DistContext, batch_size: int,
     if post_process:
         results["post_processed"] = post_processed_metrics(sim, caption_to_video.cpu(), post_process, bank_sim)
         log.info(f"{split} retrieval, {describe(results['post_processed'])}")
+        for method, result in results["post_processed"].items():
+            directions = {k: v for k, v in result.items() if isinstance(v, dict)}
+            warn_of_ties(directions, f"{split} retrieval after {method}")
     kept_video_ids = [v for v, ok in zip(dataset.video_ids, valid.tolist()) if ok]
     kept_caption_list = [c for c, ok in zip(dataset.captions, kept_captions.tolist()) if ok]
     if pairs is not None:

@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Any, Dict
 
 import torch
 
 from models.config_fields import resume_free
 from utils.engine.retrieval.metrics import format_metrics, metrics_from_similarity
+from utils.engine.runtime.sharded_encoding import EvaluationError
 
 METHODS = ("dual_softmax", "qb_norm")
-# parameter -> (the rule in words, the check); the flag of method m's parameter p is --m_p
-_RULES = {"temperature": ("a finite number > 0", lambda v: math.isfinite(v) and v > 0),
+# parameter -> (the rule in words, the check); the flag of method m's parameter p is --m_p. A temperature below the
+# smallest normal float64 (a subnormal one) makes sim / temperature overflow to inf, and the dual softmax NaN.
+_RULES = {"temperature": (f"a finite number >= {sys.float_info.min} (the smallest normal float64; below it sim / "
+                          f"temperature overflows)", lambda v: math.isfinite(v) and v >= sys.float_info.min),
           "beta": ("a finite number > 0", lambda v: math.isfinite(v) and v > 0),
           "k": (">= 1", lambda v: v >= 1), "theta": (">= 1", lambda v: v >= 1)}
 
@@ -83,23 +87,39 @@ def qb_norm(train_test: torch.Tensor, test_test: torch.Tensor, k: int = 1, beta:
     return torch.where(rescored[:, None], normalised, test).to(test_test.dtype)
 
 
+def _check_scores(scores: torch.Tensor, method: str, params: Dict[str, Any]) -> torch.Tensor:
+    """``scores`` (the matrix ``method`` gave with ``params``), or EvaluationError naming the method's flags when
+    any is NaN or inf: such scores would rank last and report R@1 0 instead of what the model does."""
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        flags = ", ".join(f"--{method}_{name} {value}" for name, value in params.items())
+        raise EvaluationError(f"{method} gave {bad} of {scores.numel()} similarity scores that are NaN or infinite "
+                              f"with {flags}; no metrics are computed from them: choose other values of these flags "
+                              f"(the defaults are the literature's)")
+    return scores
+
+
 def post_processed_metrics(sim: torch.Tensor, caption_to_video: torch.Tensor, methods: Dict[str, Dict[str, Any]],
                            bank_similarity: torch.Tensor | None = None) -> Dict[str, Dict[str, Any]]:
     """The metrics of ``sim`` [Nt, Nv] after each method of ``methods`` ({"dual_softmax": {"temperature": T},
     "qb_norm": {"k": k, "beta": b, "theta": t}}, as ``methods_from_args`` gives), for ``caption_to_video`` [Nt].
     Returns {method: {**its parameters, "post_processed": True, "t2v": ..., [v2t, v2t_group for dual softmax],
-    [query_bank_size, rescored_queries for QB-Norm]}}. QB-Norm needs ``bank_similarity`` [Nb, Nv]."""
+    [query_bank_size, rescored_queries for QB-Norm]}}. QB-Norm needs ``bank_similarity`` [Nb, Nv]. EvaluationError
+    when a method gives a NaN or infinite score (naming its flags)."""
     out: Dict[str, Dict[str, Any]] = {}
     for method, params in methods.items():
         if method == "dual_softmax":
-            t2v = metrics_from_similarity(dual_softmax(sim, params["temperature"]), caption_to_video)
-            v2t = metrics_from_similarity(dual_softmax(sim.t(), params["temperature"]).t(), caption_to_video)
+            t2v = metrics_from_similarity(_check_scores(dual_softmax(sim, params["temperature"]), method, params),
+                                          caption_to_video)
+            v2t = metrics_from_similarity(
+                _check_scores(dual_softmax(sim.t(), params["temperature"]).t(), method, params), caption_to_video)
             metrics = {"t2v": t2v["t2v"], "v2t": v2t["v2t"], "v2t_group": v2t["v2t_group"]}
         elif method == "qb_norm":
             if bank_similarity is None:
                 raise ValueError("QB-Norm needs the query bank's similarities (the training captions against the "
                                  "test videos)")
-            normalised = qb_norm(bank_similarity, sim, params["k"], params["beta"], params["theta"])
+            normalised = _check_scores(qb_norm(bank_similarity, sim, params["k"], params["beta"], params["theta"]),
+                                       method, params)
             metrics = {"t2v": metrics_from_similarity(normalised, caption_to_video)["t2v"],
                        "query_bank_size": int(len(bank_similarity)),
                        "rescored_queries": int((normalised != sim).any(dim=1).sum())}

@@ -28,8 +28,12 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 def one_line(error: BaseException) -> str:
     """The message of a library error on one line; an error re-raised by a DataLoader worker keeps only the
-    original message (its last line), not the worker's traceback."""
+    original message (its last line), not the worker's traceback; a system call's OSError is `PATH: reason`
+    (its strerror, e.g. `runs/x/ckpt_last.pt: No space left on device`)."""
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if isinstance(error, OSError) and error.strerror:
+        paths = [str(path) for path in (error.filename, error.filename2) if path is not None]
+        text = f"{' -> '.join(paths)}: {error.strerror}" if paths else error.strerror
     if "Original Traceback" in text:
         text = text.strip().splitlines()[-1].split(": ", 1)[-1]
     return " ".join(text.split())
@@ -37,8 +41,10 @@ def one_line(error: BaseException) -> str:
 
 
 # What the library raises for bad input (messages written for the user), which the entry points print as one
-# `error: ...` line: ValueError covers FlagError, RunFolderError, ResumeConflictError, StoreConflictError ...
-USER_ERRORS = (FileNotFoundError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
+# `error: ...` line: ValueError covers FlagError, RunFolderError, ResumeConflictError, StoreConflictError ...;
+# OSError (FileNotFoundError, PermissionError, a full disk ...) is a file-system fault, printed as its path and
+# reason. Any other exception is a bug and keeps its traceback.
+USER_ERRORS = (OSError, ValueError, TrainingError, BadVideoError, EvaluationError, FolderBusyError)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ epoch/train_loss, and val/<name>, test/<name> for the scalars the task names in 
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, Tuple
 
@@ -41,7 +42,11 @@ class TensorBoardLog:
     def __init__(self, run_dir: str | Path, evaluation: EvaluationScalars, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # here: only --tensorboard needs the package
 
-        self.writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR), purge_step=purge_step)
+        folder = Path(run_dir) / TENSORBOARD_DIR
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder, where --tensorboard writes its events: move it "
+                                     "away or leave out --tensorboard", str(folder))
+        self.writer = SummaryWriter(str(folder), purge_step=purge_step)
         self.evaluation = evaluation
 
     def write(self, record: Dict[str, Any]) -> None:

@@ -3,12 +3,15 @@
 How the process was started (``launch_from_environment``):
 * torchrun (``WORLD_SIZE`` set): ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``
   (multi-node through torchrun's rendezvous). It wins over SLURM's variables (torchrun inside an allocation).
-* SLURM's srun (``SLURM_PROCID`` set, more than one task: ``SLURM_STEP_NUM_TASKS``, else ``SLURM_NTASKS``): one
-  task per process; rank ``SLURM_PROCID``, local rank ``SLURM_LOCALID``; the process group meets at
+* SLURM's srun (``SLURM_PROCID`` and srun's ``SLURM_STEP_ID`` set, more than one task: ``SLURM_STEP_NUM_TASKS``,
+  else ``SLURM_NTASKS``): one task per process; rank ``SLURM_PROCID``, local rank ``SLURM_LOCALID``; the process
+  group meets, within RENDEZVOUS_TIMEOUT (else a LaunchError naming the meeting point), at
   ``MASTER_ADDR`` (default: the first host of ``SLURM_STEP_NODELIST`` / ``SLURM_JOB_NODELIST`` /
   ``SLURM_NODELIST``) and ``MASTER_PORT`` (default 20000 + SLURM_JOB_ID mod 20000, so two jobs sharing a node do
   not collide). A task that sees a single GPU (``--gpus-per-task 1``) uses it whatever its local rank.
-* otherwise one process.
+* otherwise one process; with a warning when SLURM's variables ask for several tasks (``SLURM_NTASKS`` > 1 in
+  an sbatch script or an salloc shell) but srun did not start this process (no ``SLURM_STEP_ID``): those ranks
+  would never come.
 ``torch.distributed`` is initialised with NCCL on GPUs and gloo on CPU. All helpers below also work, as
 identities, in a single process.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, List, Mapping
 
 import torch
@@ -75,6 +80,13 @@ class Launch:
     init_method: str = "env://"
 
 
+RENDEZVOUS_TIMEOUT = timedelta(minutes=10)  # how long srun's tasks may take to meet (they start together)
+
+
+class LaunchError(ValueError):
+    """The processes of a launch did not meet: the message names the meeting point and what to check."""
+
+
 def _int(env: Mapping[str, str], name: str, default: str) -> int:
     value = env.get(name, default)
     try:
@@ -94,8 +106,24 @@ def first_host(nodelist: str) -> str:
 
 
 def _slurm_tasks(env: Mapping[str, str]) -> int:
-    """The tasks of this srun step (SLURM_STEP_NUM_TASKS, else the job's SLURM_NTASKS)."""
-    return _int(env, "SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))
+    """The tasks of this srun step (SLURM_STEP_NUM_TASKS, else the job's SLURM_NTASKS); a value that is not an
+    integer names the variable it came from."""
+    name = "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS"
+    return _int(env, name, "1")
+
+
+def _started_by_srun(env: Mapping[str, str]) -> bool:
+    """srun sets SLURM_STEP_ID (SLURM_STEPID in old releases) in each task; sbatch scripts and salloc shells
+    have the job's variables (SLURM_NTASKS, even SLURM_PROCID) without it."""
+    return "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env)
+
+
+def _warn_about_tasks_without_srun(env: Mapping[str, str]) -> None:
+    tasks = env.get("SLURM_NTASKS", "")
+    if tasks.isdigit() and int(tasks) > 1:
+        warnings.warn(f"SLURM_NTASKS={tasks} is set but srun did not start this process (no SLURM_STEP_ID): "
+                      f"running as ONE process; to run {tasks} processes launch with `srun python ...` (e.g. "
+                      f"scripts/slurm.sbatch) or torchrun", stacklevel=3)
 
 
 def launch_from_environment(env: Mapping[str, str]) -> Launch:
@@ -104,16 +132,18 @@ def launch_from_environment(env: Mapping[str, str]) -> Launch:
     if "WORLD_SIZE" in env:
         launch = Launch("torchrun", _int(env, "RANK", "0"), _int(env, "WORLD_SIZE", "1"),
                         _int(env, "LOCAL_RANK", "0"))
-    elif "SLURM_PROCID" in env and _slurm_tasks(env) > 1:
+    elif _started_by_srun(env) and _slurm_tasks(env) > 1:
         nodelist = next((env[k] for k in ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
                          if env.get(k)), None)
         if "MASTER_ADDR" not in env and nodelist is None:
             raise ValueError("srun launch: neither MASTER_ADDR nor a SLURM node list (SLURM_NODELIST) is set")
         addr = env.get("MASTER_ADDR") or first_host(nodelist)
-        port = env.get("MASTER_PORT") or str(20000 + _int(env, "SLURM_JOB_ID", "9500") % 20000)
+        port = _int(env, "MASTER_PORT", str(20000 + _int(env, "SLURM_JOB_ID", "9500") % 20000))
         launch = Launch("slurm", _int(env, "SLURM_PROCID", "0"), _slurm_tasks(env), _int(env, "SLURM_LOCALID", "0"),
                         f"tcp://{addr}:{port}")
     else:
+        if not _started_by_srun(env):
+            _warn_about_tasks_without_srun(env)
         return Launch()
     if not 0 <= launch.rank < launch.world_size:
         raise ValueError(f"{launch.launcher}: rank {launch.rank} is outside the world of {launch.world_size} "
@@ -121,9 +151,28 @@ def launch_from_environment(env: Mapping[str, str]) -> Launch:
     return launch
 
 
-def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None) -> DistContext:
+def meet(launch: Launch, timeout: timedelta = RENDEZVOUS_TIMEOUT) -> dist.Store:
+    """The store of an srun launch once all its processes have connected to rank 0's (`launch.init_method`,
+    tcp://host:port); LaunchError naming the meeting point when they have not within `timeout`. The store then
+    waits as long as torch's process groups do."""
+    host, port = launch.init_method.removeprefix("tcp://").rsplit(":", 1)
+    try:
+        store = dist.TCPStore(host, int(port), launch.world_size, launch.rank == 0, timeout)
+    except dist.DistError as error:
+        raise LaunchError(
+            f"srun launch: rank {launch.rank} of {launch.world_size}: the processes did not all meet at "
+            f"{host}:{port} within {int(timeout.total_seconds())} s ({str(error).splitlines()[0]}): start every "
+            f"task with srun (SLURM_NTASKS / SLURM_STEP_NUM_TASKS say {launch.world_size}), and check that "
+            f"MASTER_ADDR / MASTER_PORT name a free port of rank 0's host that the others reach") from None
+    store.set_timeout(dist.default_pg_timeout)
+    return store
+
+
+def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None,
+                     rendezvous_timeout: timedelta = RENDEZVOUS_TIMEOUT) -> DistContext:
     """Initialise from the launcher's environment (``env``, default os.environ; see launch_from_environment);
-    ``device`` as for resolve_device."""
+    ``device`` as for resolve_device; srun's processes must meet within ``rendezvous_timeout`` (torchrun has its
+    own rendezvous)."""
     launch = launch_from_environment(os.environ if env is None else env)
     gpu = launch.local_rank
     if launch.launcher == "slurm" and torch.cuda.is_available() and torch.cuda.device_count() == 1:
@@ -133,9 +182,10 @@ def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None)
     if use_cuda:
         torch.cuda.set_device(dev)
     if launch.world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=launch.init_method,
-                                world_size=launch.world_size, rank=launch.rank,
-                                device_id=dev if use_cuda else None)
+        meeting = ({"store": meet(launch, rendezvous_timeout)} if launch.launcher == "slurm"
+                   else {"init_method": launch.init_method})
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", **meeting, world_size=launch.world_size,
+                                rank=launch.rank, device_id=dev if use_cuda else None)
     return DistContext(rank=launch.rank, world_size=launch.world_size, local_rank=launch.local_rank, device=dev)
 
 

@@ -15,7 +15,8 @@ Gradient accumulation (``--gradient_accumulation_steps k``): every micro-step is
 ``batch_size * world_size`` pairs (the negatives of a sample are the other samples of ITS micro-step), the k
 losses are averaged (each backward is scaled by 1/k) and one optimizer step follows. So accumulation keeps the
 number of samples per update but NOT the contrastive batch: 1 GPU x 32 x 4 steps sees 31 negatives per sample
-where 4 GPUs x 32 see 127. Prefer a larger per-process batch where memory allows (scripts/msrvtt.sh does).
+where 4 GPUs x 32 see 127. Prefer gradient caching (``--micro_batch_size``), which keeps the contrastive batch
+whole (the recipes of scripts/launch.sh do by default).
 
 An epoch has ``floor(len(train) / (batch_size * world_size)) // k`` optimizer steps; leftover pairs are
 dropped. The data order is a function of (seed, epoch) alone (``utils.engine.training.data_order``), which lets
@@ -56,6 +57,7 @@ from utils.engine.training.gradient_cache import gradient_cached_backward
 from utils.engine.training.optimization import build_optimizer, build_scheduler
 
 LOGIT_SCALE_RANGE = (0.1, math.log(100.0))  # clamp of a trained logit_scale, as released
+SKIPPED_VIDEOS_LOGGED = 20  # bad training videos named per epoch in the log (metrics.jsonl has them all)
 
 
 class TrainingError(RuntimeError):
@@ -187,6 +189,7 @@ class Trainer:
         self.step_module = step_module
         self.progress = Progress()
         self.saved_steps: Dict[str, int] = {}  # checkpoint name -> the global step it holds (written by this run)
+        self.skipped_videos: Dict[str, str] = {}  # video id -> what is wrong with it, logged by this process
 
     # ----------------------------------------------------------------------------------------- state
     def checkpoint(self, with_training_state: bool = True) -> Dict[str, Any]:
@@ -333,6 +336,27 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.write(record)
 
+    def _record_skipped_videos(self, epoch: int, record: Dict[str, Any]) -> None:
+        """Collective. A training set that knows its bad videos (``bad_videos``: {video id: what is wrong}, as
+        dataloaders.RetrievalDataset, found by any rank or DataLoader worker) has those first found in this epoch
+        added to the epoch's ``record`` ("skipped_videos" and "skipped_videos_count"; "skipped_videos_total":
+        all so far in this process) and named in the log, not only in the workers' warnings on stderr."""
+        if not hasattr(self.train_set, "bad_videos"):
+            return
+        found: Dict[str, str] = {}
+        for part in all_gather_object(self.train_set.bad_videos):
+            found.update(part)
+        new = {video: kind for video, kind in found.items() if video not in self.skipped_videos}
+        self.skipped_videos.update(new)
+        record.update(skipped_videos=new, skipped_videos_count=len(new), skipped_videos_total=len(self.skipped_videos))
+        if new:
+            shown = list(new.items())[:SKIPPED_VIDEOS_LOGGED]
+            listed = ", ".join(f"{video} ({kind})" for video, kind in shown)
+            more = f" and {len(new) - len(shown)} more (all in metrics.jsonl)" if len(new) > len(shown) else ""
+            get_logger().warning(f"epoch {epoch + 1}: skipped {len(new)} bad training video(s) ("
+                                 f"{len(self.skipped_videos)} of {len(self.train_set.video_ids)} so far): "
+                                 f"{listed}{more}")
+
     def train(self, evaluate: Callable[[], Dict[str, Any]] | None = None,
               metric: Callable[[Dict[str, Any]], float] | None = None) -> str:
         """Run to the end of --epochs (or --stop_after_steps). After each epoch ``evaluate()`` (if given) is
@@ -379,6 +403,7 @@ class Trainer:
             log.info(f"epoch {epoch + 1}/{cfg.epochs} done: mean loss "
                      f"{'n/a' if mean_loss is None else f'{mean_loss:.4f}'} over {steps_run} steps "
                      f"({record['epoch_seconds']:.0f}s)")
+            self._record_skipped_videos(epoch, record)
             if evaluate is not None:
                 results = evaluate()
                 value = metric(results)
