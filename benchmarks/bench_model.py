@@ -10,7 +10,9 @@ interleaved in every repeat so that all see the same machine load, medians after
 * stop_text: STOP text encoding of B captions of `--words` tokens;
 * train_step: one STOP training step on B (caption, video) pairs: forward (loss), backward, AdamW step (its own
   copy of the trainable modules on the same frozen CLIP, so the optimizer never touches the evaluation model's
-  weights and their cached FFT spectra).
+  weights and their cached FFT spectra);
+* paper_video, paper_train_step: the same two for the paper's STOP (`--temporal_prompt paper`, token-space
+  prompts: models/paper_prompt.py), its own evaluation and training models on the same frozen CLIP.
 Reported per workload: videos/s, the ratio to clip_image's videos/s (the median over repeats of the ratio within
 each repeat), FLOPs per call counted by
 `torch.utils.flop_counter.FlopCounterMode` - as executed (counted in untimed warm-up calls; it does not count
@@ -47,7 +49,8 @@ from utils.engine.runtime.precision import PRECISIONS, Precision, resolve_precis
 from utils.engine.training.gradient_cache import gradient_cached_backward, surrogate_loss
 
 CLIP_SIZES = {"vit_b_32": CLIPConfig.vit_b_32, "vit_b_16": CLIPConfig.vit_b_16, "tiny": CLIPConfig.tiny}
-WORKLOADS = ("clip_image", "stop_video", "stop_text", "train_step")
+WORKLOADS = ("clip_image", "stop_video", "stop_text", "train_step", "paper_video", "paper_train_step")
+PAPER_WORKLOADS = {"paper_video": "stop_video", "paper_train_step": "train_step"}  # -> the released one's name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,18 +93,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_models(config: CLIPConfig, frames: int, conv_impl: str, device: torch.device | str,
-                 checkpoint_activations: bool = False, fft_chain: bool = True
-                 ) -> tuple[CLIP, VideoTextModel, VideoTextModel]:
-    """(CLIP, evaluation model, training model): both STOP models on the one frozen CLIP, same initial weights. The
-    evaluation model is frozen too (FlopCounterMode's module tracker fails on no-grad views of trainable leaves)."""
-    clip = CLIP(config).to(device)
+                 checkpoint_activations: bool = False, fft_chain: bool = True, clip: CLIP | None = None,
+                 temporal_prompt: str = "stop") -> tuple[CLIP, VideoTextModel, VideoTextModel]:
+    """(CLIP, evaluation model, training model): both STOP models (`temporal_prompt` stop: released, paper: the
+    paper's) on the one frozen CLIP (a new one unless given), same initial weights. The evaluation model is frozen
+    too (FlopCounterMode's module tracker fails on no-grad views of trainable leaves)."""
+    clip = clip or CLIP(config).to(device)
     options = ModelConfig(max_frames=frames, conv_impl=conv_impl, checkpoint_activations=checkpoint_activations,
-                          fft_chain=fft_chain)
+                          fft_chain=fft_chain, temporal_prompt=temporal_prompt)
     eval_model = create_model(options, clip).to(device).eval()
     train_model = create_model(options, clip).to(device)
     train_model.load_state_dict(eval_model.state_dict())
     eval_model.requires_grad_(False)
     return clip, eval_model, train_model
+
+
+def variant_models(config: CLIPConfig, args: argparse.Namespace, device: torch.device | str, conv_impl: str
+                   ) -> dict[str, tuple[CLIP, VideoTextModel, VideoTextModel]]:
+    """build_models of the released STOP ("stop") and, where a paper workload is asked for, of the paper's
+    ("paper") on the same frozen CLIP."""
+    models = {"stop": build_models(config, args.frames, conv_impl, device, args.checkpoint_activations,
+                                   args.fft_chain)}
+    if any(name in PAPER_WORKLOADS for name in args.workloads):
+        models["paper"] = build_models(config, args.frames, conv_impl, device, args.checkpoint_activations,
+                                       args.fft_chain, clip=models["stop"][0], temporal_prompt="paper")
+    return models
+
+
+def selected_runs(models: dict[str, tuple[CLIP, VideoTextModel, VideoTextModel]], inputs: dict,
+                  workloads: list[str], precision: Precision, compile_models: bool, micro_batch_size: int = 0
+                  ) -> dict[str, Callable[[], None]]:
+    """workload_runs of the released STOP, plus the paper's video encoding and training step under their
+    PAPER_WORKLOADS names, restricted to `workloads` (in that order)."""
+    runs = workload_runs(*models["stop"], inputs, precision, compile_models, micro_batch_size)
+    if "paper" in models:
+        paper = workload_runs(*models["paper"], inputs, precision, compile_models, micro_batch_size)
+        runs.update({name: paper[released] for name, released in PAPER_WORKLOADS.items()})
+    return {name: runs[name] for name in workloads}
 
 
 def random_inputs(config: CLIPConfig, batch: int, frames: int, words: int, device) -> dict[str, torch.Tensor]:
@@ -170,11 +198,10 @@ def count_flops(runs: dict[str, Callable[[], None]], uncounted: tuple[str, ...] 
 
 def direct_flops(config: CLIPConfig, args: argparse.Namespace) -> dict[str, float]:
     """FLOPs per call of the same workloads with direct convolutions, counted on meta tensors (no compute)."""
-    clip, eval_model, train_model = build_models(config, args.frames, "direct", "meta", args.checkpoint_activations)
+    models = variant_models(config, args, "meta", "direct")
     inputs = random_inputs(config, args.batch, args.frames, args.words, "cpu")
     inputs = {k: torch.empty_like(v, device="meta") for k, v in inputs.items()}
-    runs = workload_runs(clip, eval_model, train_model, inputs, Precision("fp32", "meta", None), False)  # unsplit
-    return count_flops({name: runs[name] for name in args.workloads})
+    return count_flops(selected_runs(models, inputs, args.workloads, Precision("fp32", "meta", None), False))  # unsplit
 
 
 def matmul_run(device: torch.device, dtype: torch.dtype, size: int = 2048) -> Callable[[], None]:
@@ -223,14 +250,11 @@ def main(argv: list[str] | None = None) -> dict:
         results["machine"]["gpu"] = torch.cuda.get_device_name(device)
     direct = direct_flops(config, args)
 
-    clip, eval_model, train_model = build_models(config, args.frames, args.conv_impl, device,
-                                                 args.checkpoint_activations, args.fft_chain)
+    models = variant_models(config, args, device, args.conv_impl)
     inputs = random_inputs(config, args.batch, args.frames, args.words, device)
-    flops = count_flops({name: run for name, run in workload_runs(
-        clip, eval_model, train_model, inputs, precision, False, args.micro_batch_size).items()
-        if name in args.workloads}, uncounted=("train_step",) if args.micro_batch_size else ())
-    runs = workload_runs(clip, eval_model, train_model, inputs, precision, args.compile, args.micro_batch_size)
-    runs = {name: runs[name] for name in args.workloads}
+    flops = count_flops(selected_runs(models, inputs, args.workloads, precision, False, args.micro_batch_size),
+                        uncounted=("train_step", "paper_train_step") if args.micro_batch_size else ())
+    runs = selected_runs(models, inputs, args.workloads, precision, args.compile, args.micro_batch_size)
     runs["matmul_2048"] = matmul_run(device, precision.dtype or torch.float32)
     repeats, peak = time_workloads(runs, args, device)
     times = {name: statistics.median(t) for name, t in repeats.items()}
@@ -265,14 +289,14 @@ def print_table(results: dict) -> None:
           f"{config['precision']}, conv_impl {config['conv_impl']}; matmul peak "
           f"{results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; load average {results['load_average_before']} -> "
           f"{results['load_average_after']}; {results['allocator']}")
-    print(f"{'workload':<12}{'s/call':>9}{'videos/s':>10}{'x CLIP':>8}{'GFLOP':>9}{'GFLOP dir':>11}"
+    print(f"{'workload':<17}{'s/call':>9}{'videos/s':>10}{'x CLIP':>8}{'GFLOP':>9}{'GFLOP dir':>11}"
           f"{'GFLOP/s':>9}{'eff.':>9}{'MFU':>7}{'peak MiB':>10}")
     for name, row in results["workloads"].items():
         memory = f"{row['peak_memory_bytes'] / 2 ** 20:.0f}" if row["peak_memory_bytes"] else "-"
         counted = (f"{row['counted_gflop']:>9.1f}" if row["counted_gflop"] is not None else f"{'-':>9}")
         counted_rate = (f"{row['counted_flops_per_s'] / 1e9:>9.1f}" if row["counted_gflop"] is not None
                         else f"{'-':>9}")
-        print(f"{name:<12}{row['seconds']:>9.3f}{row['videos_per_s']:>10.2f}{row['ratio_to_clip_image']:>8.3f}"
+        print(f"{name:<17}{row['seconds']:>9.3f}{row['videos_per_s']:>10.2f}{row['ratio_to_clip_image']:>8.3f}"
               f"{counted}{row['direct_gflop']:>11.1f}{counted_rate}"
               f"{row['effective_flops_per_s'] / 1e9:>9.1f}{row['effective_mfu']:>7.2f}{memory:>10}")
     print(f"peak resident set size of the process: {results['peak_rss_bytes'] / 2 ** 30:.2f} GiB")

@@ -263,9 +263,8 @@ def _spectral_products(planes: torch.Tensor, spectrum: torch.Tensor, bias: torch
     rows_out = None
     for dt in range(kd):
         src = rows_in[:, dt * b:(dt + d_out) * b]
-        if c_in == 1:  # an outer product per bin: a broadcast multiply beats a batched matrix product
-            term = src * spectrum[:, dt]
-            rows_out = term if rows_out is None else rows_out.add_(term)
+        if c_in == 1:  # an outer product per bin: a broadcast multiply(-add) beats a batched matrix product
+            rows_out = src * spectrum[:, dt] if rows_out is None else rows_out.addcmul_(src, spectrum[:, dt])
         elif rows_out is None:
             rows_out = torch.bmm(src, spectrum[:, dt])
         else:
@@ -286,13 +285,15 @@ def fft_conv3d_chain(x: torch.Tensor, layers, x_spectrum: torch.Tensor | None = 
 
     layers: (weight, bias or None, padding (pd, ph, pw)) for a convolution, a callable for an elementwise map;
     x_spectrum: `input_spectrum(x, grid)` when the caller has it. Float32 / float64, no autocast (the caller
-    applies the layers one by one under autocast, whose per-layer rounding this chain would skip)."""
+    applies the layers one by one under autocast, whose per-layer rounding this chain would skip). Maps after the
+    last convolution read the output proper (the crop of the grid: one pass that also crops)."""
     h, w = x.shape[-2:]
     grid = None  # the FFT grid (Lh, Lw), set by the first convolution
+    last_conv = max((i for i, layer in enumerate(layers) if not callable(layer)), default=-1)
     volume, planes = x, x_spectrum  # x [..., H, W] up to the first convolution, then [..., Lh, Lw] on the grid
-    for layer in layers:
+    for index, layer in enumerate(layers):
         if callable(layer):
-            volume, planes = layer(volume), None
+            volume, planes = layer(volume[..., :h, :w] if grid and index > last_conv else volume), None
             continue
         weight, bias, padding = layer
         geometry = conv_geometry(volume[..., :h, :w], weight, bias, padding)
@@ -306,8 +307,9 @@ def fft_conv3d_chain(x: torch.Tensor, layers, x_spectrum: torch.Tensor | None = 
         spectrum = (_cached_weight_spectrum if _cache_allowed(volume, weight, bias) else weight_spectrum)(
             weight, geometry, compute)
         volume = _spectral_products(planes, spectrum, None if bias is None else bias.to(compute), geometry)
-        volume[..., h:, :] = 0  # the margins: the zeros the next layer's padding would put there
-        volume[..., :h, w:] = 0
+        if index < last_conv:  # the margins: the zeros the next convolution's padding would put there
+            volume[..., h:, :] = 0
+            volume[..., :h, w:] = 0
         planes = None
     return volume[..., :h, :w].contiguous() if grid else volume
 

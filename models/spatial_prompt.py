@@ -8,6 +8,7 @@ and keeps the top k per frame as the region mask M. Output X + 0.05 P + 0.05 P M
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.conv3d import apply_conv3d, apply_conv3d_chain, shared_input_spectrum
@@ -47,6 +48,7 @@ class SpatialPrompt(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, mlp_hidden), nn.PReLU(), nn.Linear(mlp_hidden, 3))
         self.dropout = nn.Dropout(config.spatial_dropout)
         self.score_conv = same_conv3d(3, 1, config.spatial_score_kernel)
+        self._folded_conv4: tuple[tuple, nn.Conv3d] | None = None  # (parameter key, mlp[0] o conv4): folded_conv4
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.grid_size * self.patch_size
@@ -59,16 +61,43 @@ class SpatialPrompt(nn.Module):
         cell_mask = self.region_mask(volume, spectrum)
         prompt = self.prompt(volume, spectrum)
         pixel_mask = self.mask_to_pixels(cell_mask).unsqueeze(2)  # [B, T, 1, H, W]
-        return video + prompt * self.scale + prompt * pixel_mask * self.scale, cell_mask
+        scaled = prompt * self.scale  # video + P s + P M s, in the released order of the additions
+        return (video + scaled).addcmul_(scaled, pixel_mask), cell_mask
 
     def prompt(self, volume: torch.Tensor, spectrum: torch.Tensor | None = None) -> torch.Tensor:
         """volume [B, 3, T, H, W] (its transform `spectrum`, from shared_input_spectrum, or None) -> P [B, T, 3, H, W].
-        The released code applies its last dropout twice."""
+        The released code applies its last dropout twice.
+
+        Without gradients and with the dropout inactive (evaluation), the MLP's first Linear is folded into conv4
+        (`folded_conv4`: a linear map after a linear map is one) and the MLP runs on the channels-first volume, its
+        last Linear as a 1x1x1 convolution: the same function to float32 rounding, without the per-pixel 16 x 16
+        product and the channels-last copies. Otherwise (training, or gradients wanted) the layers as released."""
         layers = [self.conv1, self.conv2, self.act2, self.conv3, self.act3, self.conv4]
+        if not torch.is_grad_enabled() and (not self.training or self.dropout.p == 0):
+            hidden = apply_conv3d_chain(layers[:-1] + [self.folded_conv4(), self.mlp[1]], volume, self.conv_impl,
+                                        self.fft_chain, spectrum)  # [B, mlp hidden, T, H, W], after the PReLU
+            last = self.mlp[2]
+            return F.conv3d(hidden, last.weight[:, :, None, None, None], last.bias).transpose(1, 2)
         x = apply_conv3d_chain(layers, volume, self.conv_impl, self.fft_chain, spectrum)
         x = self.dropout(x).permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]
         x = self.dropout(self.mlp(x)).permute(0, 1, 4, 2, 3)
         return self.dropout(x)
+
+    def folded_conv4(self) -> nn.Conv3d:
+        """mlp[0] o conv4 as one Conv3d without gradients: weight L W, bias L b + b_L (L, b_L: the Linear's). Kept
+        while the four tensors are unchanged (storage and version counter: optimizer steps and `load_state_dict`
+        rebuild it; like the FFT weight-spectrum cache, writes through `.data` are not seen), so that its FFT weight
+        spectrum stays cached too."""
+        conv, linear = self.conv4, self.mlp[0]
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device)
+                    for p in (conv.weight, conv.bias, linear.weight, linear.bias))
+        if self._folded_conv4 is None or self._folded_conv4[0] != key:
+            folded = same_conv3d(conv.in_channels, linear.out_features, conv.kernel_size).to(conv.weight)
+            with torch.no_grad():
+                folded.weight.copy_(torch.einsum("oc,cidhw->oidhw", linear.weight, conv.weight))
+                folded.bias.copy_(linear.weight @ conv.bias + linear.bias)
+            self._folded_conv4 = key, folded.requires_grad_(False)
+        return self._folded_conv4[1]
 
     def region_mask(self, volume: torch.Tensor, spectrum: torch.Tensor | None = None) -> torch.Tensor:
         """volume [B, 3, T, H, W] (its transform `spectrum` or None) -> bool [B, T, g, g]: per frame, the cells

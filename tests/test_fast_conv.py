@@ -242,9 +242,12 @@ def one_by_one(layers, x):
     return x
 
 
+@pytest.mark.parametrize("trailing_map", [False, True])
 @pytest.mark.parametrize("grad", [False, True])
-def test_chain_on_the_fft_grid_equals_the_layers_one_by_one(grad):
+def test_chain_on_the_fft_grid_equals_the_layers_one_by_one(grad, trailing_map):
     layers = chain_layers()
+    if trailing_map:  # a map after the last convolution reads the crop of the grid
+        layers.append(torch.nn.PReLU(init=-0.2))
     x = torch.randn(2, 3, 5, 13, 18, generator=torch.Generator().manual_seed(4), requires_grad=grad)
     with torch.set_grad_enabled(grad), mock_chain() as chains:
         out = conv3d.apply_conv3d_chain(layers, x, "fft", on_grid=True)

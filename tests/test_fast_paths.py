@@ -10,6 +10,8 @@ from torch import nn
 
 from models import ContrastiveLoss, fast_conv
 from models import conv3d as conv3d_module
+from models.model_config import ModelConfig
+from models.spatial_prompt import SpatialPrompt
 from tests.conftest import text_batch, tiny_model, video_batch
 
 
@@ -131,3 +133,52 @@ def test_evaluation_reuses_prompts_until_the_generator_changes():
         torch.testing.assert_close(updated.visual, model.prompt_generator(3).visual)
     model.prompts(3)  # with gradients: always generated (a graph to the generator's parameters)
     assert len(generated) == 4
+
+
+def released_prompt(spatial: SpatialPrompt, volume: torch.Tensor) -> torch.Tensor:
+    """The spatial prompt's layers one by one in the released order (direct convolutions, channels-last MLP)."""
+    x = spatial.conv4(spatial.act3(spatial.conv3(spatial.act2(spatial.conv2(spatial.conv1(volume))))))
+    x = spatial.dropout(x).permute(0, 2, 3, 4, 1)
+    return spatial.dropout(spatial.dropout(spatial.mlp(x)).permute(0, 1, 4, 2, 3))
+
+
+@pytest.mark.parametrize("impl", ["direct", "fft"])
+def test_evaluation_folds_the_mlp_into_the_last_conv(impl):
+    """Without gradients in evaluation, mlp[0] o conv4 is one convolution: the same prompt to float32 rounding,
+    rebuilt after an in-place update of either; with gradients, or in training, the layers as released."""
+    torch.manual_seed(0)
+    spatial = SpatialPrompt(8, 4, ModelConfig(conv_impl=impl)).eval()
+    volume = torch.randn(2, 3, 4, 32, 32)
+    with mock.patch.object(spatial, "folded_conv4", wraps=spatial.folded_conv4) as folds:
+        with torch.no_grad():
+            folded = spatial.prompt(volume)
+            assert spatial.folded_conv4() is spatial.folded_conv4()  # kept: its FFT weight spectrum stays cached
+            spatial.mlp[0].weight.mul_(-2)  # in place, like an optimizer step
+            updated = spatial.prompt(volume)
+            expected_updated = released_prompt(spatial, volume)
+            spatial.mlp[0].weight.div_(-2)
+            expected = released_prompt(spatial, volume)
+        assert folds.call_count == 4
+        with_grad = spatial.prompt(volume)
+        spatial.train()
+        torch.manual_seed(5)
+        trained = spatial.prompt(volume)
+        assert folds.call_count == 4
+    assert relative_error(folded, expected) < 1e-5 and relative_error(updated, expected_updated) < 1e-5
+    assert not torch.allclose(updated, folded)
+    torch.manual_seed(5)
+    reference = released_prompt(spatial, volume)
+    assert relative_error(trained, reference) < 1e-5
+    # gradients of the unfolded paths (evaluation with gradients, training) equal the released layers'
+    for output, mode in ((with_grad, spatial.eval), (trained, spatial.train)):
+        mode()
+        torch.manual_seed(5)
+        reference = released_prompt(spatial, volume)
+        weights = torch.randn_like(reference)
+        grads = torch.autograd.grad((output * weights).sum(), list(spatial.parameters()), allow_unused=True)
+        expected_grads = torch.autograd.grad((reference * weights).sum(), list(spatial.parameters()),
+                                             allow_unused=True)
+        for grad, expected_grad in zip(grads, expected_grads):
+            assert (grad is None) == (expected_grad is None)
+            if grad is not None:
+                assert relative_error(grad, expected_grad) < 1e-4
