@@ -177,7 +177,10 @@ def _geometry(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 
 
 def _cache_allowed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """The weight's spectrum may be cached when no gradient flows through this call."""
+    """The weight's spectrum may be cached when no gradient flows through this call (and the weight has a version
+    counter: not an inference tensor)."""
+    if weight.is_inference():
+        return False
     if not torch.is_grad_enabled():
         return True
     return not any(t is not None and t.requires_grad for t in (x, weight, bias))

@@ -92,8 +92,9 @@ class SpatialPrompt(nn.Module):
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device)
                     for p in (conv.weight, conv.bias, linear.weight, linear.bias))
         if self._folded_conv4 is None or self._folded_conv4[0] != key:
-            folded = same_conv3d(conv.in_channels, linear.out_features, conv.kernel_size).to(conv.weight)
-            with torch.no_grad():
+            # a normal tensor even when first built under torch.inference_mode (its version counter keys caches)
+            with torch.inference_mode(False), torch.no_grad():
+                folded = same_conv3d(conv.in_channels, linear.out_features, conv.kernel_size).to(conv.weight)
                 folded.weight.copy_(torch.einsum("oc,cidhw->oidhw", linear.weight, conv.weight))
                 folded.bias.copy_(linear.weight @ conv.bias + linear.bias)
             self._folded_conv4 = key, folded.requires_grad_(False)

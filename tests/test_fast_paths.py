@@ -165,6 +165,11 @@ def test_evaluation_folds_the_mlp_into_the_last_conv(impl):
         trained = spatial.prompt(volume)
         assert folds.call_count == 4
     assert relative_error(folded, expected) < 1e-5 and relative_error(updated, expected_updated) < 1e-5
+    fresh = SpatialPrompt(8, 4, ModelConfig(conv_impl=impl)).eval()
+    fresh.load_state_dict(spatial.state_dict())
+    with torch.inference_mode():  # the fold first built under inference mode (prompt_mechanism measures so)
+        assert relative_error(fresh.prompt(volume), expected) < 1e-5
+        assert relative_error(fresh.prompt(volume), expected) < 1e-5
     assert not torch.allclose(updated, folded)
     torch.manual_seed(5)
     reference = released_prompt(spatial, volume)

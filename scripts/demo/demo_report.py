@@ -46,10 +46,11 @@ def demo_text(demos: list[Path], benchmark: dict) -> tuple[str, list[str]]:
              "end of a one-frame probe (limit 55) |", "|---:|---|---:|---|---|---:|"]
     for seed, (demo, result) in sorted(runs.items()):
         machine = result["protocol"]["machine"]
-        upper = max(p["test_accuracy_ci95"][1] for p in result["probes"] if p["view"].startswith("frame "))
+        uppers = [p["test_accuracy_ci95"][1] for p in result["probes"] if p["view"].startswith("frame ")]
         lines.append(f"| {seed} | {demo.as_posix()} | {result['protocol']['seconds']:.0f} | {machine['cpu']}, "
                      f"{machine['logical_cpus']} | "
-                     f"{', '.join(f'{x:.1f}' for x in machine['load_at_start'])} | {upper:.1f} |")
+                     f"{', '.join(f'{x:.1f}' for x in machine['load_at_start'])} | "
+                     f"{f'{max(uppers):.1f}' if uppers else 'not run (PROBES=0)'} |")
     seeds = sorted(runs)
     disagreements = []
     for task in dict.fromkeys(r["task"] for _, result in runs.values() for r in result["rows"]):
