@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"== scoring the test split once per chosen run: {len(test_jobs)} evaluations", flush=True)
     tested = run_jobs(args, test_jobs, prepared)
     rows = []
-    for (seed, job), folder in tested.items():
+    for seed, job in test_jobs:  # in the order of --methods and --controls, however the jobs finished
+        folder = tested[seed, job]
         _, method, lr, order = job
         name = method if order == "natural" else f"{method}_test_{order}"
         label = METHODS[method][0] if order == "natural" else CONTROLS[name][0]
