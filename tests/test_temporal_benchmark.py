@@ -88,7 +88,8 @@ def test_the_demo_report_names_where_the_demo_and_the_full_benchmark_disagree(tm
     probes = [{"view": "frame 0", "test_accuracy_ci95": [48.0, 52.5]}]
     (demo / "temporal_benchmark.json").write_text(json.dumps({
         "rows": [row("paper", "which_moves", 20.0), row("meanp", "which_moves", 0.0), row("dgl", "direction", 0.0)],
-        "probes": probes, "protocol": {"args": {"seeds": [3]}, "seconds": 280.2,
+        "probes": probes, "protocol": {"args": {"seeds": [3], "methods": ["meanp", "dgl", "paper"], "controls": []},
+                                       "seconds": 280.2,
                                        "machine": {"cpu": "CPU", "logical_cpus": 2, "load_at_start": [0.5, 1, 2]}}}))
     full = {"rows": [row("paper", "which_moves", 10.0), row("meanp", "which_moves", 0.0),
                      row("dgl", "direction", 17.0), row("paper", "which_moves", 30.0, seed=4)]}

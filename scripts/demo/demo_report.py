@@ -57,7 +57,10 @@ def demo_text(demos: list[Path], benchmark: dict) -> tuple[str, list[str]]:
         lines += ["", f"{task}: group score [95% interval]; **yes**: separates the pairs (lower end above 16.7)", "",
                   "| method | " + " | ".join(f"seed {s}: demo | seed {s}: full benchmark" for s in seeds) + " |",
                   "|---|" + "---|---|" * len(seeds)]
-        methods = dict.fromkeys((r["method"], r["label"]) for _, result in runs.values() for r in result["rows"])
+        order = {m: i for _, result in runs.values()
+                 for i, m in enumerate(result["protocol"]["args"]["methods"] + result["protocol"]["args"]["controls"])}
+        labels = dict.fromkeys((r["method"], r["label"]) for _, result in runs.values() for r in result["rows"])
+        methods = sorted(labels, key=lambda method: order.get(method[0], len(order)))
         for method, label in methods:
             cells = []
             for seed in seeds:
