@@ -11,7 +11,7 @@ SCRIPTS = ["main.py", "infer.py", "preprocess/compress_video.py", "preprocess/ch
            "preprocess/folder_to_lmdb.py", "utils/convert_released_checkpoint.py", "scripts/demo/tiny_clip_pretrain.py",
            "scripts/demo/direction_experiment.py", "scripts/demo/recognition_experiment.py",
            "scripts/demo/temporal_benchmark.py", "scripts/demo/shortcut_probes.py", "scripts/demo/prompt_mechanism.py",
-           "scripts/demo/benchmark_report.py"]
+           "scripts/demo/benchmark_report.py", "scripts/demo/demo_report.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
