@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dataloaders.counterfactual import NUM_FRAMES, TASKS, PairVideo, make_split
+from utils.atomic_file import write_atomic
 from utils.engine.retrieval.pair_metrics import bootstrap_interval
 
 WEIGHT_DECAYS = (1e-4, 1e-2, 1.0)
@@ -145,9 +146,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for row in probe_task(task, args.seed, args.train_pairs, args.val_pairs, args.test_pairs)]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")  # an interrupted run leaves no file that looks finished
-    partial.write_text(json.dumps(rows, indent=1) + "\n")
-    partial.replace(output)
+    text = json.dumps(rows, indent=1) + "\n"  # atomic: an interrupted run leaves no file that looks finished
+    write_atomic(output, lambda file: file.write(text.encode()))
     for row in rows:
         lo, hi = row["test_accuracy_ci95"]
         print(f"{row['task']:12s} {row['view']:15s} {row['probe']:6s} {row['test_accuracy']:5.1f} [{lo:.1f}, {hi:.1f}]")

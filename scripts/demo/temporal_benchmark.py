@@ -42,6 +42,7 @@ from benchmarks.bench_conv import load_average, machine
 from dataloaders.counterfactual import NUM_FRAMES, SPLIT_LISTS, TASKS, write_split
 from scripts.demo import prompt_mechanism, shortcut_probes, tiny_clip_pretrain
 from scripts.demo.benchmark_report import write_report
+from utils.atomic_file import write_atomic
 from utils.engine.retrieval.pair_metrics import pair_scores
 
 # name -> (label, main.py flags of the model); "meanp" is not trained
@@ -166,9 +167,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict, dict, list[dict]]:
         for call in calls:
             finished(call, call[0](args, call[1]))
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_threads,
-                                 initargs=(max(1, (os.cpu_count() or 1) // args.jobs),)) as pool:
+        with _worker_pool(args.jobs) as pool:
             futures = {pool.submit(call[0], args, call[1]): call for call in calls}
             for future in as_completed(futures):
                 finished(futures[future], future.result())
@@ -199,9 +198,8 @@ def update_probes(args: argparse.Namespace) -> dict:
 
 
 def _write_json(path: Path, value) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1) + "\n")
-    partial.replace(path)
+    text = json.dumps(value, indent=1) + "\n"
+    write_atomic(path, lambda file: file.write(text.encode()))
 
 
 def run_name(method: str, lr: float | None) -> str:
@@ -256,6 +254,13 @@ def _worker_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """`jobs` worker processes, fresh interpreters (spawn: no forked torch thread pools), each with (logical CPUs
+    / jobs) torch threads."""
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_threads,
+                               initargs=(max(1, (os.cpu_count() or 1) // jobs),))
+
+
 def _progress(done: int, total: int, started: float, what: str) -> None:
     elapsed = time.time() - started
     left = elapsed / done * (total - done) if done else float("nan")
@@ -271,10 +276,7 @@ def run_jobs(args: argparse.Namespace, jobs: list[tuple[int, tuple]], prepared: 
             folders[seed, job] = run_job(args, job, *prepared[seed])
             _progress(len(folders), len(jobs), started, f"seed {seed} {' '.join(map(str, job))}")
         return folders
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_threads,
-                             initargs=(threads,)) as pool:
+    with _worker_pool(args.jobs) as pool:
         futures = {pool.submit(run_in_worker, args, job, *prepared[seed]): (seed, job) for seed, job in jobs}
         for future in as_completed(futures):
             seed, job = futures[future]
