@@ -3,7 +3,8 @@
 Token layout of one video: [Pg global prompts] then, frame by frame, [CLS_t, Pl local prompts of frame t,
 N patches of frame t] -> Pg + T * (1 + Pl + N) tokens. In every block the tokens of frame t attend to
 [global prompts ; frame t], the global prompts attend to the whole video. Both patterns run batched over
-videos and frames (two scaled_dot_product_attention calls per block).
+videos and frames (two scaled_dot_product_attention calls per block). The last block runs only for the tokens the
+video feature reads (`readout_block`, --visual_output_type): their values, and no others, are what it outputs.
 
 The paper's STOP (`--temporal_prompt paper`, models/paper_prompt.py) prompts the frame tokens instead of the
 pixels and inserts up to K prompt tokens between frames: each frame's window then starts with the K slots of
@@ -84,6 +85,36 @@ def lay_out(global_prompts: torch.Tensor, tokens: torch.Tensor, local: torch.Ten
     return torch.cat([global_prompts, frames.flatten(1, 2)], dim=1), layout
 
 
+def frame_windows(heads: torch.Tensor, num_globals: int, num_frames: int, with_globals_from: int) -> torch.Tensor:
+    """Per-head projections heads [B, Pg + T*S, m, h, dh] (m of query/key/value) -> one buffer [m, B*T, h, Pg + S, dh]:
+    frame t's window, its S tokens behind Pg slots that hold the video's globals for entries
+    m >= with_globals_from (keys/values; a query buffer leaves them unset)."""
+    b, length, m, h, dh = heads.shape
+    g, t = num_globals, num_frames
+    s = (length - g) // t
+    frames = heads.new_empty(m, b, t, h, g + s, dh)
+    frames[..., g:, :].copy_(heads[:, g:].unflatten(1, (t, s)).permute(3, 0, 1, 4, 2, 5))
+    if g:
+        frames[with_globals_from:, ..., :g, :].copy_(heads[:, :g, with_globals_from:].permute(2, 0, 3, 1, 4)[:, :, None])
+    return frames.flatten(1, 2)
+
+
+def frame_key_mask(key_mask: torch.Tensor | None, num_globals: int, num_frames: int) -> torch.Tensor | None:
+    """key_mask bool [B, Pg + T*S] (or None) -> the frames' windows' key mask [B*T, 1, 1, Pg + S] (or None)."""
+    if key_mask is None:
+        return None
+    b, g, t = key_mask.shape[0], num_globals, num_frames
+    frame_keys = torch.cat([key_mask[:, None, :g].expand(b, t, g), key_mask[:, g:].unflatten(1, (t, -1))], dim=2)
+    return frame_keys.flatten(0, 1)[:, None, None, :]
+
+
+def _split_frames(length: int, num_globals: int, num_frames: int) -> int:
+    """Tokens per frame window S of a sequence of `length` = Pg + T*S (ValueError if T does not divide)."""
+    if (length - num_globals) % num_frames:
+        raise ValueError(f"{length - num_globals} frame tokens do not split into {num_frames} frames")
+    return (length - num_globals) // num_frames
+
+
 def global_local_attention(attn: nn.MultiheadAttention, x: torch.Tensor, num_globals: int, num_frames: int,
                            key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Attention with `attn`'s weights over normalised tokens x [B, Pg + T*S, D] laid out as [globals, frame 0
@@ -97,25 +128,15 @@ def global_local_attention(attn: nn.MultiheadAttention, x: torch.Tensor, num_glo
     concatenating would make nine (measured: docs/BENCHMARKS.md)."""
     b, length, d = x.shape
     h, g, t = attn.num_heads, num_globals, num_frames
-    if (length - g) % t:
-        raise ValueError(f"{length - g} frame tokens do not split into {t} frames")
-    s, dh = (length - g) // t, d // h
+    s, dh = _split_frames(length, g, t), d // h
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, h, dh))  # [B, L, 3, h, dh]
     video = qkv.permute(2, 0, 3, 1, 4)  # [3, B, h, L, dh]
-    frames = qkv.new_empty(3, b, t, h, g + s, dh)
-    frames[..., g:, :].copy_(qkv[:, g:].unflatten(1, (t, s)).permute(3, 0, 1, 4, 2, 5))
-    if g:
-        frames[1:, ..., :g, :].copy_(video[1:, :, None, :, :g])  # the globals' keys/values, for every frame
-    q, k, v = frames.flatten(1, 2)  # [B*T, h, Pg + S, dh]
-    frame_mask = video_mask = None
-    if key_mask is not None:
-        video_mask = key_mask[:, None, None, :]  # [B, 1, 1, L]
-        frame_keys = torch.cat([key_mask[:, None, :g].expand(b, t, g), key_mask[:, g:].unflatten(1, (t, s))], dim=2)
-        frame_mask = frame_keys.flatten(0, 1)[:, None, None, :]  # [B*T, 1, 1, Pg + S]
+    q, k, v = frame_windows(qkv, g, t, 1)  # [B*T, h, Pg + S, dh]
     out = qkv.new_empty(b, length, h, dh)
-    out[:, g:].unflatten(1, (t, s)).copy_(
-        F.scaled_dot_product_attention(q[:, :, g:], k, v, attn_mask=frame_mask).unflatten(0, (b, t)).transpose(2, 3))
+    out[:, g:].unflatten(1, (t, s)).copy_(F.scaled_dot_product_attention(
+        q[:, :, g:], k, v, attn_mask=frame_key_mask(key_mask, g, t)).unflatten(0, (b, t)).transpose(2, 3))
     if g:
+        video_mask = None if key_mask is None else key_mask[:, None, None, :]
         out[:, :g].copy_(F.scaled_dot_product_attention(video[0, :, :, :g], video[1], video[2],
                                                         attn_mask=video_mask).transpose(1, 2))
     return attn.out_proj(out.flatten(2))
@@ -126,6 +147,37 @@ def prompted_block(block: ResidualAttentionBlock, adapter: Adapter | None, x: to
     """One frozen CLIP block with global-local attention and the adapter: x [B, Pg + T*S, W] -> same shape."""
     x = x + global_local_attention(block.attn, block.ln_1(x), num_globals, num_frames, key_mask)
     return mlp_with_adapter(block, x, adapter)
+
+
+def readout_block(block: ResidualAttentionBlock, adapter: Adapter | None, x: torch.Tensor, layout: SlotLayout,
+                  read_globals: int, read_cls: bool, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`prompted_block` computed only for the tokens a video feature reads (the last block: no later block needs
+    the others): the first `read_globals` global prompts and, with read_cls, every frame's CLS.
+    x [B, L, W] -> [B, read_globals (+ T), W], the globals first. Every token's keys and values are projected;
+    the queries, the output projection, the MLP and the adapter run on the read tokens only (the same values
+    as the rows of prompted_block's output, to float32 rounding)."""
+    attn = block.attn
+    b, length, d = x.shape
+    h, g, t = attn.num_heads, layout.num_globals, layout.num_frames
+    _split_frames(length, g, t)
+    (w_q, w_kv), (b_q, b_kv) = attn.in_proj_weight.split([d, 2 * d]), attn.in_proj_bias.split([d, 2 * d])
+    normed = block.ln_1(x)
+    kv = F.linear(normed, w_kv, b_kv).unflatten(-1, (2, h, d // h))  # [B, L, 2, h, dh]
+    rows, outputs = [], []
+    if read_globals:
+        q = F.linear(normed[:, :read_globals], w_q, b_q).unflatten(-1, (h, d // h)).transpose(1, 2)
+        k, v = kv.permute(2, 0, 3, 1, 4)  # [B, h, L, dh]
+        video_mask = None if key_mask is None else key_mask[:, None, None, :]
+        outputs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=video_mask).transpose(1, 2).flatten(2))
+        rows.append(x[:, :read_globals])
+    if read_cls:
+        q = F.linear(layout.frame_cls(normed), w_q, b_q).unflatten(-1, (h, d // h)).flatten(0, 1)[:, :, None]
+        k, v = frame_windows(kv, g, t, 0)  # [B*T, h, Pg + S, dh]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=frame_key_mask(key_mask, g, t))  # [B*T, h, 1, dh]
+        outputs.append(out.reshape(b, t, d))
+        rows.append(layout.frame_cls(x))
+    read = torch.cat(rows, dim=1) + attn.out_proj(torch.cat(outputs, dim=1))
+    return mlp_with_adapter(block, read, adapter)
 
 
 class PromptedVideoEncoder(nn.Module):
@@ -145,7 +197,10 @@ class PromptedVideoEncoder(nn.Module):
         self.checkpoint_blocks = config.checkpoint_activations
         self.local_length = config.local_each_frame_prompt_length
         self.global_length = config.global_visual_prompt_length
-        self.output_type = config.visual_output_type
+        g = self.global_length  # the video feature: the mean of the last block's outputs at these tokens
+        self.read_tokens = {"global_prompt0": (1, False), "average_global_prompt": (g, False),  # (globals, frame CLS)
+                            "average_frame_cls_token": (0, True),
+                            "average_global_prompt_and_frame_cls_token": (g, True)}[config.visual_output_type]
         self.global_prompts = nn.Parameter(torch.empty(self.global_length, visual.width))
         uniform_prompt_init_(self.global_prompts, visual.patch_size, visual.width)
         spatial, temporal = config.uses_spatial_prompt, config.uses_temporal_prompt
@@ -188,15 +243,18 @@ class PromptedVideoEncoder(nn.Module):
         g = self.global_length
         x, layout = lay_out(self.global_prompts.expand(b, -1, -1), tokens, local[0], slots)
         key_mask = None if used is None else layout.key_mask(used)
-        for i, block in enumerate(visual.transformer.resblocks):
+        blocks = visual.transformer.resblocks
+        for i, block in enumerate(blocks):
             if 0 < i < len(local):  # in place: x is the previous block's fresh output, saved by no backward
                 layout.frames(x)[:, :, layout.local] = local[i]
             adapter = self.adapters[i] if self.adapters else None
+            last = i == len(blocks) - 1
+            run, args = (readout_block, (layout, *self.read_tokens)) if last else (prompted_block, (g, t))
             if self.checkpoint_blocks and torch.is_grad_enabled():
-                x = checkpoint(prompted_block, block, adapter, x, g, t, key_mask, use_reentrant=False)
+                x = checkpoint(run, block, adapter, x, *args, key_mask, use_reentrant=False)
             else:
-                x = prompted_block(block, adapter, x, g, t, key_mask)
-        features = self.pool(visual, x, layout)
+                x = run(block, adapter, x, *args, key_mask)
+        features = (visual.ln_post(x) @ visual.proj).mean(dim=1)  # x: the read tokens [B, n, W]
         return (features, VideoDetails(**details)) if return_details else features
 
     def paper_prompts(self, visual: VisionTransformer, tokens: torch.Tensor, details: dict
@@ -226,15 +284,3 @@ class PromptedVideoEncoder(nn.Module):
         for block in blocks[:self.attention_layer]:
             x = block(x)
         return cls_patch_attention(blocks[self.attention_layer], x).unflatten(0, tokens.shape[:2])
-
-    def pool(self, visual: VisionTransformer, x: torch.Tensor, layout: SlotLayout) -> torch.Tensor:
-        """Final tokens x [B, L, W] -> video feature [B, E] (ln_post and proj per token, then the mean)."""
-        g = self.global_length
-        if self.output_type == "global_prompt0":
-            chosen = x[:, :1]
-        elif self.output_type == "average_global_prompt":
-            chosen = x[:, :g]
-        else:
-            cls = layout.frame_cls(x)  # [B, T, W]
-            chosen = cls if self.output_type == "average_frame_cls_token" else torch.cat([x[:, :g], cls], dim=1)
-        return (visual.ln_post(chosen) @ visual.proj).mean(dim=1)

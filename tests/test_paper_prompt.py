@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from models import ModelConfig
 from models.clip import CLIP, CLIPConfig, ResidualAttentionBlock, attention
 from models.paper_prompt import PaperSpatialPrompt, PaperTemporalPrompt, cls_patch_attention, insertion_slots
-from models.prompted_video import global_local_attention, lay_out
+from models.adapter import Adapter
+from models.prompted_video import global_local_attention, lay_out, prompted_block, readout_block
 
 WIDTH, GRID = 64, 4  # the tiny CLIP's
 N = GRID * GRID
@@ -318,3 +319,26 @@ def test_all_masked_slots_give_todays_attention_on_the_tokens_without_slots():
         expected = global_local_attention(block.attn, block.ln_1(plain), pg, t)
     torch.testing.assert_close(out[key_mask].view(b, -1, WIDTH), expected, rtol=0, atol=1e-6)
     assert torch.equal(layout.frame_cls(x), tokens[:, :, 0])
+
+
+@pytest.mark.parametrize("read_globals,read_cls", [(1, False), (2, False), (0, True), (2, True)])
+@pytest.mark.parametrize("slots", [False, True])
+def test_the_readout_block_equals_the_read_rows_of_the_whole_block(read_globals, read_cls, slots):
+    """The last block computed for the read tokens only: the same values and input gradients as those rows of
+    prompted_block, with and without insertion slots and their key mask."""
+    torch.manual_seed(0)
+    block, adapter = ResidualAttentionBlock(WIDTH, 4), Adapter(WIDTH, 8, 0.1)
+    b, t, pg, pl, k = 2, 3, 2, 4, 2 if slots else 0
+    tokens, local, globals_ = torch.randn(b, t, 1 + N, WIDTH), torch.randn(b, t, pl, WIDTH), torch.randn(b, pg, WIDTH)
+    slot_mask = torch.arange(k) < torch.tensor([[0, 2], [1, 2]])[..., None]
+    x, key_mask, layout = layout_tokens(globals_, tokens, local, torch.randn(b, t - 1, k, WIDTH), slot_mask)
+    key_mask = key_mask if slots else None
+    whole_x, read_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    whole = prompted_block(block, adapter, whole_x, pg, t, key_mask)
+    expected = torch.cat([whole[:, :read_globals]] + ([layout.frame_cls(whole)] if read_cls else []), dim=1)
+    read = readout_block(block, adapter, read_x, layout, read_globals, read_cls, key_mask)
+    torch.testing.assert_close(read, expected, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(read)
+    (expected * weights).sum().backward()
+    (read * weights).sum().backward()
+    torch.testing.assert_close(read_x.grad, whole_x.grad, rtol=1e-5, atol=1e-6)
