@@ -95,7 +95,8 @@ def frame_windows(heads: torch.Tensor, num_globals: int, num_frames: int, with_g
     frames = heads.new_empty(m, b, t, h, g + s, dh)
     frames[..., g:, :].copy_(heads[:, g:].unflatten(1, (t, s)).permute(3, 0, 1, 4, 2, 5))
     if g:
-        frames[with_globals_from:, ..., :g, :].copy_(heads[:, :g, with_globals_from:].permute(2, 0, 3, 1, 4)[:, :, None])
+        globals_ = heads[:, :g, with_globals_from:].permute(2, 0, 3, 1, 4)  # [m', B, h, Pg, dh]
+        frames[with_globals_from:, ..., :g, :].copy_(globals_[:, :, None])
     return frames.flatten(1, 2)
 
 

@@ -98,8 +98,8 @@ def count_calls(model, *inputs):
 @pytest.mark.parametrize("latent", ["transformer", "linear"])
 def test_work_per_forward_does_not_grow_with_videos_or_frames(latent):
     """Two attention calls per visual block but the last (the readout of global prompt 0: one), + the inter-frame
-    one, one per text block (+ one in the prompt transformer), 5 + 3 convolutions, one patch embedding and one prompt generation per forward, whatever the
-    batch size and the frame count."""
+    one, one per text block (+ one in the prompt transformer), 5 + 3 convolutions, one patch embedding and one
+    prompt generation per forward, whatever the batch size and the frame count."""
     counts = []
     for batch, t in ((1, 3), (2, 5)):
         model = tiny_model(shared_latent_space=latent, max_frames=t)

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from models import ModelConfig
+from models.adapter import Adapter
 from models.clip import CLIP, CLIPConfig, ResidualAttentionBlock, attention
 from models.paper_prompt import PaperSpatialPrompt, PaperTemporalPrompt, cls_patch_attention, insertion_slots
-from models.adapter import Adapter
 from models.prompted_video import global_local_attention, lay_out, prompted_block, readout_block
 
 WIDTH, GRID = 64, 4  # the tiny CLIP's
