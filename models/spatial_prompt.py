@@ -8,7 +8,6 @@ and keeps the top k per frame as the region mask M. Output X + 0.05 P + 0.05 P M
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.conv3d import apply_conv3d, apply_conv3d_chain, shared_input_spectrum
@@ -70,14 +69,16 @@ class SpatialPrompt(nn.Module):
 
         Without gradients and with the dropout inactive (evaluation), the MLP's first Linear is folded into conv4
         (`folded_conv4`: a linear map after a linear map is one) and the MLP runs on the channels-first volume, its
-        last Linear as a 1x1x1 convolution: the same function to float32 rounding, without the per-pixel 16 x 16
-        product and the channels-last copies. Otherwise (training, or gradients wanted) the layers as released."""
+        last Linear as one matrix product per video: the same function to float32 rounding, without the per-pixel
+        16 x 16 product and the channels-last copies. Otherwise (training, or gradients wanted) the layers as
+        released."""
         layers = [self.conv1, self.conv2, self.act2, self.conv3, self.act3, self.conv4]
         if not torch.is_grad_enabled() and (not self.training or self.dropout.p == 0):
             hidden = apply_conv3d_chain(layers[:-1] + [self.folded_conv4(), self.mlp[1]], volume, self.conv_impl,
                                         self.fft_chain, spectrum)  # [B, mlp hidden, T, H, W], after the PReLU
-            last = self.mlp[2]
-            return F.conv3d(hidden, last.weight[:, :, None, None, None], last.bias).transpose(1, 2)
+            last, b = self.mlp[2], hidden.shape[0]  # per pixel: one [3, C] x [C, T*H*W] product per video
+            prompt = torch.baddbmm(last.bias[:, None], last.weight.expand(b, -1, -1), hidden.flatten(2))
+            return prompt.view(b, -1, *hidden.shape[2:]).transpose(1, 2)
         x = apply_conv3d_chain(layers, volume, self.conv_impl, self.fft_chain, spectrum)
         x = self.dropout(x).permute(0, 2, 3, 4, 1)  # [B, T, H, W, C]
         x = self.dropout(self.mlp(x)).permute(0, 1, 4, 2, 3)
