@@ -18,6 +18,7 @@ import matplotlib.image
 from matplotlib.figure import Figure
 
 from scripts.demo.markdown_section import replace_section
+from utils.engine.retrieval.pair_metrics import GROUP_CHANCE
 
 BEGIN, END = "<!-- temporal_benchmark:begin -->", "<!-- temporal_benchmark:end -->"
 SCORES = ("text_score", "video_score", "group_score")
@@ -121,7 +122,7 @@ def plot_summary(result: dict, out: Path) -> None:
                 lo, hi = r["group_score_ci95"]
                 axes.plot([x, x], [lo, hi], color="tab:blue", linewidth=1)
                 axes.scatter([x], [r["group_score"]], color="tab:blue", s=8, zorder=3)
-        axes.axhline(100 / 6, color="grey", linestyle="--", linewidth=1)
+        axes.axhline(GROUP_CHANCE, color="grey", linestyle="--", linewidth=1)
         axes.set_ylim(0, 100)
         single = [p for p in probes if p["task"] == task and p["view"].startswith("frame ")]
         probe = max(single, key=lambda p: p["test_accuracy"]) if single else None

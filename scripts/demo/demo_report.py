@@ -16,14 +16,14 @@ import json
 from pathlib import Path
 
 from scripts.demo.markdown_section import replace_section
+from utils.engine.retrieval.pair_metrics import GROUP_CHANCE
 
 BEGIN, END = "<!-- demo:begin -->", "<!-- demo:end -->"
-CHANCE = 100 / 6  # group score of random scores
 
 
 def separates(row: dict) -> bool:
     """The pair's two videos are told apart beyond chance: the lower end of the group score's 95% interval."""
-    return row["group_score_ci95"][0] > CHANCE
+    return row["group_score_ci95"][0] > GROUP_CHANCE
 
 
 def _cell(row: dict | None) -> str:
@@ -53,14 +53,15 @@ def demo_text(demos: list[Path], benchmark: dict) -> tuple[str, list[str]]:
                      f"{f'{max(uppers):.1f}' if uppers else 'not run (PROBES=0)'} |")
     seeds = sorted(runs)
     disagreements = []
+    order = {m: i for _, result in runs.values()
+             for i, m in enumerate(result["protocol"]["args"]["methods"] + result["protocol"]["args"]["controls"])}
+    labels = dict.fromkeys((r["method"], r["label"]) for _, result in runs.values() for r in result["rows"])
+    methods = sorted(labels, key=lambda method: order.get(method[0], len(order)))
     for task in dict.fromkeys(r["task"] for _, result in runs.values() for r in result["rows"]):
-        lines += ["", f"{task}: group score [95% interval]; **yes**: separates the pairs (lower end above 16.7)", "",
+        lines += ["", f"{task}: group score [95% interval]; **yes**: separates the pairs (lower end above "
+                  f"{GROUP_CHANCE:.1f})", "",
                   "| method | " + " | ".join(f"seed {s}: demo | seed {s}: full benchmark" for s in seeds) + " |",
                   "|---|" + "---|---|" * len(seeds)]
-        order = {m: i for _, result in runs.values()
-                 for i, m in enumerate(result["protocol"]["args"]["methods"] + result["protocol"]["args"]["controls"])}
-        labels = dict.fromkeys((r["method"], r["label"]) for _, result in runs.values() for r in result["rows"])
-        methods = sorted(labels, key=lambda method: order.get(method[0], len(order)))
         for method, label in methods:
             cells = []
             for seed in seeds:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 BOOTSTRAP_RESAMPLES = 2000
+GROUP_CHANCE = 100 / 6  # the group score of random scores, in percent
 
 
 def _wins(own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
