@@ -166,8 +166,17 @@ class ResidualAttentionBlock(nn.Module):
         ]))
         self.ln_2 = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
-        x = x + attention(self.attn, self.ln_1(x), is_causal=is_causal)
+    def forward(self, x: torch.Tensor, is_causal: bool = False, read: int | None = None) -> torch.Tensor:
+        """x [N, L, D] -> [N, L, D]; with `read` = n (no causal mask) only the first n tokens' outputs [N, n, D]:
+        their queries against every token's keys and values, the same values to float32 rounding (a last block
+        whose other outputs nobody reads)."""
+        if read is None:
+            x = x + attention(self.attn, self.ln_1(x), is_causal=is_causal)
+        elif is_causal:
+            raise ValueError("a block read at its first tokens takes no causal mask")
+        else:
+            normed = self.ln_1(x)
+            x = x[:, :read] + attention(self.attn, normed[:, :read], normed)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -207,9 +216,13 @@ class VisionTransformer(nn.Module):
         return self.ln_pre(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] -> [N, output_dim]."""
-        x = self.transformer(self.embed(images))
-        return self.ln_post(x[:, 0]) @ self.proj
+        """[N, 3, H, W] -> [N, output_dim], read at the class token: the last block runs for it alone (`read=1`),
+        the same values as OpenAI's whole last block to float32 rounding."""
+        x = self.embed(images)
+        *blocks, last = self.transformer.resblocks
+        for block in blocks:
+            x = block(x)
+        return self.ln_post(last(x, read=1)[:, 0]) @ self.proj
 
 
 class CLIP(nn.Module):

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from models import ModelConfig, add_model_args, create_model
 from models import clip as clip_module
-from models.clip import CLIP, CLIPConfig, build_clip, load_clip, save_clip_torchscript
+from models.clip import CLIP, CLIPConfig, ResidualAttentionBlock, build_clip, load_clip, save_clip_torchscript
 
 B32_SHA = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
 
@@ -247,3 +247,20 @@ def test_a_file_named_like_an_openai_clip_must_have_its_sha256(tmp_path, monkeyp
     with pytest.raises(ValueError, match=rf"ViT-B-32.pt: SHA-256 [0-9a-f]{{64}} is not OpenAI's {found} for "
                                          r"ViT-B-32.pt: the file is damaged"):
         load_clip("ViT-B/32", pretrained_dir=str(tmp_path / "flipped"))
+
+
+def test_a_block_read_at_its_first_tokens_equals_those_rows_of_the_whole_block():
+    """The vision tower's last block runs for the class token alone: the same rows, values and input gradients."""
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(64, 4)
+    whole_x, read_x = (torch.randn(3, 10, 64).requires_grad_() for _ in range(2))
+    with torch.no_grad():
+        read_x.copy_(whole_x)
+    expected, read = block(whole_x)[:, :2], block(read_x, read=2)
+    torch.testing.assert_close(read, expected, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(read)
+    (expected * weights).sum().backward()
+    (read * weights).sum().backward()
+    torch.testing.assert_close(read_x.grad, whole_x.grad, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no causal mask"):
+        block(read_x, is_causal=True, read=2)
