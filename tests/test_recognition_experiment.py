@@ -1,7 +1,7 @@
 """scripts/demo/recognition_experiment.py end to end on a toy setting: the rows are the pair scores of the runs'
 own predictions, every trained method took the same steps, the gain is against the best order-blind trained
 baseline of the same seed (not the zero-shot row), the tables go into a markdown file, and a second invocation
-reads the finished runs."""
+(with --jobs 2) reads the finished runs."""
 import json
 
 import pandas as pd
@@ -54,7 +54,7 @@ def test_rows_are_pair_scores_at_equal_steps_with_gains_over_the_order_blind_bas
     assert text.startswith("intro\n") and text.endswith(f"{recognition_experiment.END}\nrest\n")
     assert "old" not in text and "| 0 | STOP (paper) |" in text and "### direction" in text
     trained = (seed / "direction" / "paper" / "ckpt_last.pt").stat().st_mtime_ns
-    again = recognition_experiment.main(argv)
+    again = recognition_experiment.main([*argv, "--jobs", "2"])  # through the worker pool: the runs are read
     assert (seed / "direction" / "paper" / "ckpt_last.pt").stat().st_mtime_ns == trained  # not retrained
     assert again["rows"] == result["rows"]
     assert recognition_experiment.main(["--report", str(out / "recognition_benchmark.json")])["rows"] == result["rows"]

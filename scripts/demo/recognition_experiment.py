@@ -30,8 +30,9 @@ Writes OUTPUT/recognition_benchmark.json (rows: class_set, method, seed, top1, p
 the gains and their reference; the mean and spread over the seeds; settings, machine) and OUTPUT/summary.md (the
 tables); --results_md FILE replaces the part of FILE between the markers <!-- recognition_benchmark:begin --> and
 <!-- recognition_benchmark:end --> with them. Finished runs (their eval_results.json) are read, not repeated, so
-an interrupted experiment resumes and invocations on different seeds can run at once; --report FILE prints the
-tables of a results file alone (and puts them into --results_md).
+an interrupted experiment resumes and invocations on different seeds can run at once; --jobs N runs N of them at
+once in worker processes (the temporal benchmark's pool); --report FILE prints the tables of a results file alone
+(and puts them into --results_md).
 """
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip_images", type=int, default=5000, help="stills of the tiny-CLIP pre-training")
     parser.add_argument("--clip_cache", default="outputs/tiny_clip_cache",
                         help="folder of pre-trained tiny CLIPs, one per settings and seed (the benchmark's)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, each in its own process with (logical CPUs / jobs) torch threads and its "
+                             "console output in OUTPUT/seedS/<class set>_<method>.console.txt")
     parser.add_argument("--results_md", default=None, help="a markdown file whose recognition section to replace")
     parser.add_argument("--report", type=Path, default=None,
                         help="a recognition_benchmark.json: print its tables (and put them into --results_md); "
@@ -84,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.report is None and args.output is None:
         parser.error("--output is required (or --report FILE)")
-    for flag in ("train_pairs", "test_pairs", "epochs", "batch_size", "clip_steps", "clip_images"):
+    for flag in ("train_pairs", "test_pairs", "epochs", "batch_size", "clip_steps", "clip_images", "jobs"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1")
     if args.batch_size % 2:
@@ -103,10 +107,12 @@ def seed_data(args: argparse.Namespace, seed: int) -> Path:
     return data
 
 
-def run_method(args: argparse.Namespace, class_set: str, method: str, seed: int, data: Path, clip: Path) -> Path:
-    """The run folder of `method` on `class_set` and `seed`, trained and tested by main.main unless its
-    eval_results.json exists (an interrupted run starts again)."""
-    folder = Path(args.output) / f"seed{seed}" / class_set / method
+def run_method(args: argparse.Namespace, job: tuple[str, str], data: Path, clip: Path) -> Path:
+    """The run folder of job (class set, method) on the seed of `data` (OUTPUT/seedS/data), trained and tested by
+    main.main unless its eval_results.json exists (an interrupted run starts again)."""
+    class_set, method = job
+    seed = int(data.parent.name[len("seed"):])
+    folder = data.parent / class_set / method
     if (folder / "eval_results.json").is_file():
         return folder
     if folder.exists():
@@ -247,20 +253,23 @@ def main(argv: list[str] | None = None) -> dict:
     started, load_at_start = time.time(), load_average()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    rows, clips = [], {}
+    prepared, clips = {}, {}
     for seed in args.seeds:
         print(f"== seed {seed}: data, tiny CLIP", flush=True)
         data = seed_data(args, seed)
         clip, clips[str(seed)] = temporal_benchmark.seed_clip(args, seed)
-        for class_set in args.class_sets:
-            for method in args.methods:
-                print(f"== seed {seed}, {class_set}: {METHODS[method][0]} ({time.time() - started:.0f} s)", flush=True)
-                folder = run_method(args, class_set, method, seed, data, clip)
-                rows.append({"class_set": class_set, "method": method, "label": METHODS[method][0], "seed": seed,
-                             **score_row(folder, layout_paths(data, class_set)["test"], method != "meanp")})
+        prepared[seed] = data, clip
+    jobs = [(seed, (class_set, method)) for seed in args.seeds for class_set in args.class_sets
+            for method in args.methods]
+    print(f"== {len(jobs)} runs, {args.jobs} at once ({time.time() - started:.0f} s)", flush=True)
+    folders = temporal_benchmark.run_jobs(args, jobs, prepared, run_method)
+    rows = [{"class_set": class_set, "method": method, "label": METHODS[method][0], "seed": seed,
+             **score_row(folders[seed, (class_set, method)], layout_paths(prepared[seed][0], class_set)["test"],
+                         method != "meanp")}
+            for seed, (class_set, method) in jobs]
     add_gains(rows)
     result = {"rows": rows, "summary": summarise(rows), "tiny_clips": clips,
-              "settings": {k: v for k, v in vars(args).items() if k not in ("results_md", "report", "output")},
+              "settings": {k: v for k, v in vars(args).items() if k not in ("results_md", "report", "output", "jobs")},
               "machine": {**machine(), "load_at_start": load_at_start}, "seconds": time.time() - started}
     (out / "recognition_benchmark.json").write_text(json.dumps(result, indent=1) + "\n")
     text = write_report(result, out, args.results_md)

@@ -32,6 +32,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -243,11 +244,11 @@ def run_job(args: argparse.Namespace, job: tuple, data: Path, clip: Path) -> Pat
     return folder
 
 
-def run_in_worker(args: argparse.Namespace, job: tuple, data: Path, clip: Path) -> Path:
-    """run_job in a --jobs worker: its console output goes to seedS/<job>.console.txt."""
+def run_in_worker(run: Callable, args: argparse.Namespace, job: tuple, data: Path, clip: Path) -> Path:
+    """run(args, job, data, clip) in a --jobs worker: its console output goes to seedS/<job>.console.txt."""
     console = data.parent / f"{'_'.join(map(str, job))}.console.txt"
     with open(console, "w") as file, contextlib.redirect_stdout(file), contextlib.redirect_stderr(file):
-        return run_job(args, job, data, clip)
+        return run(args, job, data, clip)
 
 
 def _worker_threads(threads: int) -> None:
@@ -267,17 +268,19 @@ def _progress(done: int, total: int, started: float, what: str) -> None:
     print(f"   {done}/{total} done ({what}); {elapsed:.0f} s elapsed, about {left:.0f} s left", flush=True)
 
 
-def run_jobs(args: argparse.Namespace, jobs: list[tuple[int, tuple]], prepared: dict) -> dict:
-    """{(seed, job): folder} of `jobs`, here (--jobs 1) or in --jobs worker processes of one thread group each;
-    a progress line after each job."""
+def run_jobs(args: argparse.Namespace, jobs: list[tuple[int, tuple]], prepared: dict,
+             run: Callable[[argparse.Namespace, tuple, Path, Path], Path] = run_job) -> dict:
+    """{(seed, job): folder} of `jobs`, each run(args, job, *prepared[seed]) (prepared: seed -> (data folder
+    OUTPUT/seedS/data, tiny CLIP)): here (--jobs 1) or in --jobs worker processes of one thread group each (`run`
+    a module-level function); a progress line after each job."""
     started, folders = time.time(), {}
     if args.jobs == 1:
         for seed, job in jobs:
-            folders[seed, job] = run_job(args, job, *prepared[seed])
+            folders[seed, job] = run(args, job, *prepared[seed])
             _progress(len(folders), len(jobs), started, f"seed {seed} {' '.join(map(str, job))}")
         return folders
     with _worker_pool(args.jobs) as pool:
-        futures = {pool.submit(run_in_worker, args, job, *prepared[seed]): (seed, job) for seed, job in jobs}
+        futures = {pool.submit(run_in_worker, run, args, job, *prepared[seed]): (seed, job) for seed, job in jobs}
         for future in as_completed(futures):
             seed, job = futures[future]
             folders[seed, job] = future.result()
