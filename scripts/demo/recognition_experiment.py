@@ -111,7 +111,7 @@ def run_method(args: argparse.Namespace, job: tuple[str, str], data: Path, clip:
     """The run folder of job (class set, method) on the seed of `data` (OUTPUT/seedS/data), trained and tested by
     main.main unless its eval_results.json exists (an interrupted run starts again)."""
     class_set, method = job
-    seed = int(data.parent.name[len("seed"):])
+    seed = temporal_benchmark.seed_of(data)
     folder = data.parent / class_set / method
     if (folder / "eval_results.json").is_file():
         return folder

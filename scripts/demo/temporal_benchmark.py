@@ -216,13 +216,18 @@ def _data_flags(data: Path, clip: Path, seed: int) -> list[str]:
             "--visual_output_type", "average_frame_cls_token", "--no-plot_curves"]
 
 
+def seed_of(data: Path) -> int:
+    """The seed S of a data folder OUTPUT/seedS/data (seed_data's)."""
+    return int(data.parent.name[len("seed"):])
+
+
 def run_job(args: argparse.Namespace, job: tuple, data: Path, clip: Path) -> Path:
     """Run one job of `jobs_of` with main.main unless its eval_results.json exists; returns its folder.
     ("train", method, lr): train, then score val (the run's test split is val). ("test", method, lr, order):
     score the test split with the trained run of (method, lr) and --eval_frame_order `order` (meanP: no run)."""
     seed_dir = data.parent
     kind, method, lr = job[:3]
-    common = _data_flags(data, clip, int(seed_dir.name[4:]))
+    common = _data_flags(data, clip, seed_of(data))
     if kind == "train":
         folder = seed_dir / run_name(method, lr)
         argv = ["--do_train", "--do_eval", "--train_group_size", "2", "--no-eval_every_epoch",
