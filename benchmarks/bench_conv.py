@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from models import spectral_kernel
 from models.fast_conv import ConvGeometry, fft_is_cheaper, functional_conv3d
 from models.model_config import ModelConfig
 from models.spatial_prompt import SpatialPrompt
@@ -174,7 +175,8 @@ def machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
+            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+            "native_spectral_kernel": spectral_kernel.available()}
 
 
 def load_average() -> list[float] | None:

@@ -30,6 +30,10 @@ weights and inputs); an entry is keyed by the weight tensor and checked against 
 the FFT grid, so an updated weight gets a fresh spectrum. Writes through `weight.data` bypass the version counter:
 call `clear_spectrum_cache()` after those.
 
+The per-bin products run as batched matrix products (differentiable; every device) or, for cached spectra of
+float32 CPU calls, in the native kernel of `models.spectral_kernel` on the transforms' own layout (the spectrum
+is cached in that kernel's layout then).
+
 Half-precision inputs (bfloat16, float16) are computed in float32 and the result cast back; float64 stays
 float64. Autograd differentiates through the whole FFT path (input, weight and bias gradients).
 """
@@ -42,6 +46,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from models import spectral_kernel
 
 IMPLS = ("auto", "direct", "fft")
 FFT_RADICES = (2, 3, 5, 7)
@@ -249,14 +255,20 @@ def _spectral_conv(x: torch.Tensor, spectrum: torch.Tensor, bias: torch.Tensor |
 
 def _spectral_products(planes: torch.Tensor, spectrum: torch.Tensor, bias: torch.Tensor | None,
                        geometry: ConvGeometry) -> torch.Tensor:
-    """planes [B, C_in, D, Lh, Lw//2 + 1] (`input_spectrum`), G from `weight_spectrum` -> the output on the whole
-    FFT grid [B, C_out, D', Lh, Lw] (real; the output proper at [..., :H', :W'], other values beside it)."""
+    """planes [B, C_in, D, Lh, Lw//2 + 1] (`input_spectrum`), G from `weight_spectrum` (batched matrix products,
+    differentiable) or in `spectral_kernel.chunk_layout` (the native kernel, no autograd) -> the output on the
+    whole FFT grid [B, C_out, D', Lh, Lw] (real; the output proper at [..., :H', :W'], other values beside it)."""
     b, c_in, c_out = geometry.batch, geometry.in_channels, geometry.out_channels
     d, _, _ = geometry.size
     kd = geometry.kernel[0]
     pd = geometry.padding[0]
     d_out = geometry.out_size[0]
     lh, lw = geometry.grid
+    if spectrum.dim() == 5:  # the native kernel's layout (`_cached_weight_spectrum` on the CPU)
+        grid = spectral_kernel.spectral_products(planes, spectrum, pd, d_out)  # [B, C_out, D', Lh, Lw//2 + 1]
+        if bias is not None:
+            grid[..., 0, 0] += (bias * (lh * lw))[:, None]
+        return torch.fft.irfft2(grid, s=(lh, lw))
     bins = lh * (lw // 2 + 1)
     # rows (depth, batch) per bin, with the depth zero padding, so that every tap reads a contiguous row block
     rows_in = planes.new_empty(bins, (d + 2 * pd) * b, c_in)
@@ -337,7 +349,8 @@ _SPECTRUM_CACHE: dict[int, _CacheEntry] = {}
 
 
 def _cached_weight_spectrum(weight: torch.Tensor, geometry: ConvGeometry, dtype: torch.dtype) -> torch.Tensor:
-    """weight_spectrum(weight, geometry, dtype), reused while the weight is unchanged (no-gradient calls only)."""
+    """weight_spectrum(weight, geometry, dtype), reused while the weight is unchanged (no-gradient calls only); in
+    `spectral_kernel.chunk_layout` where the native kernel takes it (float32 on the CPU, few enough depth taps)."""
     key = (weight.data_ptr(), weight._version, tuple(weight.shape), tuple(weight.stride()), weight.dtype,
            weight.device, geometry.grid, geometry.padding, dtype)
     entry = _SPECTRUM_CACHE.get(id(weight))
@@ -345,6 +358,13 @@ def _cached_weight_spectrum(weight: torch.Tensor, geometry: ConvGeometry, dtype:
         if entry is None:
             weakref.finalize(weight, _SPECTRUM_CACHE.pop, id(weight), None)
         with torch.no_grad():
-            entry = _CacheEntry(key, weight_spectrum(weight, geometry, dtype))
+            spectrum = weight_spectrum(weight, geometry, dtype)
+            if _native_kernel_takes(weight, dtype):
+                spectrum = spectral_kernel.chunk_layout(spectrum)
+            entry = _CacheEntry(key, spectrum)
         _SPECTRUM_CACHE[id(weight)] = entry
     return entry.spectrum
+
+
+def _native_kernel_takes(weight: torch.Tensor, dtype: torch.dtype) -> bool:
+    return weight.device.type == "cpu" and dtype == torch.float32 and weight.shape[2] <= spectral_kernel.max_taps()
