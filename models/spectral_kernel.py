@@ -61,7 +61,8 @@ def spectral_products(planes: torch.Tensor, spectrum: torch.Tensor, depth_paddin
                       depth_out: int) -> torch.Tensor:
     """planes [B, C_in, D, *bins] complex64 on the CPU, spectrum [chunks, kd, C_in, C_out, 8] (`chunk_layout`)
     -> [B, C_out, D_out, *bins]: out[b, o, d] = sum_{t, i} planes[b, i, d + t - depth_padding] G[t, i, o] per
-    bin (input depths outside [0, D) read zero). Runs on torch.get_num_threads() threads, each a range of chunks."""
+    bin (input depths outside [0, D) read zero). Runs on torch.get_num_threads() threads (this one and helpers),
+    each a range of chunks."""
     library = _library()
     if library is None:
         raise RuntimeError("the native spectral kernel is not available (spectral_kernel.available() is False)")
@@ -79,11 +80,12 @@ def spectral_products(planes: torch.Tensor, spectrum: torch.Tensor, depth_paddin
             depth_padding, bins)
     threads = max(1, min(torch.get_num_threads(), chunks))
     bounds = [chunks * k // threads for k in range(threads + 1)]
-    if threads == 1:
-        library.spectral_products(*args, 0, chunks)
-    else:  # ctypes releases the GIL during the call
-        list(_pool(threads).map(lambda k: library.spectral_products(*args, bounds[k], bounds[k + 1]),
-                                range(threads)))
+    # the first range on this thread, the others on helper threads (ctypes releases the GIL during the call)
+    others = [_pool(threads - 1).submit(library.spectral_products, *args, bounds[k], bounds[k + 1])
+              for k in range(1, threads)]
+    library.spectral_products(*args, bounds[0], bounds[1])
+    for other in others:
+        other.result()
     return out
 
 
