@@ -11,6 +11,10 @@ medians after warm-up:
   for the pixels, backward of the output's sum.
 Chains as the model runs them: spatial = score conv (no gradient) + conv1 -> conv2 -> PReLU -> conv3 -> PReLU ->
 conv4; temporal = frame-weight conv + conv1 -> PReLU -> conv2 (input from attention: it requires a gradient).
+Prompts: the model's SpatialPrompt and TemporalPrompt forward in evaluation (no gradient, `--conv_impl auto`, the
+FFT chain), their per-bin products by the native CPU kernel (models/spectral_kernel.py) against the batched matrix
+products (`fast_conv.batched_products()`), two copies of each module with the same weights, interleaved in every
+repeat. `--sections` picks what to run (the direct layers take minutes).
 Also reported: max |fft - direct| / max |direct| per layer, the cost-model FLOPs and the `auto` choice, the load
 average before and after (other processes on the machine slow both methods), the machine and any glibc MALLOC_*
 environment variables (they decide whether large temporaries are page-faulted afresh on every call:
@@ -20,6 +24,8 @@ docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import platform
@@ -33,13 +39,14 @@ from torch import nn
 from tqdm import tqdm
 
 from models import spectral_kernel
-from models.fast_conv import ConvGeometry, fft_is_cheaper, functional_conv3d
+from models.fast_conv import ConvGeometry, batched_products, fft_is_cheaper, functional_conv3d
 from models.model_config import ModelConfig
 from models.spatial_prompt import SpatialPrompt
 from models.temporal_prompt import TemporalPrompt
 from utils.engine.runtime.allocator import add_retain_freed_memory_flag, retain_freed_memory
 
 METHODS = ("direct", "fft")
+SECTIONS = ("layers", "chains", "prompts")
 
 
 @dataclass
@@ -62,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per method (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="layers (each Conv3d, direct vs fft), chains (the prompts' convolutions one by one), "
+                             "prompts (native kernel vs batched products)")
     add_retain_freed_memory_flag(parser)
     parser.add_argument("--output", default="benchmarks/results/bench_conv.json")
     return parser.parse_args(argv)
@@ -186,13 +196,39 @@ def load_average() -> list[float] | None:
 def print_table(results: dict) -> None:
     print(f"\n{'layer / chain':<24}{'GFLOP':>8}{'fwd direct':>12}{'fwd fft':>10}{'x':>6}"
           f"{'f+b direct':>12}{'f+b fft':>10}{'x':>6}{'rel err':>10}")
-    for row in results["layers"] + results["chains"]:
+    for row in results.get("layers", []) + results.get("chains", []):
         name = row.get("layer") or row.get("chain") + " chain"
         gflop = f"{row['direct_gflop']:.1f}" if "direct_gflop" in row else ""
         err = f"{row['max_relative_error']:.1e}" if "max_relative_error" in row else ""
         f, fb = row["forward"], row["forward_backward"]
         print(f"{name:<24}{gflop:>8}{f['direct_s']:>11.3f}s{f['fft_s']:>9.3f}s{f['speedup']:>6.1f}"
               f"{fb['direct_s']:>11.3f}s{fb['fft_s']:>9.3f}s{fb['speedup']:>6.1f}{err:>10}")
+    for row in results.get("prompts", []):
+        print(f"{row['prompt']:<24} evaluation: native kernel {row['native_s']:.3f}s, batched products "
+              f"{row['batched_s']:.3f}s, x{row['speedup']:.2f} (outputs differ by "
+              f"{row['max_relative_difference']:.1e})")
+
+
+def bench_prompts(spatial: SpatialPrompt, temporal: TemporalPrompt, args: argparse.Namespace) -> list[dict]:
+    """Each prompt's evaluation forward with the native kernel's products against the batched ones."""
+    grid = args.image_resolution // args.patch_size
+    b, t, size = args.batch, args.frames, args.image_resolution
+    video = torch.randn(b, t, 3, size, size)
+    tokens, cells = torch.randn(b, t, 1 + grid * grid, args.width), torch.rand(b, t, grid, grid) > 0.8
+    rows = []
+    for name, module, inputs in (("spatial prompt", spatial, (video,)), ("temporal prompt", temporal, (tokens, cells))):
+        native, batched = module.eval(), copy.deepcopy(module).eval()
+        with torch.no_grad():
+            out_native = native(*inputs)[0]
+            with batched_products():  # its weight spectra are cached in the batched layout
+                out_batched = batched(*inputs)[0]
+        err = ((out_native - out_batched).abs().max() / out_batched.abs().max()).item()
+        times = time_methods({"native": no_grad(functools.partial(native, *inputs)),
+                              "batched": no_grad(functools.partial(batched, *inputs))}, args.repeats, args.warmup)
+        rows.append({"prompt": name, "native_kernel": spectral_kernel.available(), "native_s": times["native"],
+                     "batched_s": times["batched"], "speedup": times["batched"] / times["native"],
+                     "max_relative_difference": err})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -202,12 +238,16 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"config": vars(args), "machine": machine(), "load_average_before": load_average(),
                "allocator": retain_freed_memory(args.retain_freed_memory)}
     spatial, temporal, layers = model_layers(args)
-    results["layers"] = [bench_layer(layer, args) for layer in tqdm(layers, desc="layers")]
-    pixels = torch.randn(layers[0].input_shape)
-    volume = torch.randn(layers[5].input_shape, requires_grad=True)
-    chains = [("spatial", lambda x, m: spatial_chain(spatial, x, m), pixels),
-              ("temporal", lambda x, m: temporal_chain(temporal, x, m), volume)]
-    results["chains"] = [bench_chain(name, fn, x, args) for name, fn, x in tqdm(chains, desc="chains")]
+    if "layers" in args.sections:
+        results["layers"] = [bench_layer(layer, args) for layer in tqdm(layers, desc="layers")]
+    if "chains" in args.sections:
+        pixels = torch.randn(layers[0].input_shape)
+        volume = torch.randn(layers[5].input_shape, requires_grad=True)
+        chains = [("spatial", lambda x, m: spatial_chain(spatial, x, m), pixels),
+                  ("temporal", lambda x, m: temporal_chain(temporal, x, m), volume)]
+        results["chains"] = [bench_chain(name, fn, x, args) for name, fn, x in tqdm(chains, desc="chains")]
+    if "prompts" in args.sections:
+        results["prompts"] = bench_prompts(spatial, temporal, args)
     results["load_average_after"] = load_average()
     print_table(results)
     print(f"load average before {results['load_average_before']}, after {results['load_average_after']}")

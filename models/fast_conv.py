@@ -40,6 +40,7 @@ float64. Autograd differentiates through the whole FFT path (input, weight and b
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from dataclasses import dataclass
@@ -366,5 +367,22 @@ def _cached_weight_spectrum(weight: torch.Tensor, geometry: ConvGeometry, dtype:
     return entry.spectrum
 
 
+@contextlib.contextmanager
+def batched_products():
+    """Within this context, weight spectra cached from now on take the batched layout, so that their products run
+    as batched matrix products even where the native kernel is available (benchmarks and tests compare the two);
+    spectra cached before keep their layout (`clear_spectrum_cache()` drops them)."""
+    global _BATCHED_PRODUCTS_ONLY
+    previous, _BATCHED_PRODUCTS_ONLY = _BATCHED_PRODUCTS_ONLY, True
+    try:
+        yield
+    finally:
+        _BATCHED_PRODUCTS_ONLY = previous
+
+
+_BATCHED_PRODUCTS_ONLY = False
+
+
 def _native_kernel_takes(weight: torch.Tensor, dtype: torch.dtype) -> bool:
-    return weight.device.type == "cpu" and dtype == torch.float32 and weight.shape[2] <= spectral_kernel.max_taps()
+    return (not _BATCHED_PRODUCTS_ONLY and weight.device.type == "cpu" and dtype == torch.float32
+            and weight.shape[2] <= spectral_kernel.max_taps())

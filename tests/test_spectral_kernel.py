@@ -2,12 +2,14 @@
 depth paddings, bins that do not fill the last chunk, one and several threads), the FFT convolution takes them
 for cached CPU spectra and equals F.conv3d either way, bad input, and a build that fails or is cached."""
 
+import contextlib
 import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks import bench_conv
 from models import fast_conv, spectral_kernel
 from models.fast_conv import functional_conv3d
 
@@ -67,17 +69,20 @@ def test_the_fft_convolution_takes_the_kernel_for_cached_cpu_spectra_and_equals_
     assert ((batched.detach() - native).abs().max() / ref.abs().max()).item() < 1e-5
 
 
-def test_without_the_kernel_the_cache_keeps_the_batched_layout(monkeypatch):
-    monkeypatch.setattr(spectral_kernel, "_library", lambda: None)
+@pytest.mark.parametrize("how", ["no kernel", "batched_products()"])
+def test_without_the_kernel_the_cache_keeps_the_batched_layout(how, monkeypatch):
+    if how == "no kernel":
+        monkeypatch.setattr(spectral_kernel, "_library", lambda: None)
     gen = torch.Generator().manual_seed(2)
     x, weight = torch.randn(1, 2, 4, 9, 10, generator=gen), torch.randn(3, 2, 3, 5, 5, generator=gen)
     fast_conv.clear_spectrum_cache()
-    with torch.no_grad():
+    with torch.no_grad(), (fast_conv.batched_products() if how != "no kernel" else contextlib.nullcontext()):
         out = functional_conv3d(x, weight, None, (1, 2, 2), impl="fft")
     assert fast_conv._SPECTRUM_CACHE[id(weight)].spectrum.dim() == 4
     ref = F.conv3d(x, weight, padding=(1, 2, 2))
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-5
     fast_conv.clear_spectrum_cache()
+    assert not fast_conv._BATCHED_PRODUCTS_ONLY  # the context restores the default
 
 
 @needs_kernel
@@ -119,3 +124,16 @@ def test_the_build_is_cached_per_source_and_written_once(monkeypatch, tmp_path):
     stamp = first.stat().st_mtime_ns
     assert spectral_kernel._build() == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left behind
+
+
+@needs_kernel
+def test_the_benchmark_compares_the_kernel_with_the_batched_products_on_the_prompts(tmp_path):
+    results = bench_conv.main(["--sections", "prompts", "--batch", "1", "--frames", "4", "--image_resolution", "32",
+                               "--patch_size", "8", "--width", "64", "--repeats", "1", "--warmup", "0",
+                               "--output", str(tmp_path / "bench.json")])
+    assert "layers" not in results and [row["prompt"] for row in results["prompts"]] == ["spatial prompt",
+                                                                                         "temporal prompt"]
+    for row in results["prompts"]:
+        assert row["native_kernel"] and row["native_s"] > 0 and row["batched_s"] > 0
+        assert row["max_relative_difference"] < 1e-5
+    assert (tmp_path / "bench.json").exists() and not fast_conv._BATCHED_PRODUCTS_ONLY
