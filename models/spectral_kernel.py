@@ -49,7 +49,7 @@ def max_taps() -> int:
 
 def chunk_layout(spectrum: torch.Tensor) -> torch.Tensor:
     """A weight spectrum G [bins, kd, C_in, C_out] (fast_conv.weight_spectrum) -> the kernel's layout
-    [ceil(bins / 8), kd, C_in, C_out, 8] complex64, zeros past the last bin."""
+    [ceil(bins / 8), kd, C_in, C_out, 8] (the same dtype; the kernel takes complex64), zeros past the last bin."""
     bins, kd, c_in, c_out = spectrum.shape
     chunks = -(-bins // CHUNK)
     padded = spectrum.new_zeros(chunks * CHUNK, kd, c_in, c_out)
@@ -71,9 +71,9 @@ def spectral_products(planes: torch.Tensor, spectrum: torch.Tensor, depth_paddin
     bins = planes[0, 0, 0].numel()
     if planes.dtype != torch.complex64 or spectrum.dtype != torch.complex64 or planes.device.type != "cpu":
         raise ValueError(f"the native kernel takes complex64 CPU tensors, got {planes.dtype} on {planes.device}")
-    if spectrum_in != c_in or chunks != -(-bins // CHUNK) or kd > library.spectral_products_max_taps():
+    if spectrum_in != c_in or chunks != -(-bins // CHUNK) or kd > max_taps():
         raise ValueError(f"spectrum {list(spectrum.shape)} does not fit planes {list(planes.shape)} "
-                         f"(or has more than {library.spectral_products_max_taps()} depth taps)")
+                         f"(or has more than {max_taps()} depth taps)")
     planes, spectrum = planes.contiguous(), spectrum.contiguous()
     out = planes.new_empty(b, c_out, depth_out, *planes.shape[3:])
     args = (planes.data_ptr(), spectrum.data_ptr(), out.data_ptr(), b, c_in, c_out, depth, depth_out, kd,
@@ -101,7 +101,7 @@ def _library() -> ctypes.CDLL | None:
         return None
     try:
         library = ctypes.CDLL(str(_build()))
-    except (OSError, subprocess.CalledProcessError, FileNotFoundError) as error:
+    except (OSError, subprocess.CalledProcessError) as error:  # FileNotFoundError: no compiler
         detail = getattr(error, "stderr", None) or error
         log.warning("the native spectral kernel could not be built or loaded (%s); the FFT convolutions use "
                     "batched matrix products, the same values, slower on CPUs", str(detail).strip()[-500:])
